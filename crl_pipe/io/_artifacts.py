@@ -1,0 +1,111 @@
+"""The artifact contract between stages: Parquet tables with fixed columns and provenance.
+
+Each table kind lists its required columns and their Arrow types. Writers check the contract
+before anything touches the disk, so a stage cannot publish a table that the next stage would
+misread; extra columns are allowed (later work adds columns, never renames them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .._errors import InputError
+from .._provenance import atomic_path
+
+PROVENANCE_KEY = b"crl_pipe"
+
+#: Required columns of each artifact kind. ``latents`` has ``sample_id`` plus one float column per latent.
+SCHEMAS: dict[str, dict[str, pa.DataType]] = {
+    "qc": {"sample_id": pa.string(), "total_counts": pa.float64(), "n_genes": pa.int64()},
+    "interventions": {
+        "sample_id": pa.string(),
+        "intervention": pa.string(),
+        "targets": pa.list_(pa.string()),
+        "n_targets": pa.int64(),
+        "is_control": pa.bool_(),
+    },
+    "anchors": {"program": pa.string(), "feature": pa.string(), "weight": pa.float64()},
+    "latents": {"sample_id": pa.string()},
+    "targets": {"intervention": pa.string(), "latent": pa.string(), "score": pa.float64()},
+    "graph": {"source": pa.string(), "target": pa.string(), "weight": pa.float64(), "stability": pa.float64()},
+    "metrics": {"metric": pa.string(), "value": pa.float64()},
+    "training": {"epoch": pa.int64(), "split": pa.string(), "loss": pa.float64()},
+    "benchmark": {"dataset": pa.string(), "model": pa.string(), "metric": pa.string(), "value": pa.float64()},
+}
+
+
+def to_table(df: pd.DataFrame, kind: str) -> pa.Table:
+    """Convert ``df`` to Arrow, casting the contract's columns to their types (others kept as they are)."""
+    schema = SCHEMAS[kind]
+    missing = [c for c in schema if c not in df.columns]
+    if missing:
+        raise InputError(f"{kind} table: missing column(s) {missing}; expected at least {list(schema)}")
+    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    for name, typ in schema.items():
+        idx = table.schema.get_field_index(name)
+        if not table.schema.field(name).type.equals(typ):
+            try:
+                table = table.set_column(idx, pa.field(name, typ), table.column(name).cast(typ))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                raise InputError(f"{kind} table: column {name!r} cannot be read as {typ}: {err}") from None
+    if kind == "latents":
+        _check_latent_columns(table)
+    return table
+
+
+def _check_latent_columns(table: pa.Table) -> None:
+    for field in table.schema:
+        if field.name != "sample_id" and not pa.types.is_floating(field.type):
+            raise InputError(f"latents table: column {field.name!r} must be float, found {field.type}")
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, kind: str, provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``df`` as the artifact ``kind`` at ``path``, atomically, with provenance in the file metadata."""
+    table = to_table(df, kind)
+    meta = dict(table.schema.metadata or {})
+    meta.pop(b"pandas", None)  # pandas metadata embeds library versions; provenance says what matters
+    meta[PROVENANCE_KEY] = json.dumps(provenance or {}, sort_keys=True).encode()
+    table = table.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def read_table(path: str | os.PathLike, kind: str | None = None) -> pd.DataFrame:
+    """Read an artifact; with ``kind``, check it against the contract and name what is wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file does not exist")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+    if kind is not None:
+        check_table(table, kind, path)
+    return table.to_pandas()
+
+
+def check_table(table: pa.Table, kind: str, path: str | os.PathLike = "<table>") -> None:
+    """Raise :class:`InputError` unless ``table`` has the contract's columns with the contract's types."""
+    for name, typ in SCHEMAS[kind].items():
+        if name not in table.column_names:
+            raise InputError(f"{path}: missing column {name!r} expected in a {kind} table")
+        found = table.schema.field(name).type
+        if not found.equals(typ) and not (pa.types.is_large_list(found) and pa.types.is_list(typ)):
+            raise InputError(f"{path}: column {name!r} has type {found}, expected {typ} in a {kind} table")
+    if kind == "latents":
+        _check_latent_columns(table)
+
+
+def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
+    """The provenance record stored in an artifact's Parquet metadata ({} if there is none)."""
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(PROVENANCE_KEY)
+    return json.loads(raw) if raw else {}

@@ -1,0 +1,88 @@
+"""The one small interface every CRL model implements (scvi-tools' split: this class is user-facing)."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+import torch
+
+from .._provenance import atomic_path
+from ._data import CRLData
+
+
+class CRLModel(torch.nn.Module, ABC):
+    """Fit on :class:`CRLData`; give latents, intervention targets and the latent causal graph.
+
+    Subclasses keep every learned quantity in torch parameters or buffers, so that a checkpoint is a
+    plain ``state_dict`` (loaded with ``weights_only=True``) plus a JSON file of names and params.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__()
+        self.params = params
+        self.latent_names: list[str] = []
+        self.intervention_names: list[str] = []
+        self.history = pd.DataFrame({"epoch": [], "split": [], "loss": []})
+
+    @abstractmethod
+    def fit(self, data: CRLData, *, seed: int = 0) -> CRLModel:
+        """Learn the model from ``data``; deterministic on the CPU for a fixed ``seed``."""
+
+    @abstractmethod
+    def get_latent_representation(self, data: CRLData) -> pd.DataFrame:
+        """Latents per cell: ``sample_id`` plus one float column per latent (named by :attr:`latent_names`)."""
+
+    @abstractmethod
+    def get_targets(self) -> pd.DataFrame:
+        """Long table ``intervention, latent, score, is_target``: how strongly each intervention acts on each latent."""
+
+    @abstractmethod
+    def get_adjacency(self) -> pd.DataFrame:
+        """Weighted adjacency among latents, rows = source, columns = target; 0 = no edge."""
+
+    # -- checkpoints: tensors via state_dict, everything else as JSON; nothing pickled --------------
+    def _extra_state_json(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state_json(self, extra: dict[str, Any]) -> None:
+        pass
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "model": self.name,
+            "params": self.params,
+            "latent_names": self.latent_names,
+            "intervention_names": self.intervention_names,
+            "extra": self._extra_state_json(),
+        }
+        with atomic_path(directory / "model.pt") as tmp:
+            torch.save(self.state_dict(), tmp)
+        with atomic_path(directory / "model.json") as tmp:
+            tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> CRLModel:
+        directory = Path(directory)
+        meta = json.loads((directory / "model.json").read_text())
+        model = cls(**meta["params"])
+        model.latent_names = meta["latent_names"]
+        model.intervention_names = meta["intervention_names"]
+        model._load_extra_state_json(meta["extra"])
+        state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
+        model._allocate(state)
+        model.load_state_dict(state)
+        return model
+
+    def _allocate(self, state: dict[str, torch.Tensor]) -> None:
+        """Create parameters/buffers of the right shapes before ``load_state_dict`` (shape-free by default)."""
+        for key, tensor in state.items():
+            if "." not in key and not hasattr(self, key):
+                self.register_buffer(key, torch.empty_like(tensor))

@@ -1,0 +1,227 @@
+"""One function per workflow stage, file in -> file out.
+
+The Snakemake rules (via ``workflow/scripts``) and the ``crl-pipe`` command line call these and
+nothing else; each reads its input artifacts, calls the in-memory API (``io``, ``pp``, ``tl``,
+``simulate``, ``report``) and writes its outputs atomically with provenance.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ._provenance import provenance
+from .io import read_h5ad, read_table, write_h5ad, write_table
+
+log = logging.getLogger("crl_pipe")
+
+PathLike = str | os.PathLike
+
+
+def simulate(*, out_h5ad: PathLike, out_gmt: PathLike, out_truth_dir: PathLike, params: Mapping[str, Any]) -> None:
+    """Simulate a Perturb-seq screen with a known latent causal graph (see :func:`crl_pipe.simulate.simulate_screen`).
+
+    Writes the screen h5ad, a GMT of each program's anchor genes, and the truth folder
+    (``graph.parquet``, ``targets.parquet``, ``latents.parquet``).
+    """
+    from . import simulate as sim
+
+    screen = sim.simulate_screen(**params)
+    sim.write_simulation(screen, out_h5ad=out_h5ad, out_gmt=out_gmt, out_truth_dir=out_truth_dir, params=params)
+
+
+def ingest(
+    *, path: PathLike, out_h5ad: PathLike, out_qc: PathLike, format: str = "h5ad", options: Mapping[str, Any] | None = None
+) -> None:
+    """Read a raw input in any supported layout into the canonical ``ingested.h5ad`` (+ ``qc.parquet``)."""
+    from . import io, pp
+
+    options = dict(options or {})
+    adata = io.read_screen(path, format=format, **options)
+    prov = provenance("ingest", {"input": path}, {"format": format, **options})
+    write_table(pp.qc_metrics(adata), out_qc, "qc", prov)
+    write_h5ad(adata, out_h5ad, prov)
+
+
+def label(
+    *, ingested: PathLike, out: PathLike, perturbation_key: str, control_values: Sequence[str], min_cells: int = 1
+) -> None:
+    """Build ``interventions.parquet`` from the perturbation column of the ingested data."""
+    from . import pp
+
+    params = {"perturbation_key": perturbation_key, "control_values": list(control_values), "min_cells": min_cells}
+    adata = read_h5ad(ingested, backed=True)
+    table = pp.label_interventions(adata, **params)
+    write_table(table, out, "interventions", provenance("label", {"ingested": ingested}, params))
+
+
+def preprocess(
+    *,
+    ingested: PathLike,
+    interventions: PathLike,
+    out: PathLike,
+    gene_sets: PathLike | None = None,
+    n_top_genes: int = 2000,
+    target_sum: float = 1e4,
+) -> None:
+    """Normalise, log-transform and select genes (HVGs + perturbed genes + gene-set members)."""
+    from . import io, pp
+
+    params = {"n_top_genes": n_top_genes, "target_sum": target_sum}
+    adata = read_h5ad(ingested)
+    labels = read_table(interventions, "interventions")
+    keep = sorted({g for s in io.read_gmt(gene_sets).values() for g in s}) if gene_sets else []
+    result = pp.preprocess(adata, labels, keep_genes=keep, **params)
+    inputs = {"ingested": ingested, "interventions": interventions, "gene_sets": gene_sets}
+    write_h5ad(result, out, provenance("preprocess", inputs, params))
+
+
+def anchors(
+    *,
+    preprocessed: PathLike,
+    out: PathLike,
+    gene_sets: PathLike | None = None,
+    min_anchors: int = 2,
+    exclusive: bool = True,
+    n_programs: int | None = None,
+) -> None:
+    """Intersect gene sets with the data into ``anchors.parquet`` (or derive programs from the data)."""
+    from . import io, pp
+
+    params = {"min_anchors": min_anchors, "exclusive": exclusive, "n_programs": n_programs}
+    adata = read_h5ad(preprocessed)
+    if gene_sets:
+        table, dropped = pp.build_anchors(adata, io.read_gmt(gene_sets), min_anchors=min_anchors, exclusive=exclusive)
+    else:
+        table, dropped = pp.data_driven_anchors(adata, n_programs=n_programs or 10, min_anchors=min_anchors)
+    prov = provenance("anchors", {"preprocessed": preprocessed, "gene_sets": gene_sets}, params)
+    prov["dropped_programs"] = dropped.to_dict(orient="records")
+    for rec in prov["dropped_programs"]:
+        log.warning("program %s dropped: %s", rec["program"], rec["reason"])
+    write_table(table, out, "anchors", prov)
+
+
+def train(
+    *,
+    preprocessed: PathLike,
+    interventions: PathLike,
+    anchors: PathLike,
+    out_dir: PathLike,
+    model: str,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> None:
+    """Fit ``model``; write the checkpoint, ``latents``, ``targets`` and ``training`` tables into ``out_dir``."""
+    from . import tl
+
+    data = _load_data(preprocessed, interventions, anchors)
+    fitted = tl.train(data, model=model, params=params, seed=seed)
+    out_dir = Path(out_dir)
+    fitted.save(out_dir)
+    prov = provenance(
+        "train",
+        {"preprocessed": preprocessed, "interventions": interventions, "anchors": anchors},
+        {"model": model, "params": dict(params or {}), "seed": seed},
+    )
+    write_table(fitted.get_latent_representation(data), out_dir / "latents.parquet", "latents", prov)
+    write_table(fitted.get_targets(), out_dir / "targets.parquet", "targets", prov)
+    write_table(fitted.history, out_dir / "training.parquet", "training", prov)
+
+
+def graph(
+    *,
+    preprocessed: PathLike,
+    interventions: PathLike,
+    anchors: PathLike,
+    model_dir: PathLike,
+    out_parquet: PathLike,
+    out_graphml: PathLike,
+    n_refits: int = 20,
+    seed: int = 0,
+) -> None:
+    """Latent causal graph of the trained model, with each edge's stability over bootstrap refits."""
+    from . import tl
+    from .io import write_graphml
+    from .models import load_model
+
+    params = {"n_refits": n_refits, "seed": seed}
+    data = _load_data(preprocessed, interventions, anchors)
+    edges = tl.recover_graph(load_model(model_dir), data, n_refits=n_refits, seed=seed)
+    prov = provenance(
+        "graph", {"preprocessed": preprocessed, "interventions": interventions, "model": Path(model_dir) / "model.pt"}, params
+    )
+    write_table(edges, out_parquet, "graph", prov)
+    write_graphml(edges, out_graphml)
+
+
+def evaluate(
+    *,
+    graph: PathLike,
+    targets: PathLike,
+    latents: PathLike,
+    out: PathLike,
+    truth: Mapping[str, PathLike | None],
+) -> None:
+    """Compare the recovered model with the ground truth (target accuracy, SHD, MCC)."""
+    from . import io, tl
+
+    truth = {k: v for k, v in truth.items() if v}
+    metrics = tl.evaluate(
+        graph=read_table(graph, "graph"),
+        targets=read_table(targets, "targets"),
+        latents=read_table(latents, "latents"),
+        true_graph=io.read_graph(truth["graph"]) if "graph" in truth else None,
+        true_targets=read_table(truth["targets"]) if "targets" in truth else None,
+        true_latents=read_table(truth["latents"]) if "latents" in truth else None,
+    )
+    inputs = {"graph": graph, "targets": targets, "latents": latents, **{f"truth_{k}": v for k, v in truth.items()}}
+    write_table(metrics, out, "metrics", provenance("evaluate", inputs))
+
+
+def report(
+    *,
+    dataset: str,
+    out_html: PathLike,
+    interventions: PathLike,
+    qc: PathLike,
+    anchors: PathLike,
+    model_dirs: Mapping[str, PathLike],
+    truth_graph: PathLike | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> None:
+    """Assemble the self-contained HTML report of one dataset across its models."""
+    from .report import write_report
+
+    write_report(
+        out_html,
+        dataset=dataset,
+        interventions=interventions,
+        qc=qc,
+        anchors=anchors,
+        model_dirs=model_dirs,
+        truth_graph=truth_graph,
+        config=config,
+    )
+
+
+def collect_benchmark(*, metrics: Mapping[str, PathLike], out: PathLike) -> None:
+    """Stack ``metrics.parquet`` of every ``dataset/model`` key into ``benchmark.parquet``."""
+    frames = []
+    for key, path in metrics.items():
+        dataset, model = key.split("/", 1)
+        frames.append(read_table(path, "metrics").assign(dataset=dataset, model=model))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "model", "metric", "value"])
+    write_table(table[["dataset", "model", "metric", "value"]], out, "benchmark", provenance("benchmark", {"metrics": list(metrics.values())}))
+
+
+def _load_data(preprocessed: PathLike, interventions: PathLike, anchors: PathLike):
+    from .models import CRLData
+
+    return CRLData.from_artifacts(
+        read_h5ad(preprocessed), read_table(interventions, "interventions"), read_table(anchors, "anchors")
+    )
