@@ -1,1 +1,29 @@
-"""(under construction)"""
+"""CRL models behind one interface (:class:`CRLModel`): fit on :class:`CRLData`; latents, targets, graph."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .._errors import ConfigError
+from ._base import CRLModel
+from ._data import CRLData
+from .linear import LinearSEM
+
+MODELS: dict[str, type[CRLModel]] = {LinearSEM.name: LinearSEM}
+
+__all__ = ["MODELS", "CRLData", "CRLModel", "LinearSEM", "get_model", "load_model"]
+
+
+def get_model(name: str) -> type[CRLModel]:
+    """The model class registered under ``name``."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; expected one of {sorted(MODELS)}") from None
+
+
+def load_model(directory: str | Path) -> CRLModel:
+    """Load a checkpoint written by :meth:`CRLModel.save` (tensors with ``weights_only=True``)."""
+    meta = json.loads((Path(directory) / "model.json").read_text())
+    return get_model(meta["model"]).load(directory)

@@ -1,1 +1,33 @@
-"""(under construction)"""
+"""Simulators with known causes: Perturb-seq screens over a latent causal graph."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .._provenance import provenance
+from ._screen import CONTROL_LABEL, SimulatedScreen, simulate_screen
+
+__all__ = ["CONTROL_LABEL", "SimulatedScreen", "simulate_screen", "write_simulation"]
+
+
+def write_simulation(
+    screen: SimulatedScreen,
+    *,
+    out_h5ad: str | os.PathLike,
+    out_gmt: str | os.PathLike,
+    out_truth_dir: str | os.PathLike,
+    params: Mapping[str, Any] | None = None,
+) -> None:
+    """Write the screen (h5ad), its anchor gene sets (GMT) and the truth tables (Parquet)."""
+    from ..io import write_gmt, write_h5ad, write_table
+
+    prov = provenance("simulate", {}, params)
+    truth = Path(out_truth_dir)
+    write_table(screen.graph.assign(stability=1.0), truth / "graph.parquet", "graph", prov)
+    screen.targets.to_parquet(truth / "targets.parquet", index=False)
+    write_table(screen.latents, truth / "latents.parquet", "latents", prov)
+    write_gmt(screen.gene_sets, out_gmt)
+    write_h5ad(screen.adata, out_h5ad, prov)
