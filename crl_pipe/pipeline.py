@@ -116,7 +116,7 @@ def train(
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> None:
-    """Fit ``model``; write the checkpoint, ``latents``, ``targets`` and ``training`` tables into ``out_dir``."""
+    """Fit ``model``; write the checkpoint, ``latents``, ``targets``, ``loadings`` and ``training`` tables into ``out_dir``."""
     from . import tl
 
     data = _load_data(preprocessed, interventions, anchors)
@@ -130,6 +130,7 @@ def train(
     )
     write_table(fitted.get_latent_representation(data), out_dir / "latents.parquet", "latents", prov)
     write_table(fitted.get_targets(), out_dir / "targets.parquet", "targets", prov)
+    write_table(fitted.get_loadings(), out_dir / "loadings.parquet", "loadings", prov)
     write_table(fitted.history, out_dir / "training.parquet", "training", prov)
 
 

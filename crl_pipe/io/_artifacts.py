@@ -35,6 +35,7 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
     "latents": {"sample_id": pa.string()},
     "targets": {"intervention": pa.string(), "latent": pa.string(), "score": pa.float64()},
     "graph": {"source": pa.string(), "target": pa.string(), "weight": pa.float64(), "stability": pa.float64()},
+    "loadings": {"latent": pa.string(), "feature": pa.string(), "loading": pa.float64()},
     "metrics": {"metric": pa.string(), "value": pa.float64()},
     "training": {"epoch": pa.int64(), "split": pa.string(), "loss": pa.float64()},
     "benchmark": {"dataset": pa.string(), "model": pa.string(), "metric": pa.string(), "value": pa.float64()},

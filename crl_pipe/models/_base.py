@@ -46,6 +46,10 @@ class CRLModel(torch.nn.Module, ABC):
     def get_adjacency(self) -> pd.DataFrame:
         """Weighted adjacency among latents, rows = source, columns = target; 0 = no edge."""
 
+    @abstractmethod
+    def get_loadings(self) -> pd.DataFrame:
+        """Long table ``latent, feature, loading``: how each feature depends on each latent."""
+
     # -- checkpoints: tensors via state_dict, everything else as JSON; nothing pickled --------------
     def _extra_state_json(self) -> dict[str, Any]:
         return {}

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _screens import screen_and_data
+
+from crl_pipe import ModelError, tl
+from crl_pipe.models import LinearSEM, get_model, load_model
+
+DEMO = dict(n_programs=6, n_control=3000, cells_per_perturbation=400)
+
+
+def _metrics(model, screen, data):
+    edges = model.get_adjacency().stack()
+    graph = edges[edges != 0].rename_axis(["source", "target"]).reset_index(name="weight")
+    m = tl.evaluate(
+        graph=graph,
+        targets=model.get_targets(),
+        latents=model.get_latent_representation(data),
+        true_graph=screen.graph,
+        true_targets=screen.targets,
+        true_latents=screen.latents,
+    )
+    return m.set_index("metric")["value"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_linear_recovers_targets_and_graph_on_demo_size_screen(seed):
+    screen, data = screen_and_data(**DEMO, seed=seed)
+    m = _metrics(LinearSEM().fit(data, seed=0), screen, data)
+    assert m["target_accuracy"] == 1.0
+    assert m["shd"] <= 1
+    assert m["mcc"] > 0.9
+
+
+def test_linear_with_a_strong_edge_keeps_programs_apart():
+    # |weight| >= 1.2 makes parent and child latents strongly correlated; they must not merge
+    screen, data = screen_and_data(**DEMO, seed=4, min_edge_weight=1.2, max_edge_weight=1.6)
+    model = LinearSEM().fit(data, seed=0)
+    m = _metrics(model, screen, data)
+    assert m["target_accuracy"] == 1.0 and m["shd"] <= 1
+    assert model.get_targets().query("is_target")["latent"].nunique() == 6
+
+
+def test_targets_table_marks_the_hit_program():
+    screen, data = screen_and_data(**DEMO, seed=0)
+    t = LinearSEM().fit(data).get_targets()
+    assert list(t.columns[:3]) == ["intervention", "latent", "score"]
+    hits = t[t["is_target"]].groupby("intervention")["latent"].apply(set)
+    truth = screen.targets.groupby("intervention")["program"].apply(set)
+    assert hits.to_dict() == truth.to_dict()  # doubles hit both their programs
+
+
+def test_checkpoint_round_trip_without_pickle(tmp_path):
+    _, data = screen_and_data(**DEMO, seed=0)
+    model = LinearSEM(edge_threshold=0.2).fit(data, seed=0)
+    model.save(tmp_path)
+    torch.load(tmp_path / "model.pt", weights_only=True)  # plain tensors only
+    loaded = load_model(tmp_path)
+    assert isinstance(loaded, LinearSEM) and loaded.params["edge_threshold"] == 0.2
+    pd.testing.assert_frame_equal(loaded.get_targets(), model.get_targets())
+    pd.testing.assert_frame_equal(loaded.get_adjacency(), model.get_adjacency())
+    pd.testing.assert_frame_equal(loaded.get_latent_representation(data), model.get_latent_representation(data))
+
+
+def test_fit_is_deterministic():
+    _, data = screen_and_data(**DEMO, seed=2)
+    a, b = LinearSEM().fit(data, seed=7), LinearSEM().fit(data, seed=7)
+    assert np.array_equal(a.B.numpy(), b.B.numpy())
+    pd.testing.assert_frame_equal(a.get_latent_representation(data), b.get_latent_representation(data))
+
+
+def test_needs_anchors_and_controls():
+    _, data = screen_and_data(**DEMO, seed=0)
+    no_anchors = data.subset(np.arange(data.n_cells))
+    no_anchors.anchors = {"P1": ["GENE001"]}
+    with pytest.raises(ModelError, match=">= 2 anchor"):
+        LinearSEM().fit(no_anchors)
+    with pytest.raises(ModelError, match="control"):
+        LinearSEM().fit(data.subset(~data.is_control))
+
+
+def test_unknown_model_name():
+    with pytest.raises(Exception, match="unknown model 'lineer'"):
+        get_model("lineer")
