@@ -1,0 +1,153 @@
+"""Perturbation labels -> the ``interventions.parquet`` table."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .._errors import InputError
+
+log = logging.getLogger("crl_pipe")
+
+#: Tokens that mean "no gene targeted", compared case-insensitively (pertpy, GEARS, Norman 2019, CROP-seq usage).
+CONTROL_TOKENS = frozenset({"ctrl", "control", "non-targeting", "nontargeting", "nt", "safe-targeting"})
+#: Separators between the genes of a combinatorial label: GEARS ``A+B``, Norman ``A,B``, Cell Ranger ``A|B``.
+_SEPARATORS = re.compile(r"[+,|;]")
+_MAX_SHOWN = 10
+
+
+def parse_perturbation(label: object, control_values: Sequence[str] = ()) -> tuple[str, ...] | None:
+    """Genes targeted by one perturbation label.
+
+    The label is split on ``+``, ``,``, ``|`` and ``;``; control tokens (``ctrl``, ``control``,
+    ``non-targeting``, ``nontargeting``, ``nt``, ``safe-targeting`` and ``control_values``,
+    case-insensitive) are dropped, so ``"GENE+ctrl"`` gives ``("GENE",)``.
+
+    Parameters
+    ----------
+    label
+        One value of the perturbation column.
+    control_values
+        Extra labels (or tokens) that mark control cells, e.g. ``["NTC"]``.
+
+    Returns
+    -------
+    Sorted unique target genes; ``()`` for a control cell; ``None`` for an unlabelled cell (missing
+    value, or a label with no token at all, such as ``""`` or ``"+"``).
+    """
+    if label is None or (not isinstance(label, str) and pd.isna(label)):
+        return None
+    text = str(label).strip()
+    controls = CONTROL_TOKENS | {str(c).strip().casefold() for c in control_values}
+    if text.casefold() in controls:
+        return ()
+    tokens = [t.strip() for t in _SEPARATORS.split(text) if t.strip()]
+    if not tokens:
+        return None
+    return tuple(sorted({t for t in tokens if t.casefold() not in controls}))
+
+
+def label_interventions(
+    adata: ad.AnnData,
+    *,
+    perturbation_key: str,
+    control_values: Sequence[str],
+    min_cells: int = 1,
+    control_label: str = "control",
+) -> pd.DataFrame:
+    """One row per labelled cell in the ``interventions`` schema.
+
+    Only ``adata.obs`` is read, so a backed AnnData works without loading ``X``.
+
+    Parameters
+    ----------
+    adata
+        The ingested screen.
+    perturbation_key
+        ``obs`` column holding each cell's perturbation label (see :func:`parse_perturbation`).
+    control_values
+        Labels that mark control cells, in addition to the built-in control tokens.
+    min_cells
+        Interventions with fewer cells are dropped (with a logged warning); controls are kept.
+    control_label
+        The ``intervention`` label given to control cells.
+
+    Returns
+    -------
+    DataFrame with ``sample_id``, ``intervention`` (``"+"``-joined sorted targets, or
+    ``control_label``), ``targets`` (list of genes), ``n_targets``, ``is_control``, in the cell
+    order of ``adata``. Unlabelled cells (missing label) are left out.
+    """
+    where = f"{adata.filename}: " if adata.isbacked else ""
+    if perturbation_key not in adata.obs.columns:
+        raise InputError(
+            f"{where}obs column {perturbation_key!r} not found; expected the perturbation labels there "
+            f"(available obs columns: {list(adata.obs.columns)})"
+        )
+    column = adata.obs[perturbation_key]
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    parsed = [parse_perturbation(u, control_values) for u in uniques]
+    unlabelled = np.array([p is None for p in parsed] + [True])  # last entry: code -1 (NaN)
+    _check_controls(column, uniques, parsed, control_values, where, perturbation_key)
+
+    keep = ~unlabelled[codes]
+    if (~keep).any():
+        n_out = int((~keep).sum())
+        log.info("%d of %d cells have no perturbation label in obs[%r]; left out", n_out, len(keep), perturbation_key)
+    targets = [list(p) if p is not None else [] for p in parsed]
+    names = ["+".join(t) if t else control_label for t in targets]
+    table = pd.DataFrame(
+        {
+            "sample_id": np.asarray(adata.obs_names, dtype=str)[keep],
+            "intervention": np.asarray(names, dtype=object)[codes[keep]],
+            "targets": [targets[c] for c in codes[keep]],
+            "n_targets": np.array([len(t) for t in targets], dtype=np.int64)[codes[keep]],
+        }
+    )
+    table["is_control"] = table["n_targets"] == 0
+    return _drop_rare(table, min_cells, where, perturbation_key)
+
+
+def _check_controls(
+    column: pd.Series,
+    uniques: Iterable[object],
+    parsed: list[tuple[str, ...] | None],
+    control_values: Sequence[str],
+    where: str,
+    key: str,
+) -> None:
+    if not any(p == () for p in parsed):
+        common = column.value_counts().head(_MAX_SHOWN)
+        shown = ", ".join(f"{lab!r} ({n})" for lab, n in common.items())
+        raise InputError(
+            f"{where}obs[{key!r}]: no control cells; looked for {list(control_values)} and the built-in control "
+            f"tokens {sorted(CONTROL_TOKENS)}, most common labels: {shown}"
+        )
+    for value in control_values:
+        # A control value "matches" when it is a whole label or one token of a label.
+        folded = str(value).strip().casefold()
+        hit = any(
+            str(u).strip().casefold() == folded or folded in {t.strip().casefold() for t in _SEPARATORS.split(str(u))}
+            for u in uniques
+        )
+        if not hit:
+            log.warning("control value %r matches no label in obs[%r]", value, key)
+
+
+def _drop_rare(table: pd.DataFrame, min_cells: int, where: str, key: str) -> pd.DataFrame:
+    sizes = table.loc[~table["is_control"], "intervention"].value_counts()
+    rare = sizes[sizes < min_cells]
+    if len(rare):
+        shown = ", ".join(f"{lab} ({n})" for lab, n in rare.sort_index().head(_MAX_SHOWN).items())
+        more = f" and {len(rare) - _MAX_SHOWN} more" if len(rare) > _MAX_SHOWN else ""
+        log.warning("%d intervention(s) with fewer than %d cells dropped: %s%s", len(rare), min_cells, shown, more)
+        table = table[~table["intervention"].isin(rare.index) | table["is_control"]]
+    if table["is_control"].all():
+        reason = f"with at least min_cells={min_cells} cells " if len(rare) else ""
+        raise InputError(f"{where}obs[{key!r}]: no perturbed (non-control) cells {reason}remain; expected at least one")
+    return table.reset_index(drop=True)
