@@ -1,0 +1,636 @@
+"""Assemble the self-contained HTML report of one dataset across its models.
+
+Every figure comes from :mod:`crl_pipe.pl` and is embedded as a base64 PNG data URI built here;
+every string from the data (gene, guide, program, model, dataset names, config values) reaches
+the page only through Jinja2 with autoescaping on, never marked safe. The page loads nothing:
+no external CSS, JavaScript, fonts or images.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import platform
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import matplotlib.pyplot as plt
+import pandas as pd
+import yaml
+from matplotlib.figure import Figure
+
+from .. import __version__, pl
+from .._errors import InputError
+from .._provenance import _jsonable, atomic_path
+from ..io import read_provenance, read_table
+from ..pl._cells import cell_counts
+from ..pl._common import HEATMAP_MAX_ROWS, assigned_targets, ordered_unique, require_columns
+
+PathLike = str | os.PathLike
+
+#: Section anchors and headings, in page order (the table of contents).
+SECTIONS: list[tuple[str, str]] = [
+    ("inputs", "1. What went in"),
+    ("targets", "2. Which program each perturbation hits"),
+    ("programs", "3. Programs"),
+    ("graph", "4. Causal graph among programs"),
+    ("metrics", "5. Metrics"),
+    ("training", "6. Training curves"),
+    ("run", "7. How this was run"),
+]
+
+#: Packages whose versions the report records (looked up without importing them).
+VERSION_PACKAGES = [
+    "crl-pipe",
+    "torch",
+    "scanpy",
+    "anndata",
+    "snakemake",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "matplotlib",
+    "seaborn",
+    "networkx",
+]
+
+#: What a metric means and which way is better, matched on the lower-cased metric name.
+METRIC_HELP: list[tuple[str, str]] = [
+    ("mcc", "mean correlation between recovered and true programs after matching; 1 = perfect"),
+    ("shd", "structural Hamming distance to the true graph (edges to add, remove or flip); 0 = perfect"),
+    ("target", "fraction of perturbations assigned to their true program; 1 = perfect"),
+    ("mmd", "maximum mean discrepancy between predicted and held-out cells; 0 = perfect"),
+    ("auroc", "area under the ROC curve of edge scores against true edges; 1 = perfect, 0.5 = chance"),
+    ("auprc", "area under the precision-recall curve of edge scores; 1 = perfect"),
+    ("precision", "fraction of recovered edges that are true; 1 = perfect"),
+    ("recall", "fraction of true edges recovered; 1 = perfect"),
+    ("f1", "harmonic mean of edge precision and recall; 1 = perfect"),
+]
+
+TOP_GENES = 10
+MAX_ANCHORS_SHOWN = 15
+OPEN_TABLE_ROWS = 15
+
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass
+class Token:
+    """One word of a table cell; ``strong`` renders it bold (the text itself is always escaped)."""
+
+    text: str
+    strong: bool = False
+
+
+@dataclass
+class Table:
+    """A plain table for the template: a header row and rows of cells (str or list of :class:`Token`)."""
+
+    headers: list[str]
+    rows: list[list[Any]]
+    summary: str = ""
+    numeric: list[int] = field(default_factory=list)
+
+    @property
+    def collapsed(self) -> bool:
+        return len(self.rows) > OPEN_TABLE_ROWS
+
+
+@dataclass
+class FigureBlock:
+    """An embedded figure: the PNG as a data URI and the one-line caption saying what to look for."""
+
+    uri: str
+    caption: str
+
+
+@dataclass
+class ModelArtifacts:
+    """Everything the report reads from one model directory."""
+
+    name: str
+    directory: Path
+    targets: pd.DataFrame
+    graph: pd.DataFrame
+    training: pd.DataFrame | None
+    metrics: pd.DataFrame | None
+    loadings: pd.DataFrame | None
+    meta: dict[str, Any]
+    latent_names: list[str]
+    files: dict[str, Path]
+
+
+def write_report(
+    out_html: PathLike,
+    *,
+    dataset: str,
+    interventions: PathLike,
+    qc: PathLike,
+    anchors: PathLike,
+    model_dirs: Mapping[str, PathLike],
+    truth_graph: PathLike | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the report of ``dataset`` to ``out_html`` (one file; figures embedded; no network needed).
+
+    Parameters
+    ----------
+    out_html
+        Where to write the HTML file (atomically: no partial file is left on error).
+    dataset
+        Dataset name, shown in the page and figure titles.
+    interventions, qc, anchors
+        Paths of ``interventions.parquet``, ``qc.parquet`` and ``anchors.parquet``.
+    model_dirs
+        Model name -> its results folder (``targets``, ``graph``, ``training``, ``latents``,
+        ``model.json``; ``metrics`` and ``loadings`` where present).
+    truth_graph
+        Edge list (``source, target, weight``; any layout :func:`crl_pipe.io.read_graph` reads) of
+        the true program graph, drawn beside each recovered graph.
+    config
+        The configuration values used, shown verbatim (escaped) under "How this was run".
+    """
+    html = render_report(
+        dataset=dataset,
+        interventions=interventions,
+        qc=qc,
+        anchors=anchors,
+        model_dirs=model_dirs,
+        truth_graph=truth_graph,
+        config=config,
+    )
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return Path(out_html)
+
+
+def render_report(
+    *,
+    dataset: str,
+    interventions: PathLike,
+    qc: PathLike,
+    anchors: PathLike,
+    model_dirs: Mapping[str, PathLike],
+    truth_graph: PathLike | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> str:
+    """The report as an HTML string (see :func:`write_report`)."""
+    dataset = str(dataset)
+    labels = read_table(interventions, "interventions")
+    qc_table = read_table(qc, "qc")
+    anchor_table = read_table(anchors, "anchors")
+    models = [_load_model(str(name), Path(d)) for name, d in model_dirs.items()]
+    truth = _read_truth_graph(Path(truth_graph)) if truth_graph else None
+    artifacts = {"interventions": Path(interventions), "qc": Path(qc), "anchors": Path(anchors)}
+    for m in models:
+        artifacts.update({f"{m.name} / {kind}": path for kind, path in m.files.items()})
+    if truth_graph:
+        artifacts["true graph"] = Path(truth_graph)
+    context = {
+        "dataset": dataset,
+        "version": __version__,
+        "sections": SECTIONS,
+        "glance": _at_a_glance(dataset, labels, anchor_table, models, truth is not None),
+        "inputs": _inputs_section(dataset, labels, qc_table),
+        "targets": _targets_section(dataset, labels, models),
+        "programs": _programs_section(anchor_table, read_provenance(anchors), models),
+        "graphs": _graph_section(dataset, models, truth),
+        "metrics": _metrics_section(models),
+        "training": _training_section(dataset, models),
+        "run": _run_section(config, models, artifacts),
+    }
+    return _environment().get_template("report.html.j2").render(**context)
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def _load_model(name: str, directory: Path) -> ModelArtifacts:
+    if not directory.is_dir():
+        raise InputError(f"{directory}: model folder of {name!r} does not exist")
+    files = {
+        kind: directory / f"{kind}.parquet"
+        for kind in ("targets", "graph", "training", "latents", "metrics", "loadings")
+    }
+    files = {k: p for k, p in files.items() if p.exists() or k in ("targets", "graph")}
+    targets = read_table(files["targets"], "targets")
+    graph = read_table(files["graph"], "graph")
+    training = read_table(files["training"], "training") if "training" in files else None
+    metrics = read_table(files["metrics"], "metrics") if "metrics" in files else None
+    loadings = None
+    if "loadings" in files:
+        loadings = read_table(files["loadings"])
+        require_columns(loadings, ["latent", "feature", "loading"], f"{files['loadings']}")
+    meta: dict[str, Any] = {}
+    meta_path = directory / "model.json"
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(f"{meta_path}: not valid JSON ({err})") from None
+        if not isinstance(meta, dict):
+            raise InputError(f"{meta_path}: expected a JSON object with keys model, params, latent_names")
+    latent_names = [str(x) for x in meta.get("latent_names") or []]
+    if not latent_names and "latents" in files:
+        latent_names = [c for c in read_table(files["latents"], "latents").columns if c != "sample_id"]
+    if not latent_names:
+        latent_names = ordered_unique(targets["latent"])
+    return ModelArtifacts(name, directory, targets, graph, training, metrics, loadings, meta, latent_names, files)
+
+
+def _read_truth_graph(path: Path) -> pd.DataFrame:
+    """The true program graph in any layout :func:`crl_pipe.io.read_graph` reads (Parquet, CSV/TSV, Tetrad)."""
+    from ..io import read_graph
+
+    table = read_graph(path)
+    require_columns(table, ["source", "target", "weight"], f"{path} (true graph)")
+    table = table.assign(source=table["source"].astype(str), target=table["target"].astype(str))
+    if "stability" not in table:
+        table["stability"] = 1.0
+    return table
+
+
+# -- sections -----------------------------------------------------------------------------------
+
+
+def _at_a_glance(
+    dataset: str, labels: pd.DataFrame, anchors: pd.DataFrame, models: list[ModelArtifacts], truth: bool
+) -> Table:
+    perturbed = labels.loc[~labels["is_control"], "intervention"]
+    rows = [
+        ["dataset", dataset],
+        ["cells", _count(len(labels))],
+        ["perturbations (labels other than control)", _count(perturbed.nunique())],
+        ["control cells", _count(int(labels["is_control"].sum()))],
+        ["programs with anchor genes", _count(anchors["program"].nunique())],
+        ["models", ", ".join(m.name for m in models) or "none"],
+        ["ground-truth graph", "yes" if truth else "no"],
+    ]
+    return Table(["", ""], rows)
+
+
+def _inputs_section(dataset: str, labels: pd.DataFrame, qc: pd.DataFrame) -> dict[str, Any]:
+    counts = cell_counts(labels)
+    targets_by_label = labels.drop_duplicates("intervention").set_index("intervention")["targets"]
+    n_cells = len(labels)
+    per_label = Table(
+        ["perturbation", "targets", "cells", "control"],
+        [
+            [
+                r.intervention,
+                _join(targets_by_label.get(r.intervention)),
+                _count(r.n_cells),
+                "yes" if r.is_control else "",
+            ]
+            for r in counts.itertuples(index=False)
+        ],
+        summary=f"Cells per perturbation ({len(counts)} labels)",
+        numeric=[2],
+    )
+    n_targets = labels["n_targets"].astype(int)
+    kinds = [
+        ("control (0 targets)", n_targets == 0),
+        ("single (1 target)", n_targets == 1),
+        ("double (2 targets)", n_targets == 2),
+    ]
+    kinds.append(("3 or more targets", n_targets >= 3))
+    per_kind = Table(
+        ["cells with", "cells", "% of cells", "labels"],
+        [
+            [
+                name,
+                _count(int(sel.sum())),
+                f"{100 * sel.sum() / max(n_cells, 1):.1f}",
+                _count(labels.loc[sel, "intervention"].nunique()),
+            ]
+            for name, sel in kinds
+            if sel.any() or name.startswith(("control", "single"))
+        ],
+        numeric=[1, 2, 3],
+    )
+    perturbed = counts.loc[~counts["is_control"], "n_cells"]
+    figures = [
+        _figure(
+            pl.cells_per_perturbation(labels, dataset=dataset),
+            "Cells per perturbation, most first; control in orange, dashed line = median. "
+            "Look for perturbations with far fewer cells than the rest: their estimates are the least reliable.",
+        ),
+        _figure(
+            pl.qc_distribution(qc, dataset=dataset),
+            "Counts and detected genes per cell. Look for one smooth peak; a second low peak or a long left tail "
+            "means empty droplets or dying cells passed filtering.",
+        ),
+    ]
+    facts = {
+        "n_cells": _count(n_cells),
+        "n_perturbations": _count(int((~counts["is_control"]).sum())),
+        "n_control": _count(int(labels["is_control"].sum())),
+        "median_cells": _count(float(perturbed.median())) if len(perturbed) else "n/a",
+        "min_cells": _count(int(perturbed.min())) if len(perturbed) else "n/a",
+    }
+    return {"facts": facts, "per_kind": per_kind, "per_label": per_label, "figures": figures}
+
+
+def _targets_section(dataset: str, labels: pd.DataFrame, models: list[ModelArtifacts]) -> dict[str, Any]:
+    blocks = []
+    assigned: dict[str, pd.DataFrame] = {}
+    for m in models:
+        assigned[m.name] = assigned_targets(m.targets)
+        n = m.targets["intervention"].nunique()
+        caption = (
+            "Rows are perturbations, columns latent programs; red raises and blue lowers the program, boxes mark the "
+            "program the model assigns. Look for one strong box per row and few strong unboxed cells."
+        )
+        if n > HEATMAP_MAX_ROWS:
+            caption += (
+                f" Only the {HEATMAP_MAX_ROWS} of {n} perturbations with the strongest effect are drawn;"
+                " the table below lists all."
+            )
+        fig = pl.target_heatmap(m.targets, title=f"{dataset}: {m.name}: which program each perturbation hits")
+        blocks.append({"model": m.name, "figure": _figure(fig, caption)})
+    counts = cell_counts(labels).set_index("intervention")["n_cells"]
+    targets_by_label = labels.drop_duplicates("intervention").set_index("intervention")["targets"]
+    names: list[str] = []
+    for m in models:
+        names += [i for i in ordered_unique(m.targets["intervention"]) if i not in set(names)]
+    rows = []
+    for name in names:
+        row: list[Any] = [name, _join(targets_by_label.get(name)), _count(counts.get(name, 0))]
+        for m in models:
+            hits = assigned[m.name][assigned[m.name]["intervention"] == name]
+            row.append(", ".join(f"{r.latent} ({_num(r.score)})" for r in hits.itertuples(index=False)) or "none")
+        rows.append(row)
+    table = Table(
+        ["perturbation", "targets", "cells", *[f"{m.name}: assigned program (score)" for m in models]],
+        rows,
+        summary=f"Assigned program of each perturbation ({len(rows)} perturbations)",
+        numeric=[2],
+    )
+    return {"blocks": blocks, "table": table}
+
+
+def _programs_section(
+    anchors: pd.DataFrame, provenance: Mapping[str, Any], models: list[ModelArtifacts]
+) -> dict[str, Any]:
+    anchors = anchors.assign(program=anchors["program"].astype(str), feature=anchors["feature"].astype(str))
+    rows = []
+    for program, group in anchors.groupby("program", sort=False):
+        group = group.sort_values("weight", ascending=False, kind="stable")
+        genes = [Token(g) for g in group["feature"].head(MAX_ANCHORS_SHOWN)]
+        if len(group) > MAX_ANCHORS_SHOWN:
+            genes.append(Token(f"+ {len(group) - MAX_ANCHORS_SHOWN} more"))
+        rows.append([program, _count(len(group)), genes])
+    programs = Table(
+        ["program", "anchor genes", "anchors (highest weight first)"],
+        rows,
+        summary=f"Programs ({len(rows)})",
+        numeric=[1],
+    )
+    dropped_records = provenance.get("dropped_programs") or []
+    dropped = Table(
+        ["program", "genes in set", "genes in data", "reason"],
+        [
+            [str(r.get("program", "")), _count(r.get("n_in_set")), _count(r.get("n_in_data")), str(r.get("reason", ""))]
+            for r in dropped_records
+            if isinstance(r, Mapping)
+        ],
+        summary=f"Dropped programs ({len(dropped_records)})",
+        numeric=[1, 2],
+    )
+    anchor_sets = {p: set(g["feature"]) for p, g in anchors.groupby("program", sort=False)}
+    all_anchors = set(anchors["feature"])
+    loadings = []
+    for m in models:
+        if m.loadings is None:
+            continue
+        table = m.loadings.assign(latent=m.loadings["latent"].astype(str), feature=m.loadings["feature"].astype(str))
+        table = table.assign(abs=table["loading"].abs()).sort_values("abs", ascending=False, kind="stable")
+        order = [n for n in m.latent_names if n in set(table["latent"])]
+        order += [n for n in ordered_unique(table["latent"]) if n not in set(order)]
+        top = table.groupby("latent", sort=False).head(TOP_GENES)
+        lrows = []
+        for latent in order:
+            genes = list(top.loc[top["latent"] == latent, "feature"])
+            lrows.append([latent, [Token(g, g in all_anchors) for g in genes], _best_program(genes, anchor_sets)])
+        loadings.append(
+            {
+                "model": m.name,
+                "table": Table(
+                    [
+                        "latent",
+                        f"top {TOP_GENES} genes by |loading| (anchor genes in bold)",
+                        "closest program (anchors among top genes)",
+                    ],
+                    lrows,
+                    summary=f"{m.name}: top genes per latent ({len(lrows)} latents)",
+                ),
+            }
+        )
+    return {
+        "programs": programs,
+        "dropped": dropped,
+        "loadings": loadings,
+        "models_without_loadings": [m.name for m in models if m.loadings is None],
+    }
+
+
+def _best_program(genes: list[str], anchor_sets: Mapping[str, set[str]]) -> str:
+    overlap = {p: len(s.intersection(genes)) for p, s in anchor_sets.items()}
+    best = max(overlap, key=lambda p: overlap[p], default=None)
+    if best is None or overlap[best] == 0:
+        return "none"
+    return f"{best} ({overlap[best]}/{len(genes)})"
+
+
+def _graph_section(dataset: str, models: list[ModelArtifacts], truth: pd.DataFrame | None) -> list[dict[str, Any]]:
+    caption = (
+        "Arrows point from cause to effect; thick = strong, blue = raises, orange = lowers the target program, "
+        "faint or dashed = kept by few refits. Trust the bold arrows."
+    )
+    truth_nodes = (
+        _natural_sorted(ordered_unique(pd.concat([truth["source"], truth["target"]]))) if truth is not None else None
+    )
+    blocks = []
+    for i, m in enumerate(models):
+        nodes = list(m.latent_names)
+        if truth is not None:
+            fig = pl.graph_comparison(
+                m.graph, truth, dataset=dataset, model=m.name, nodes=nodes, truth_nodes=truth_nodes
+            )
+            text = (
+                caption + " The true graph is on the right; its programs have their own names (the metrics match them)."
+            )
+        else:
+            fig = pl.causal_graph(m.graph, title=f"{dataset}: {m.name}: causal graph among programs", nodes=nodes)
+            text = caption
+        edges = m.graph.assign(abs=m.graph["weight"].abs()).sort_values(
+            ["stability", "abs"], ascending=False, kind="stable"
+        )
+        table = Table(
+            ["source", "target", "weight", "stability"],
+            [
+                [str(r.source), str(r.target), _num(r.weight), f"{r.stability:.2f}"]
+                for r in edges.itertuples(index=False)
+            ],
+            summary=f"{m.name}: edges ({len(edges)}), most stable first",
+            numeric=[2, 3],
+        )
+        blocks.append({"id": f"graph-{i + 1}", "model": m.name, "figure": _figure(fig, text), "table": table})
+    return blocks
+
+
+def _metrics_section(models: list[ModelArtifacts]) -> Table | None:
+    with_metrics = [m for m in models if m.metrics is not None and len(m.metrics)]
+    if not with_metrics:
+        return None
+    names: list[str] = []
+    for m in with_metrics:
+        names += [n for n in ordered_unique(m.metrics["metric"]) if n not in set(names)]
+    values = {m.name: m.metrics.groupby("metric", sort=False)["value"].mean() for m in with_metrics}
+    rows = [[name, *[_num(values[m.name].get(name)) for m in with_metrics], _metric_help(name)] for name in names]
+    return Table(
+        ["metric", *[m.name for m in with_metrics], "what it means"],
+        rows,
+        numeric=list(range(1, len(with_metrics) + 1)),
+    )
+
+
+def _training_section(dataset: str, models: list[ModelArtifacts]) -> dict[str, Any]:
+    figures, single = [], []
+    for m in models:
+        if m.training is None or m.training["epoch"].nunique() <= 1:
+            single.append(m.name)
+            continue
+        fig = pl.training_curves(m.training, title=f"{dataset}: {m.name}: training loss")
+        caption = (
+            "Loss per epoch for each split. Look for curves that flatten out; a validation loss that rises while "
+            "the training loss falls means overfitting."
+        )
+        figures.append({"model": m.name, "figure": _figure(fig, caption)})
+    return {"figures": figures, "single": single}
+
+
+def _run_section(
+    config: Mapping[str, Any] | None, models: list[ModelArtifacts], artifacts: Mapping[str, Path]
+) -> dict[str, Any]:
+    config_text = (
+        yaml.safe_dump(_jsonable(dict(config)), sort_keys=False, allow_unicode=True, default_flow_style=False)
+        if config
+        else ""
+    )
+    versions = Table(
+        ["package", "version"], [["python", platform.python_version()], *[[p, _version(p)] for p in VERSION_PACKAGES]]
+    )
+    model_rows = [
+        [m.name, str(m.meta.get("model", "")), _count(len(m.latent_names)), _compact_json(m.meta.get("params", {}))]
+        for m in models
+    ]
+    model_table = Table(["model", "kind", "latents", "parameters"], model_rows)
+    prov_rows = []
+    for name, path in artifacts.items():
+        prov = _safe_provenance(path)
+        inputs = []
+        for role, entry in (prov.get("inputs") or {}).items():
+            for e in entry if isinstance(entry, list) else [entry]:
+                if isinstance(e, Mapping):
+                    sha = e.get("sha256") or "folder"
+                    inputs.append(
+                        {"role": str(role), "path": str(e.get("path", "")), "sha": str(sha)[:12], "sha_full": str(sha)}
+                    )
+        prov_rows.append(
+            {
+                "artifact": name,
+                "path": str(path),
+                "step": str(prov.get("step", "")),
+                "version": str(prov.get("crl_pipe_version", "")),
+                "params": _compact_json(prov.get("params", {})),
+                "inputs": inputs,
+            }
+        )
+    return {"config": config_text, "versions": versions, "models": model_table, "provenance": prov_rows}
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _figure(fig: Figure, caption: str) -> FigureBlock:
+    """Embed ``fig`` as a PNG data URI and close it."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    finally:
+        plt.close(fig)
+    return FigureBlock("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), caption)
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_TEMPLATES),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "j2"), default_for_string=True, default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _safe_provenance(path: Path) -> dict[str, Any]:
+    if path.suffix != ".parquet" or not path.exists():
+        return {}
+    try:
+        prov = read_provenance(path)
+    except (OSError, ValueError):
+        return {}
+    return prov if isinstance(prov, dict) else {}
+
+
+def _version(package: str) -> str:
+    if package == "crl-pipe":
+        return __version__
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _metric_help(name: str) -> str:
+    key = name.lower()
+    return next((text for pattern, text in METRIC_HELP if pattern in key), "")
+
+
+def _num(value: Any) -> str:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    if x != x:
+        return "n/a"
+    return f"{x:.3g}"
+
+
+def _count(value: Any) -> str:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"{x:,.0f}" if x == x else "n/a"
+
+
+def _join(values: Any) -> str:
+    if values is None or isinstance(values, float):
+        return ""
+    return ", ".join(str(v) for v in values)
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(_jsonable(value), sort_keys=True, separators=(", ", ": ")) if value else ""
+
+
+def _natural_sorted(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])

@@ -1,0 +1,270 @@
+"""The HTML report: self-contained, complete, escaped, and fine without metrics or truth."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from crl_pipe import InputError
+from crl_pipe._provenance import provenance
+from crl_pipe.io import write_table
+from crl_pipe.report import SECTIONS, write_report
+
+IMG = "<img src=x onerror=alert(1)>"
+SCRIPT = "<script>alert(1)</script>"
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def make_artifacts(
+    root: Path,
+    *,
+    genes: list[str] | None = None,
+    models: dict[str, dict] | None = None,
+    programs: list[str] | None = None,
+    with_metrics: bool = True,
+    with_truth: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Small fake stage artifacts under ``root``; returns the keyword arguments of ``write_report``."""
+    rng = np.random.default_rng(seed)
+    genes = genes or ["GATA1", "TP53", "MYC", "SPI1"]
+    programs = programs or ["erythroid", "stress", "growth"]
+    models = models or {"linear": {"epochs": 1, "loadings": False}, "causal_vae": {"epochs": 15, "loadings": True}}
+    labels = ["control"] * 30 + [g for g in genes for _ in range(10)] + [f"{genes[0]}+{genes[1]}"] * 5
+    targets = [[] if lab == "control" else lab.split("+") for lab in labels]
+    cells = [f"cell{i}" for i in range(len(labels))]
+    root.mkdir(parents=True, exist_ok=True)
+    iv = pd.DataFrame(
+        {
+            "sample_id": cells,
+            "intervention": labels,
+            "targets": targets,
+            "n_targets": [len(t) for t in targets],
+            "is_control": [lab == "control" for lab in labels],
+        }
+    )
+    write_table(
+        iv, root / "interventions.parquet", "interventions", provenance("label", {}, {"perturbation_key": "guide"})
+    )
+    qc = pd.DataFrame(
+        {
+            "sample_id": cells,
+            "total_counts": rng.lognormal(8, 0.3, len(cells)),
+            "n_genes": rng.poisson(1500, len(cells)),
+        }
+    )
+    write_table(
+        qc,
+        root / "qc.parquet",
+        "qc",
+        provenance("ingest", {"input": root / "interventions.parquet"}, {"format": "h5ad"}),
+    )
+    anchor_genes = {p: [f"{p}_g{k}" for k in range(3)] for p in programs}
+    anchors = pd.DataFrame(
+        [(p, g, 1.0 - 0.1 * k) for p, gs in anchor_genes.items() for k, g in enumerate(gs)],
+        columns=["program", "feature", "weight"],
+    )
+    prov = provenance("anchors", {"preprocessed": root / "qc.parquet"}, {"min_anchors": 2})
+    prov["dropped_programs"] = [
+        {"program": "tiny_set", "n_in_set": 5, "n_in_data": 1, "reason": "fewer than 2 anchor genes in the data"}
+    ]
+    write_table(anchors, root / "anchors.parquet", "anchors", prov)
+    interventions = sorted(set(labels) - {"control"})
+    model_dirs = {}
+    for m, (name, spec) in enumerate(models.items()):
+        d = root / f"model{m}"
+        latents = [f"z{j}" for j in range(len(programs))]
+        train_prov = provenance("train", {"interventions": root / "interventions.parquet"}, {"model": name, "seed": 0})
+        lat = pd.DataFrame(rng.normal(size=(len(cells), len(latents))), columns=latents).assign(sample_id=cells)
+        write_table(lat[["sample_id", *latents]], d / "latents.parquet", "latents", train_prov)
+        rows = [
+            (iv_name, z, float(rng.normal(0, 0.2) + (2.0 if j == i % len(latents) else 0.0)), j == i % len(latents))
+            for i, iv_name in enumerate(interventions)
+            for j, z in enumerate(latents)
+        ]
+        write_table(
+            pd.DataFrame(rows, columns=["intervention", "latent", "score", "is_target"]),
+            d / "targets.parquet",
+            "targets",
+            train_prov,
+        )
+        n_edges = len(latents) - 1
+        graph = pd.DataFrame(
+            {
+                "source": latents[:-1],
+                "target": latents[1:],
+                "weight": [0.8 if k % 2 == 0 else -0.6 for k in range(n_edges)],
+                "stability": [0.95 if k % 2 == 0 else 0.3 for k in range(n_edges)],
+            }
+        )
+        write_table(
+            graph, d / "graph.parquet", "graph", provenance("graph", {"model": d / "latents.parquet"}, {"n_refits": 20})
+        )
+        epochs = spec.get("epochs", 1)
+        history = pd.DataFrame(
+            {
+                "epoch": list(range(epochs)) * 2,
+                "split": ["train"] * epochs + ["validation"] * epochs,
+                "loss": list(np.linspace(5, 1, epochs)) * 2,
+            }
+        )
+        write_table(history, d / "training.parquet", "training", train_prov)
+        if with_metrics:
+            metrics = pd.DataFrame(
+                {"metric": ["mcc", "shd", "target_accuracy"], "value": [0.912 - 0.1 * m, 1.0 + m, 0.875]}
+            )
+            write_table(
+                metrics, d / "metrics.parquet", "metrics", provenance("evaluate", {"graph": d / "graph.parquet"})
+            )
+        if spec.get("loadings"):
+            load = pd.DataFrame(
+                [
+                    (z, g, 1.0 if p == programs[j] else 0.1)
+                    for j, z in enumerate(latents)
+                    for p, gs in anchor_genes.items()
+                    for g in gs
+                ],
+                columns=["latent", "feature", "loading"],
+            )
+            load.to_parquet(d / "loadings.parquet")
+        meta = {
+            "model": name,
+            "params": {"n_latents": len(latents), "lr": 1e-3},
+            "latent_names": latents,
+            "intervention_names": interventions,
+            "extra": {},
+        }
+        (d / "model.json").write_text(json.dumps(meta))
+        model_dirs[name] = d
+    kwargs = {
+        "interventions": root / "interventions.parquet",
+        "qc": root / "qc.parquet",
+        "anchors": root / "anchors.parquet",
+        "model_dirs": model_dirs,
+        "config": {
+            "dataset": {"name": "screen", "path": "data/screen.h5ad"},
+            "train": {"epochs": 15, "models": list(models)},
+        },
+    }
+    if with_truth:
+        truth = pd.DataFrame({"source": programs[:-1], "target": programs[1:], "weight": [1.0] * (len(programs) - 1)})
+        truth.to_parquet(root / "truth_graph.parquet")
+        kwargs["truth_graph"] = root / "truth_graph.parquet"
+    return kwargs
+
+
+def _html(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> tuple[str, dict]:
+    root = tmp_path_factory.mktemp("full")
+    kwargs = make_artifacts(root)
+    out = write_report(root / "report.html", dataset="K562 pilot screen", **kwargs)
+    return _html(out), kwargs
+
+
+def test_report_is_complete(full_report):
+    page, kwargs = full_report
+    assert page.startswith("<!DOCTYPE html>") or page.lstrip().startswith("<!DOCTYPE html>")
+    for _, heading in SECTIONS:
+        assert f">{html.escape(heading)}</h2>" in page
+    assert "K562 pilot screen" in page
+    for label in ["control", "GATA1", "TP53", "MYC", "SPI1", "GATA1+TP53"]:
+        assert f">{label}<" in page
+    for model in kwargs["model_dirs"]:
+        assert f">{model}<" in page
+    # metrics table: every model's values
+    assert "0.912" in page and "0.812" in page and "0.875" in page
+    assert ">1<" in page and ">2<" in page  # shd per model
+    # programs, anchors, dropped programs and their reason
+    assert "erythroid_g0" in page and "tiny_set" in page and "fewer than 2 anchor genes in the data" in page
+    assert "<strong>erythroid_g0</strong>" in page  # anchor gene among a latent's top loadings
+    # how this was run: config, versions, provenance hashes
+    assert "data/screen.h5ad" in page
+    for pkg in ["python", "crl-pipe", "torch", "scanpy", "anndata", "snakemake"]:
+        assert f"<td>{pkg}</td>" in page
+    assert re.search(r'title="[0-9a-f]{64}"', page)
+
+
+def test_report_is_self_contained(full_report):
+    page, _ = full_report
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, flags=re.I)
+    assert "http://" not in page and "https://" not in page
+    assert "<link" not in page and "<script" not in page and "@import" not in page and "url(" not in page
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert len(images) >= 6  # cells, QC, 2 heatmaps, 2 graphs (+ 1 training curve)
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+
+
+def test_report_without_metrics_truth_or_config(tmp_path):
+    kwargs = make_artifacts(tmp_path, models={"linear": {"epochs": 1}}, with_metrics=False, with_truth=False)
+    kwargs["config"] = None
+    out = write_report(tmp_path / "sub" / "report.html", dataset="plain", **kwargs)
+    page = _html(out)
+    for _, heading in SECTIONS:
+        assert f">{html.escape(heading)}</h2>" in page
+    assert "has no ground truth" in page
+    assert "ground truth</" not in page.split(SECTIONS[3][1])[1].split(SECTIONS[4][1])[0]
+    assert "no curve to show: linear" in page
+    assert "No configuration was recorded" in page
+
+
+def test_report_escapes_user_strings(tmp_path):
+    kwargs = make_artifacts(
+        tmp_path,
+        genes=[IMG, SCRIPT, "GENE&1"],
+        programs=[IMG, SCRIPT, "prog\"'"],
+        models={SCRIPT: {"epochs": 3, "loadings": True}, IMG: {"epochs": 1}},
+    )
+    kwargs["config"] = {"dataset": {"name": SCRIPT, "note": IMG}}
+    out = write_report(tmp_path / "report.html", dataset=SCRIPT, **kwargs)
+    page = _html(out)
+    assert IMG not in page and SCRIPT not in page
+    assert "<img src=x" not in page and "<script" not in page
+    assert html.escape(IMG, quote=False) in page
+    assert html.escape(SCRIPT, quote=False) in page
+    assert "GENE&amp;1" in page
+    assert "onerror=alert(1)" in page  # present, but only as escaped text
+    for match in re.finditer(r"onerror=alert\(1\)", page):
+        assert page[: match.start()].rfind("&lt;") > page[: match.start()].rfind("<")
+
+
+def test_report_errors_name_the_file(tmp_path):
+    kwargs = make_artifacts(tmp_path, models={"linear": {"epochs": 1}}, with_truth=False)
+    (tmp_path / "model0" / "graph.parquet").unlink()
+    with pytest.raises(InputError, match=r"graph\.parquet"):
+        write_report(tmp_path / "report.html", dataset="x", **kwargs)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_report_scales_to_many_interventions(tmp_path):
+    genes = [f"GENE{i}" for i in range(120)]
+    kwargs = make_artifacts(
+        tmp_path, genes=genes, programs=[f"P{i}" for i in range(12)], models={"linear": {"epochs": 1}}
+    )
+    page = _html(write_report(tmp_path / "report.html", dataset="big", **kwargs))
+    assert "Only the 60 of 121 perturbations" in page
+    assert all(f">{g}<" in page for g in genes)
+
+
+def test_report_reads_truth_graph_as_tsv(tmp_path):
+    kwargs = make_artifacts(tmp_path, models={"linear": {"epochs": 1}}, with_truth=False)
+    truth = tmp_path / "truth.tsv"
+    truth.write_text("source\ttarget\tweight\nerythroid\tstress\t1.0\nstress\tgrowth\t-1.0\n")
+    page = _html(write_report(tmp_path / "report.html", dataset="x", truth_graph=truth, **kwargs))
+    assert "The true graph is on the right" in page
+    assert "true graph<br>" in page  # listed among the artifacts (no provenance in a TSV)
