@@ -7,7 +7,7 @@ CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint clean
+.PHONY: demo test venv lint report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Snakemake's own report of the demo run: the HTML reports and key tables in one archive.
+report: demo
+	$(BIN)/snakemake --configfile config/config.yaml --report report.zip
+	@echo "Snakemake report written: $(CURDIR)/report.zip"
+
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 	$(BIN)/snakefmt --check Snakefile rules/
 
 clean:
-	rm -rf results resources logs .snakemake
+	rm -rf results resources logs benchmarks/out .snakemake report.zip

@@ -1,0 +1,17 @@
+rule build_anchors:
+    """Anchor genes of each latent program: gene sets met with the data, or derived from it."""
+    input:
+        unpack(get_gene_sets),
+        preprocessed="results/{dataset}/preprocessed.h5ad",
+    output:
+        anchors="results/{dataset}/anchors.parquet",
+    log:
+        "logs/build_anchors/{dataset}.log",
+    conda:
+        "../envs/crl-pipe.yaml"
+    params:
+        min_anchors=config["anchors"]["min_anchors"],
+        exclusive=config["anchors"]["exclusive"],
+        n_programs=get_n_latents,
+    script:
+        "../workflow/scripts/build_anchors.py"

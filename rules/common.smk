@@ -1,0 +1,234 @@
+"""What the rules share: the validated config, wildcard constraints and input/params functions.
+
+Relative paths, in the config and in the rules, are relative to the working directory
+(``snakemake --directory``); scripts, envs and the schema are found relative to this file.
+"""
+
+import difflib
+import os
+from pathlib import Path
+
+import jsonschema
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+# ---- configuration -------------------------------------------------------------------------------
+def config_error_message(error):
+    """One line naming the key path of a config ``jsonschema.ValidationError``."""
+    where = "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}"
+        for part in error.absolute_path
+    ).lstrip(".")
+    prefix = f"config: {where}: " if where else "config: "
+    if "propertyNames" in error.relative_schema_path:
+        return (
+            f"{prefix}name {error.instance!r} is not allowed: use letters, digits, '_', '-' "
+            "and '.', not starting with '.'"
+        )
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        known = sorted(error.schema.get("properties", {}))
+        unknown = sorted(key for key in error.instance if key not in known)
+        parts = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            parts.append(f"unknown key {key!r}{hint}")
+        return f"{prefix}{'; '.join(parts)}; allowed keys: {', '.join(known)}"
+    return prefix + error.message
+
+
+try:
+    validate(config, "../workflow/schemas/config.schema.yaml", set_default=True)
+except WorkflowError as err:
+    cause = err.__context__
+    if not isinstance(cause, jsonschema.ValidationError):
+        raise
+    raise WorkflowError(config_error_message(cause)) from None
+
+
+DATASETS = config["datasets"]
+SIMULATIONS = config["simulations"]
+MODELS = list(config["models"])
+TRUTH_DATASETS = [name for name, ds in DATASETS.items() if ds.get("truth")]
+NAME_PATTERN = "[A-Za-z0-9_-][A-Za-z0-9_.-]*"
+
+
+def _simulated(path):
+    """Whether ``path`` is written by rule simulate_screen for a configured simulation."""
+    parts = Path(os.path.normpath(path)).parts
+    return (
+        parts[:2] == ("resources", "simulated")
+        and len(parts) > 3
+        and parts[2] in SIMULATIONS
+    )
+
+
+def check_input_paths():
+    """Every file a dataset names exists, or is simulated (Snakemake would silently keep the
+    results of a former input whose new path is missing)."""
+    for name, ds in DATASETS.items():
+        files = {"path": ds["path"], "gene_sets": ds.get("gene_sets")}
+        files.update({f"truth.{kind}": p for kind, p in ds.get("truth", {}).items()})
+        for key, path in files.items():
+            if path and not _simulated(path) and not os.path.isfile(path):
+                raise WorkflowError(
+                    f"config: datasets.{name}.{key}: file {path!r} does not exist "
+                    f"(relative paths start at the working directory {os.getcwd()})"
+                )
+
+
+check_input_paths()
+
+# Jobs import crl_pipe from this checkout, so that the package always matches the rules, also in
+# the envs/ conda environments (--sdm conda), which hold its dependencies but not the package.
+_pythonpath = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+if workflow.basedir not in _pythonpath:
+    os.environ.update(PYTHONPATH=os.pathsep.join([workflow.basedir, *_pythonpath]))
+
+
+wildcard_constraints:
+    dataset=NAME_PATTERN,
+    sim=NAME_PATTERN,
+    model="|".join(MODELS),
+
+
+# ---- targets -------------------------------------------------------------------------------------
+def get_final_targets(wildcards):
+    """Every dataset's report, and the benchmark table when some dataset has ground truth."""
+    targets = [f"results/{name}/report.html" for name in DATASETS]
+    if TRUTH_DATASETS:
+        targets.append("results/benchmark.parquet")
+    return targets
+
+
+# ---- simulate_screen -----------------------------------------------------------------------------
+def get_simulation_params(wildcards):
+    """Keyword arguments of crl_pipe.simulate.simulate_screen for simulation ``{sim}``."""
+    if wildcards.sim not in SIMULATIONS:
+        raise WorkflowError(
+            f"resources/simulated/{wildcards.sim}/ is requested but config.simulations has no "
+            f"{wildcards.sim!r} (simulations: {', '.join(SIMULATIONS) or 'none'})"
+        )
+    return dict(SIMULATIONS[wildcards.sim])
+
+
+# ---- per-dataset inputs and params ---------------------------------------------------------------
+def _dataset(wildcards):
+    return DATASETS[wildcards.dataset]
+
+
+def get_raw_input(wildcards):
+    """The dataset's raw input file."""
+    return _dataset(wildcards)["path"]
+
+
+def get_input_format(wildcards):
+    return _dataset(wildcards)["format"]
+
+
+def get_ingest_options(wildcards):
+    """Reader options of the dataset (only those set, so that defaults stay the reader's)."""
+    ds = _dataset(wildcards)
+    return {key: ds[key] for key in ("counts_layer",) if key in ds}
+
+
+def get_perturbation_key(wildcards):
+    return _dataset(wildcards)["perturbation_key"]
+
+
+def get_control_values(wildcards):
+    return list(_dataset(wildcards)["control_values"])
+
+
+def get_gene_sets(wildcards):
+    """``{"gene_sets": path}`` when the dataset has a GMT file, else nothing (use with unpack)."""
+    ds = _dataset(wildcards)
+    return {"gene_sets": ds["gene_sets"]} if "gene_sets" in ds else {}
+
+
+def get_n_latents(wildcards):
+    return _dataset(wildcards).get("n_latents")
+
+
+# ---- per-model params ----------------------------------------------------------------------------
+def get_model_params(wildcards):
+    """Hyper-parameters of ``{model}`` (config.models.<model>)."""
+    return dict(config["models"][wildcards.model])
+
+
+# ---- evaluate ------------------------------------------------------------------------------------
+def get_truth(wildcards):
+    """``truth_graph``/``truth_targets``/``truth_latents``: the dataset's ground-truth files."""
+    truth = _dataset(wildcards).get("truth")
+    if not truth:
+        raise WorkflowError(
+            f"results/{wildcards.dataset}/{wildcards.model}/metrics.parquet is requested but "
+            f"config.datasets.{wildcards.dataset} has no truth to evaluate against"
+        )
+    return {f"truth_{kind}": path for kind, path in truth.items()}
+
+
+# ---- write_report --------------------------------------------------------------------------------
+def _model_files(dataset):
+    ds = DATASETS[dataset]
+    names = ["model.json", "latents.parquet", "targets.parquet", "loadings.parquet"]
+    names += ["training.parquet"]
+    names += ["graph.parquet", "graph.graphml"]
+    if ds.get("truth"):
+        names.append("metrics.parquet")
+    return [
+        f"results/{dataset}/{model}/{name}" for model in ds["models"] for name in names
+    ]
+
+
+def get_report_models(wildcards):
+    """Every artifact the report reads from each of the dataset's model folders."""
+    return _model_files(wildcards.dataset)
+
+
+def get_truth_graph(wildcards):
+    """``{"truth_graph": path}`` when the dataset has a true graph, else nothing (use with unpack)."""
+    truth = _dataset(wildcards).get("truth") or {}
+    return {"truth_graph": truth["graph"]} if "graph" in truth else {}
+
+
+def get_model_dirs(wildcards):
+    """Model name -> its results folder, as crl_pipe.pipeline.report expects."""
+    return {
+        model: f"results/{wildcards.dataset}/{model}"
+        for model in _dataset(wildcards)["models"]
+    }
+
+
+def get_report_config(wildcards):
+    """The settings behind this dataset's results, shown in its report."""
+    ds = _dataset(wildcards)
+    return {
+        "dataset": {"name": wildcards.dataset, **ds},
+        "labels": config["labels"],
+        "preprocess": config["preprocess"],
+        "anchors": config["anchors"],
+        "models": {model: config["models"][model] for model in ds["models"]},
+        "graph": config["graph"],
+        "seed": config["seed"],
+    }
+
+
+# ---- collect_benchmark ---------------------------------------------------------------------------
+def _benchmark_runs():
+    return [
+        f"{name}/{model}"
+        for name in TRUTH_DATASETS
+        for model in DATASETS[name]["models"]
+    ]
+
+
+def get_benchmark_metrics(wildcards):
+    """metrics.parquet of every model of every dataset with ground truth."""
+    return [f"results/{key}/metrics.parquet" for key in _benchmark_runs()]
+
+
+def get_benchmark_runs(wildcards):
+    """``dataset/model`` of each file of :func:`get_benchmark_metrics`, in the same order."""
+    return _benchmark_runs()

@@ -1,0 +1,39 @@
+rule recover_graph:
+    """Latent causal graph of the fitted model, with each edge's stability over refits."""
+    input:
+        preprocessed="results/{dataset}/preprocessed.h5ad",
+        interventions="results/{dataset}/interventions.parquet",
+        anchors="results/{dataset}/anchors.parquet",
+        model="results/{dataset}/{model}/model.pt",
+        meta="results/{dataset}/{model}/model.json",
+    output:
+        graph=report(
+            "results/{dataset}/{model}/graph.parquet",
+            caption="../workflow/report/graph.rst",
+            category="Causal graph",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "format": "Parquet"},
+        ),
+        graphml=report(
+            "results/{dataset}/{model}/graph.graphml",
+            caption="../workflow/report/graphml.rst",
+            category="Causal graph",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "format": "GraphML"},
+        ),
+    log:
+        "logs/recover_graph/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/out/recover_graph/{dataset}/{model}.tsv"
+    conda:
+        "../envs/crl-pipe.yaml"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        n_refits=config["graph"]["n_refits"],
+        seed=config["seed"],
+        model_dir=subpath(input.model, parent=True),
+    script:
+        "../workflow/scripts/recover_graph.py"

@@ -1,0 +1,19 @@
+rule ingest:
+    """Read the raw screen into the canonical ingested.h5ad, with per-cell QC metrics."""
+    input:
+        raw=get_raw_input,
+    output:
+        h5ad="results/{dataset}/ingested.h5ad",
+        qc="results/{dataset}/qc.parquet",
+    log:
+        "logs/ingest/{dataset}.log",
+    conda:
+        "../envs/crl-pipe.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        format=get_input_format,
+        options=get_ingest_options,
+    script:
+        "../workflow/scripts/ingest.py"

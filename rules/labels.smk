@@ -1,0 +1,16 @@
+rule label_interventions:
+    """Turn the perturbation column into one intervention label per cell."""
+    input:
+        ingested="results/{dataset}/ingested.h5ad",
+    output:
+        interventions="results/{dataset}/interventions.parquet",
+    log:
+        "logs/label_interventions/{dataset}.log",
+    conda:
+        "../envs/crl-pipe.yaml"
+    params:
+        perturbation_key=get_perturbation_key,
+        control_values=get_control_values,
+        min_cells=config["labels"]["min_cells"],
+    script:
+        "../workflow/scripts/label_interventions.py"

@@ -1,0 +1,23 @@
+rule preprocess:
+    """Normalise, log-transform and select genes (HVGs, perturbed genes, gene-set members)."""
+    input:
+        unpack(get_gene_sets),
+        ingested="results/{dataset}/ingested.h5ad",
+        interventions="results/{dataset}/interventions.parquet",
+    output:
+        h5ad="results/{dataset}/preprocessed.h5ad",
+    log:
+        "logs/preprocess/{dataset}.log",
+    benchmark:
+        "benchmarks/out/preprocess/{dataset}.tsv"
+    conda:
+        "../envs/crl-pipe.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        n_top_genes=config["preprocess"]["n_top_genes"],
+        target_sum=config["preprocess"]["target_sum"],
+    script:
+        "../workflow/scripts/preprocess.py"

@@ -1,0 +1,38 @@
+"""Shared fixtures: where the repository and the tools of this environment are."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository checkout (where the Snakefile is)."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def venv_bin() -> Path:
+    """The ``snakemake`` executable of the environment running the tests."""
+    exe = Path(sys.executable).parent / "snakemake"
+    if not exe.exists():
+        pytest.skip(f"snakemake is not installed beside {sys.executable} (pip install -e .[workflow])")
+    return exe
+
+
+@pytest.fixture(scope="session")
+def snakefmt_bin() -> Path:
+    """The ``snakefmt`` executable (the test that needs it is skipped where it is missing)."""
+    exe = Path(sys.executable).parent / "snakefmt"
+    if exe.exists():
+        return exe
+    found = shutil.which("snakefmt")
+    if found is None:
+        pytest.skip("snakefmt is not installed (pip install -e .[test])")
+    return Path(found)

@@ -1,0 +1,18 @@
+"""Rule write_report -> crl_pipe.pipeline.report."""
+
+from crl_pipe._snakemake import run_step
+from crl_pipe.pipeline import report
+
+smk = snakemake  # noqa: F821 (set by Snakemake)
+run_step(
+    smk,
+    report,
+    dataset=smk.wildcards.dataset,
+    out_html=smk.output.html,
+    interventions=smk.input.interventions,
+    qc=smk.input.qc,
+    anchors=smk.input.anchors,
+    model_dirs=smk.params.model_dirs,
+    truth_graph=smk.input.get("truth_graph"),
+    config=smk.params.config,
+)
