@@ -36,16 +36,36 @@ def simulate(*, out_h5ad: PathLike, out_gmt: PathLike, out_truth_dir: PathLike, 
 
 
 def ingest(
-    *, path: PathLike, out_h5ad: PathLike, out_qc: PathLike, format: str = "h5ad", options: Mapping[str, Any] | None = None
+    *,
+    path: PathLike,
+    out_h5ad: PathLike,
+    out_qc: PathLike,
+    out_guides: PathLike | None = None,
+    format: str = "h5ad",
+    options: Mapping[str, Any] | None = None,
+    guide_calling: Mapping[str, Any] | None = None,
 ) -> None:
-    """Read a raw input in any supported layout into the canonical ``ingested.h5ad`` (+ ``qc.parquet``)."""
+    """Read a raw input in any supported layout into the canonical ``ingested.h5ad`` (+ ``qc.parquet``).
+
+    For ``format="guide_counts"`` guides are called here (:func:`crl_pipe.pp.call_guides`), the calls
+    written to ``out_guides`` and the resulting labels to ``obs["perturbation"]``; other formats
+    write an empty guides table, so that every dataset has the same artifacts.
+    """
     from . import io, pp
 
     options = dict(options or {})
     adata = io.read_screen(path, format=format, **options)
-    prov = provenance("ingest", {"input": path}, {"format": format, **options})
+    files = {"input": path, **{k: options[k] for k in ("guides", "guide_map") if options.get(k)}}
+    prov = provenance("ingest", files, {"format": format, **options, "guide_calling": dict(guide_calling or {})})
+    if out_guides is not None:
+        calls = pp.call_guides(adata, **dict(guide_calling or {})) if format == "guide_counts" else _no_guides()
+        write_table(calls, out_guides, "guides", prov)
     write_table(pp.qc_metrics(adata), out_qc, "qc", prov)
     write_h5ad(adata, out_h5ad, prov)
+
+
+def _no_guides() -> pd.DataFrame:
+    return pd.DataFrame({"sample_id": [], "guide": [], "umis": [], "called": []}).astype({"called": bool})
 
 
 def label(

@@ -130,7 +130,21 @@ def get_input_format(wildcards):
 def get_ingest_options(wildcards):
     """Reader options of the dataset (only those set, so that defaults stay the reader's)."""
     ds = _dataset(wildcards)
-    return {key: ds[key] for key in ("counts_layer",) if key in ds}
+    return {
+        key: ds[key] for key in ("counts_layer", "guides", "guide_map") if key in ds
+    }
+
+
+def get_guide_files(wildcards):
+    """Guide count matrix and guide -> target map of a guide_counts dataset (reruns when they change)."""
+    ds = _dataset(wildcards)
+    return [ds[key] for key in ("guides", "guide_map") if ds.get(key)]
+
+
+def get_guide_calling(wildcards):
+    """Guide-calling options of a guide_counts dataset ({} for other formats)."""
+    ds = _dataset(wildcards)
+    return dict(ds.get("guide_calling", {})) if ds["format"] == "guide_counts" else {}
 
 
 def get_perturbation_key(wildcards):

@@ -2,9 +2,11 @@ rule ingest:
     """Read the raw screen into the canonical ingested.h5ad, with per-cell QC metrics."""
     input:
         raw=get_raw_input,
+        guide_files=get_guide_files,
     output:
         h5ad="results/{dataset}/ingested.h5ad",
         qc="results/{dataset}/qc.parquet",
+        guides="results/{dataset}/guides.parquet",
     log:
         "logs/ingest/{dataset}.log",
     conda:
@@ -15,5 +17,6 @@ rule ingest:
     params:
         format=get_input_format,
         options=get_ingest_options,
+        guide_calling=get_guide_calling,
     script:
         "../workflow/scripts/ingest.py"

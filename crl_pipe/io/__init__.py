@@ -5,20 +5,32 @@ from __future__ import annotations
 from ._artifacts import SCHEMAS, check_table, read_provenance, read_table, write_table
 from ._gmt import read_gmt, write_gmt
 from ._graph import read_graph, write_graphml
+from ._guides import read_guide_counts, read_guide_map
 from ._h5ad import read_h5ad, write_h5ad
+from ._lerobot import read_lerobot, write_lerobot
+from ._robot import read_robot
+from ._rosbag import read_rosbag
 from ._screen import read_screen
+from ._table import read_robot_table
 
 __all__ = [
     "SCHEMAS",
     "check_table",
     "read_gmt",
     "read_graph",
+    "read_guide_counts",
+    "read_guide_map",
     "read_h5ad",
+    "read_lerobot",
     "read_provenance",
+    "read_robot",
+    "read_robot_table",
+    "read_rosbag",
     "read_screen",
     "read_table",
     "write_gmt",
     "write_graphml",
     "write_h5ad",
+    "write_lerobot",
     "write_table",
 ]

@@ -24,6 +24,7 @@ PROVENANCE_KEY = b"crl_pipe"
 #: Required columns of each artifact kind. ``latents`` has ``sample_id`` plus one float column per latent.
 SCHEMAS: dict[str, dict[str, pa.DataType]] = {
     "qc": {"sample_id": pa.string(), "total_counts": pa.float64(), "n_genes": pa.int64()},
+    "guides": {"sample_id": pa.string(), "guide": pa.string(), "umis": pa.float64(), "called": pa.bool_()},
     "interventions": {
         "sample_id": pa.string(),
         "intervention": pa.string(),

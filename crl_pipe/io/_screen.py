@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -14,13 +16,16 @@ import scipy.sparse as sp
 
 from .._errors import InputError
 from ._h5ad import read_h5ad
+from ._robot import SCREEN_ADAPTERS
 
 _EXPECTED = "expected raw counts (non-negative integers)"
 #: Names shown in error messages are capped so that a message stays on one readable line.
 _MAX_SHOWN = 5
 
 
-def read_screen(path: str | os.PathLike, *, format: str = "h5ad", counts_layer: str | None = None) -> ad.AnnData:
+def read_screen(
+    path: str | os.PathLike, *, format: str = "h5ad", counts_layer: str | None = None, **options: Any
+) -> ad.AnnData:
     """Read a perturbation screen as raw counts, checked, in the canonical layout.
 
     Parameters
@@ -28,9 +33,14 @@ def read_screen(path: str | os.PathLike, *, format: str = "h5ad", counts_layer: 
     path
         The screen file. It is opened read-only and never modified.
     format
-        Layout of ``path``; one of the keys of the reader registry (``"h5ad"`` for now).
+        Layout of ``path``; one of the keys of the reader registry: ``"h5ad"``, or
+        ``"guide_counts"`` (``path`` = the expression matrix, with the guide UMI counts in
+        ``options["guides"]``; see :func:`crl_pipe.io.read_guide_counts`); robot logs:
+        ``"lerobot"``, ``"rosbag"``, ``"table"`` (frames x channels, see :func:`crl_pipe.io.read_robot`).
     counts_layer
         Layer holding the raw UMI counts. By default ``layers["counts"]`` when present, else ``X``.
+    **options
+        Options of the format's reader, e.g. ``guides`` and ``guide_map`` for ``"guide_counts"``.
 
     Returns
     -------
@@ -47,7 +57,13 @@ def read_screen(path: str | os.PathLike, *, format: str = "h5ad", counts_layer: 
     reader = _READERS.get(format)
     if reader is None:
         raise InputError(f"{path}: unknown screen format {format!r}; supported formats: {sorted(_READERS)}")
-    adata = reader(Path(path), counts_layer=counts_layer)
+    accepted = _options_of(reader)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise InputError(
+            f"{path}: option(s) {unknown} not understood by format {format!r}; expected {sorted(accepted)}"
+        )
+    adata = reader(Path(path), counts_layer=counts_layer, **options)
     if adata.n_obs == 0 or adata.n_vars == 0:
         shape = f"{adata.n_obs} cells x {adata.n_vars} genes"
         raise InputError(f"{path}: screen has {shape}; expected at least one of each")
@@ -71,8 +87,26 @@ def _read_h5ad_screen(path: Path, *, counts_layer: str | None) -> ad.AnnData:
     return ad.AnnData(X=counts.astype(np.float32), obs=obs, var=var)
 
 
-#: format name -> reader(path, counts_layer=...) returning an AnnData; new layouts register here.
-_READERS: dict[str, Callable[..., ad.AnnData]] = {"h5ad": _read_h5ad_screen}
+def _read_guide_counts_screen(
+    path: Path, *, counts_layer: str | None, guides: str | os.PathLike | None = None, guide_map: Any = None
+) -> ad.AnnData:
+    from ._guides import read_guide_counts  # deferred: _guides builds on the helpers of this module
+
+    return read_guide_counts(path, guides, guide_map=guide_map, counts_layer=counts_layer)
+
+
+#: format name -> reader(path, counts_layer=..., **options) returning an AnnData; new layouts register here.
+_READERS: dict[str, Callable[..., ad.AnnData]] = {
+    "h5ad": _read_h5ad_screen,
+    "guide_counts": _read_guide_counts_screen,
+    **SCREEN_ADAPTERS,  # robot logs: lerobot, rosbag, table (frames x channels, see crl_pipe.io.read_robot)
+}
+
+
+def _options_of(reader: Callable[..., ad.AnnData]) -> set[str]:
+    """Keyword options a reader takes besides ``counts_layer``."""
+    params = inspect.signature(reader).parameters.values()
+    return {p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "counts_layer"}
 
 
 def _pick_counts(adata: ad.AnnData, path: Path, counts_layer: str | None) -> tuple[str, object]:

@@ -9,10 +9,26 @@ from .._errors import ConfigError
 from ._base import CRLModel
 from ._data import CRLData
 from .linear import LinearSEM
+from .sparse_vae import SparseVAE
+from .temporal import TemporalSEM, bootstrap_episodes
 
-MODELS: dict[str, type[CRLModel]] = {LinearSEM.name: LinearSEM}
+MODELS: dict[str, type[CRLModel]] = {
+    LinearSEM.name: LinearSEM,
+    SparseVAE.name: SparseVAE,
+    TemporalSEM.name: TemporalSEM,
+}
 
-__all__ = ["MODELS", "CRLData", "CRLModel", "LinearSEM", "get_model", "load_model"]
+__all__ = [
+    "MODELS",
+    "CRLData",
+    "CRLModel",
+    "LinearSEM",
+    "SparseVAE",
+    "TemporalSEM",
+    "bootstrap_episodes",
+    "get_model",
+    "load_model",
+]
 
 
 def get_model(name: str) -> type[CRLModel]:

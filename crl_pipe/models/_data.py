@@ -34,6 +34,9 @@ class CRLData:
         Program -> anchor features present in ``features`` (insertion order = latent order).
     counts
         Raw counts of the same cells and features, when available (count likelihoods).
+    obs
+        Per-row metadata in the row order of ``X``, when available: for robot logs the columns
+        ``episode``, ``frame`` and ``timestamp`` that time-series models (``temporal``) need.
     """
 
     X: np.ndarray
@@ -44,6 +47,7 @@ class CRLData:
     targets: dict[str, tuple[str, ...]]
     anchors: dict[str, list[str]] = field(default_factory=dict)
     counts: sp.csr_matrix | None = None
+    obs: pd.DataFrame | None = None
 
     @property
     def n_cells(self) -> int:
@@ -65,6 +69,7 @@ class CRLData:
             targets=self.targets,
             anchors=self.anchors,
             counts=None if self.counts is None else self.counts[rows],
+            obs=None if self.obs is None else self.obs.iloc[_positions(rows)].reset_index(drop=True),
         )
 
     @classmethod
@@ -100,4 +105,20 @@ class CRLData:
             targets=target_map,
             anchors=anchor_map,
             counts=None if counts is None else sp.csr_matrix(counts),
+            obs=_frame_columns(adata.obs),
         )
+
+
+#: ``obs`` columns that make rows a time series (robot logs); carried into :attr:`CRLData.obs`.
+FRAME_COLUMNS = ("episode", "frame", "timestamp")
+
+
+def _frame_columns(obs: pd.DataFrame) -> pd.DataFrame | None:
+    if not all(c in obs for c in FRAME_COLUMNS):
+        return None
+    return obs[list(FRAME_COLUMNS)].reset_index(drop=True).astype({"episode": str})
+
+
+def _positions(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows)
+    return np.flatnonzero(rows) if rows.dtype == bool else rows

@@ -1,4 +1,4 @@
-"""Simulators with known causes: Perturb-seq screens over a latent causal graph."""
+"""Simulators with known causes: Perturb-seq screens over a latent causal graph, robot logs with commanded joints."""
 
 from __future__ import annotations
 
@@ -8,9 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from .._provenance import provenance
+from ._robot import SimulatedRobot, simulate_arm, simulate_robot, write_robot_simulation
 from ._screen import CONTROL_LABEL, SimulatedScreen, simulate_screen
 
-__all__ = ["CONTROL_LABEL", "SimulatedScreen", "simulate_screen", "write_simulation"]
+__all__ = [
+    "CONTROL_LABEL",
+    "SimulatedRobot",
+    "SimulatedScreen",
+    "simulate_arm",
+    "simulate_robot",
+    "simulate_screen",
+    "write_robot_simulation",
+    "write_simulation",
+]
 
 
 def write_simulation(

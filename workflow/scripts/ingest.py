@@ -10,6 +10,8 @@ run_step(
     path=smk.input.raw,
     out_h5ad=smk.output.h5ad,
     out_qc=smk.output.qc,
+    out_guides=smk.output.guides,
     format=smk.params.format,
     options=smk.params.options,
+    guide_calling=smk.params.guide_calling,
 )

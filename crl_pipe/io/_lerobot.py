@@ -1,0 +1,325 @@
+"""LeRobot datasets (v2.x: one Parquet file per episode; v3.0: several episodes per file) -> frames x channels.
+
+Only ``meta/`` and the Parquet files under ``data/`` are read (with pyarrow); videos and images are
+ignored. Channel names come from ``meta/info.json`` ``features.<column>.names``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .._errors import InputError
+from ._robot import frames_to_anndata, require_path
+
+#: Per-frame bookkeeping columns of every LeRobot dataset; they become ``obs``, never channels.
+_BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+_NOT_NUMERIC = {"video", "image", "string", "str"}
+_V2_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+_V3_DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+_STATE = "observation.state"
+_ACTION = "action"
+
+
+def read_lerobot(path: str | os.PathLike, *, columns: Sequence[str] | None = None) -> ad.AnnData:
+    """Read a local LeRobot dataset (v2.0, v2.1 or v3.0) into the canonical robot AnnData.
+
+    Parameters
+    ----------
+    path
+        The dataset root (the folder holding ``meta/info.json`` and ``data/``).
+    columns
+        Feature columns to keep (default: every numeric feature of ``meta/info.json`` except the
+        bookkeeping columns ``timestamp``, ``frame_index``, ``episode_index``, ``index``,
+        ``task_index``).
+
+    Returns
+    -------
+    AnnData, one row per frame (see :mod:`crl_pipe.io._robot`). A vector column is split into one
+    channel per element, named from ``features.<column>.names`` (else ``col_0``, ``col_1`` ...).
+    Channels of ``observation.state`` keep the bare name (``kLeftElbow``: kind ``state``), the
+    other columns are prefixed with the column (``action.kLeftElbow``: kind ``action``;
+    ``observation.velocity.kLeftElbow``: kind ``state``; anything else, such as ``next.done`` or
+    ``next.reward``: ``other``). ``obs`` holds ``episode`` (the episode index as
+    text), ``frame`` (``frame_index``), ``timestamp`` (seconds from the episode start) and, when
+    the tasks table is present, ``task``.
+
+    Raises
+    ------
+    InputError
+        Missing ``meta/info.json``, episode table or data file; an unsupported version; a column
+        missing from a data file; an episode whose frame count differs from its ``length``;
+        missing or non-increasing timestamps; an episode with a single frame.
+    """
+    root = require_path(path, "LeRobot dataset folder")
+    info = _read_json(root / "meta" / "info.json")
+    version = str(info.get("codebase_version", ""))
+    features = info.get("features")
+    if not isinstance(features, dict):
+        raise InputError(f"{root / 'meta' / 'info.json'}: key 'features' missing; expected the feature table")
+    keep = _pick_columns(features, columns, root)
+    if version.startswith("v2"):
+        episodes, files = _layout_v2(root, info)
+    elif version.startswith("v3"):
+        episodes, files = _layout_v3(root, info)
+    else:
+        raise InputError(f"{root / 'meta' / 'info.json'}: codebase_version {version!r}; expected v2.0, v2.1 or v3.0")
+    table = _read_frames(files, [*keep, *_BOOKKEEPING])
+    table = _only_listed_episodes(table, episodes)
+    _check_lengths(table, episodes, root)
+    X, var = _channels(table, keep, features)
+    obs = pd.DataFrame(
+        {
+            "episode": table["episode_index"].to_numpy().astype(str),
+            "frame": table["frame_index"].to_numpy(),
+            "timestamp": table["timestamp"].to_numpy().astype(np.float64),
+        }
+    )
+    tasks = _read_tasks(root)
+    if tasks is not None and "task_index" in table.column_names:
+        obs["task"] = pd.Series(table["task_index"].to_numpy()).map(tasks).fillna("").to_numpy(dtype=str)
+    return frames_to_anndata(X, obs, var, path=root)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise InputError(
+            f"{path}: file does not exist; expected the LeRobot metadata (is this a LeRobot dataset folder?)"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise InputError(f"{path}: file does not exist; expected one JSON object per episode")
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON lines ({err})") from None
+
+
+def _pick_columns(features: dict[str, Any], columns: Sequence[str] | None, root: Path) -> list[str]:
+    numeric = [c for c, f in features.items() if c not in _BOOKKEEPING and str(f.get("dtype")) not in _NOT_NUMERIC]
+    if columns is None:
+        return numeric
+    missing = [c for c in columns if c not in numeric]
+    if missing:
+        raise InputError(
+            f"{root / 'meta' / 'info.json'}: column(s) {missing} are not numeric features; expected some of {numeric}"
+        )
+    return list(columns)
+
+
+def _layout_v2(root: Path, info: dict[str, Any]) -> tuple[pd.DataFrame, list[Path]]:
+    """Episodes (index, length) from ``meta/episodes.jsonl``; one data file per episode."""
+    records = _read_jsonl(root / "meta" / "episodes.jsonl")
+    episodes = pd.DataFrame.from_records(records, columns=["episode_index", "length"])
+    template = info.get("data_path", _V2_DATA_PATH)
+    chunk = int(info.get("chunks_size", 1000))
+    files = [
+        root / template.format(episode_chunk=int(e) // chunk, episode_index=int(e)) for e in episodes["episode_index"]
+    ]
+    return episodes, files
+
+
+def _layout_v3(root: Path, info: dict[str, Any]) -> tuple[pd.DataFrame, list[Path]]:
+    """Episodes from ``meta/episodes/chunk-*/file-*.parquet``; the data files they point to."""
+    parts = sorted((root / "meta" / "episodes").glob("chunk-*/*.parquet"))
+    if not parts:
+        raise InputError(f"{root / 'meta' / 'episodes'}: no Parquet files; expected the v3.0 episode table")
+    wanted = ["episode_index", "length", "data/chunk_index", "data/file_index"]
+    frames = []
+    for part in parts:
+        names = pq.read_schema(part).names
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise InputError(f"{part}: missing column(s) {missing}; expected {wanted}")
+        frames.append(pq.read_table(part, columns=wanted).to_pandas())
+    episodes = pd.concat(frames, ignore_index=True).sort_values("episode_index", kind="stable")
+    template = info.get("data_path", _V3_DATA_PATH)
+    pairs = episodes[["data/chunk_index", "data/file_index"]].drop_duplicates().itertuples(index=False)
+    files = [root / template.format(chunk_index=int(c), file_index=int(f)) for c, f in pairs]
+    return episodes[["episode_index", "length"]].reset_index(drop=True), files
+
+
+def _read_frames(files: list[Path], columns: list[str]) -> pa.Table:
+    tables = []
+    for file in files:
+        if not file.exists():
+            raise InputError(f"{file}: data file does not exist; expected it from meta/info.json data_path")
+        names = pq.read_schema(file).names
+        missing = [c for c in columns if c not in names and c not in ("index", "task_index")]
+        if missing:
+            raise InputError(f"{file}: missing column(s) {missing}; expected the features of meta/info.json")
+        tables.append(pq.read_table(file, columns=[c for c in columns if c in names]))
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _only_listed_episodes(table: pa.Table, episodes: pd.DataFrame) -> pa.Table:
+    listed = pa.array(episodes["episode_index"].to_numpy(dtype=np.int64))
+    mask = pc.is_in(table["episode_index"].cast(pa.int64()), value_set=listed)
+    return table if pc.all(mask).as_py() else table.filter(mask)
+
+
+def _check_lengths(table: pa.Table, episodes: pd.DataFrame, root: Path) -> None:
+    found = pd.Series(table["episode_index"].to_numpy()).value_counts()
+    expected = episodes.set_index("episode_index")["length"]
+    got = found.reindex(expected.index, fill_value=0)
+    bad = got[got.to_numpy() != expected.to_numpy()]
+    if len(bad):
+        e = bad.index[0]
+        raise InputError(
+            f"{root}: episode {e} has {int(bad.iloc[0])} frame(s) in data/ but length {int(expected[e])} in meta/; "
+            "expected the episode table to match the data files"
+        )
+
+
+def _channels(table: pa.Table, columns: list[str], features: dict[str, Any]) -> tuple[np.ndarray, pd.DataFrame]:
+    blocks, rows = [], []
+    for column in columns:
+        values = _as_matrix(table[column], column)
+        names = _element_names(features[column], values.shape[1])
+        kind = _kind(column)
+        blocks.append(values)
+        if names is None and values.shape[1] == 1:  # an unnamed scalar (next.done, next.reward): the column itself
+            rows.append((column, kind, column, "", column))
+            continue
+        for name in names or [f"col_{i}" for i in range(values.shape[1])]:
+            var_name = name if column == _STATE else f"{column}.{name}"
+            rows.append((var_name, kind, column, "", name))
+    var = pd.DataFrame(rows, columns=["name", "kind", "source", "field", "channel"]).set_index("name")
+    X = np.hstack(blocks) if blocks else np.zeros((table.num_rows, 0))
+    return X, var.rename_axis(None)
+
+
+def _as_matrix(column: pa.ChunkedArray, name: str) -> np.ndarray:
+    """A scalar or fixed-length list column as a frames x elements float64 matrix."""
+    array = column.combine_chunks()
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
+        lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
+        if len(lengths) and (lengths != lengths[0]).any():
+            raise InputError(f"column {name!r}: vectors of different lengths; expected one length per frame")
+        width = int(lengths[0]) if len(lengths) else 0
+        flat = pc.list_flatten(array).cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return flat.reshape(len(array), width)
+    return array.cast(pa.float64()).to_numpy(zero_copy_only=False).reshape(-1, 1)
+
+
+def _element_names(feature: dict[str, Any], width: int) -> list[str] | None:
+    """``names`` as ``width`` strings, else None (LeRobot writes a list, a nested list or {"motors": [...]})."""
+    names = feature.get("names")
+    if isinstance(names, dict) and len(names) == 1:
+        names = next(iter(names.values()))
+    if isinstance(names, list) and len(names) == 1 and isinstance(names[0], list):
+        names = names[0]
+    if isinstance(names, list) and len(names) == width and all(isinstance(n, str) for n in names):
+        return [str(n) for n in names]
+    return None
+
+
+def _kind(column: str) -> str:
+    # next.done / next.success / next.reward are episode bookkeeping, not interventions: "other"
+    if column == _ACTION or column.startswith(_ACTION + "."):
+        return "action"
+    if column.startswith("observation."):
+        return "state"
+    return "other"
+
+
+def _read_tasks(root: Path) -> dict[int, str] | None:
+    """task_index -> task text, from ``meta/tasks.jsonl`` (v2) or ``meta/tasks.parquet`` (v3)."""
+    jsonl, parquet = root / "meta" / "tasks.jsonl", root / "meta" / "tasks.parquet"
+    if jsonl.exists():
+        return {int(r["task_index"]): str(r["task"]) for r in _read_jsonl(jsonl)}
+    if parquet.exists():
+        frame = pd.read_parquet(parquet)
+        text = frame["task"] if "task" in frame else frame.index.to_series()
+        return dict(zip(frame["task_index"].astype(int), text.astype(str), strict=True))
+    return None
+
+
+def write_lerobot(adata: ad.AnnData, root: str | os.PathLike, *, fps: float, task: str = "") -> Path:
+    """Write canonical robot logs as a LeRobot v2.1 dataset (state and action channels; no videos).
+
+    Parameters
+    ----------
+    adata
+        Robot logs in the canonical layout (rows in time order per episode).
+    root
+        The dataset folder to create; it must not exist yet.
+    fps
+        Frame rate recorded in ``meta/info.json`` (Hz).
+    task
+        Task text of every episode.
+
+    Returns
+    -------
+    ``root``. Channels of kind ``state`` become ``observation.state``, those of kind ``action``
+    become ``action``, each named by ``var["channel"]``; episodes are numbered 0.. in order of
+    appearance; ``timestamp`` is taken from ``obs``.
+    """
+    root = Path(root)
+    if root.exists():
+        raise InputError(f"{root}: already exists; expected a new folder for the LeRobot dataset")
+    episode_index, _ = pd.factorize(adata.obs["episode"])
+    blocks = {col: adata.var_names[adata.var["kind"] == kind] for col, kind in ((_STATE, "state"), (_ACTION, "action"))}
+    (root / "data" / "chunk-000").mkdir(parents=True)
+    (root / "meta").mkdir()
+    lengths = np.bincount(episode_index)
+    start = np.r_[0, np.cumsum(lengths)[:-1]]
+    for e, n in enumerate(lengths):
+        rows = np.flatnonzero(episode_index == e)
+        columns = {
+            col: _fixed_lists(np.asarray(adata[rows, names].X, dtype=np.float32)) for col, names in blocks.items()
+        }
+        columns |= {
+            "timestamp": pa.array(adata.obs["timestamp"].to_numpy()[rows], pa.float32()),
+            "frame_index": pa.array(np.arange(n), pa.int64()),
+            "episode_index": pa.array(np.full(n, e), pa.int64()),
+            "index": pa.array(start[e] + np.arange(n), pa.int64()),
+            "task_index": pa.array(np.zeros(n, dtype=np.int64)),
+        }
+        pq.write_table(pa.table(columns), root / _V2_DATA_PATH.format(episode_chunk=e // 1000, episode_index=e))
+    _write_meta_v21(root, adata, blocks, lengths, fps, task)
+    return root
+
+
+def _fixed_lists(values: np.ndarray) -> pa.Array:
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel(), pa.float32()), values.shape[1])
+
+
+def _write_meta_v21(root: Path, adata: ad.AnnData, blocks, lengths: np.ndarray, fps: float, task: str) -> None:
+    scalar = {"dtype": "int64", "shape": [1], "names": None}
+    features = {
+        col: {"dtype": "float32", "shape": [len(names)], "names": [str(adata.var.at[n, "channel"]) for n in names]}
+        for col, names in blocks.items()
+    }
+    features |= {"timestamp": {"dtype": "float32", "shape": [1], "names": None}}
+    features |= {k: scalar for k in ("frame_index", "episode_index", "index", "task_index")}
+    info = {
+        "codebase_version": "v2.1",
+        "total_episodes": int(len(lengths)),
+        "total_frames": int(lengths.sum()),
+        "total_tasks": 1,
+        "chunks_size": 1000,
+        "fps": fps,
+        "data_path": _V2_DATA_PATH,
+        "features": features,
+    }
+    (root / "meta" / "info.json").write_text(json.dumps(info, indent=4))
+    episodes = [{"episode_index": e, "tasks": [task], "length": int(n)} for e, n in enumerate(lengths)]
+    (root / "meta" / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in episodes))
+    (root / "meta" / "tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": task}) + "\n")
