@@ -45,7 +45,7 @@ def run_step(smk: Any, fn: Callable[..., Any], **kwargs: Any) -> Any:
         try:
             result = fn(**kwargs)
         except CrlPipeError as err:
-            message = f"crl-pipe error in rule {smk.rule}: {err}"
+            message = f"crl-pipe error in rule {smk.rule}: " + " ".join(str(err).splitlines())
             log.error("%s", message)
             if terminal is not None:
                 print(message, file=terminal, flush=True)

@@ -13,6 +13,7 @@ import inspect
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 import yaml
 
@@ -32,13 +33,74 @@ STEPS: dict[str, Callable[..., None]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``crl-pipe label: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _value(text: str):
-    parsed = yaml.safe_load(text)
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid YAML value ({problem})") from None
     return text if parsed is None and text.strip() not in ("null", "~") else parsed
 
 
+def _expect(kind: str, check: Callable[[object], bool], optional: bool) -> Callable[[str], object]:
+    """A converter that reads a YAML value and checks it is of ``kind`` (or null when ``optional``)."""
+
+    def convert(text: str):
+        value = _value(text)
+        if (optional and value is None and text.strip() in ("null", "~")) or check(value):
+            return value
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}")
+
+    return convert
+
+
+def _string_list(text: str) -> list[str]:
+    """A YAML list of labels, every item kept as text (``[NT, 1, no]``); a single label is a list of one."""
+    try:
+        value = yaml.load(text, Loader=yaml.BaseLoader)  # noqa: S506 (BaseLoader builds only str, list, dict)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid YAML list ({problem})") from None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    raise argparse.ArgumentTypeError(f"expected a label or a YAML list of labels such as '[NT, NTC]', got {text!r}")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _converter(annotation: object) -> Callable[[str], object]:
+    """How the command line reads an option, from the step's type annotation (a string)."""
+    text = str(annotation)
+    optional = text.endswith("| None")
+    base = text.removesuffix("| None").strip()
+    if base.startswith(("PathLike", "str")):
+        return str
+    if base == "int":
+        return _expect("an integer", _is_int, optional)
+    if base == "float":
+        return _expect("a number", lambda v: _is_int(v) or isinstance(v, float), optional)
+    if base == "bool":
+        return _expect("true or false", lambda v: isinstance(v, bool), optional)
+    if base.startswith("Sequence[str]"):
+        return _string_list
+    if base.startswith("Mapping"):
+        return _expect("a YAML mapping such as '{key: value}'", lambda v: isinstance(v, dict), optional)
+    return _value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crl-pipe", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="crl-pipe", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"crl-pipe {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
@@ -49,9 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
             flag = "--" + param.name.replace("_", "-")
             required = param.default is inspect.Parameter.empty
             default = None if required else param.default
-            as_text = str(param.annotation).startswith(("PathLike", "str"))
-            step.add_argument(flag, dest=param.name, type=str if as_text else _value, required=required, default=default,
-                              help="required" if required else f"default: {default!r}")
+            step.add_argument(flag, dest=param.name, type=_converter(param.annotation), required=required,
+                              default=default, help="required" if required else f"default: {default!r}")
     return parser
 
 
@@ -63,8 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         STEPS[args.step](**kwargs)
     except CrlPipeError as err:
-        print(f"crl-pipe {args.step}: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).splitlines())  # one line, whatever the message holds
+        print(f"crl-pipe {args.step}: error: {message}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"crl-pipe {args.step}: interrupted; artifacts are written whole or not at all, rerun to continue",
+              file=sys.stderr)
+        return 130
     return 0
 
 

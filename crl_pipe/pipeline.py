@@ -69,15 +69,26 @@ def _no_guides() -> pd.DataFrame:
 
 
 def label(
-    *, ingested: PathLike, out: PathLike, perturbation_key: str, control_values: Sequence[str], min_cells: int = 1
+    *,
+    ingested: PathLike,
+    out: PathLike,
+    perturbation_key: str | None = None,
+    control_values: Sequence[str] = (),
+    min_cells: int = 1,
+    kind: str = "screen",
+    robot_labels: Mapping[str, Any] | None = None,
 ) -> None:
-    """Build ``interventions.parquet`` from the perturbation column of the ingested data."""
+    """Build ``interventions.parquet``: from the perturbation column of a screen, or from the
+    events and commanded actions of a robot log (``kind="robot"``, see :func:`crl_pipe.pp.robot_interventions`)."""
     from . import pp
 
-    params = {"perturbation_key": perturbation_key, "control_values": list(control_values), "min_cells": min_cells}
-    adata = read_h5ad(ingested, backed=True)
-    table = pp.label_interventions(adata, **params)
-    write_table(table, out, "interventions", provenance("label", {"ingested": ingested}, params))
+    if kind == "robot":
+        params = dict(robot_labels or {})
+        table = pp.robot_interventions(read_h5ad(ingested), **params)
+    else:
+        params = {"perturbation_key": perturbation_key, "control_values": list(control_values), "min_cells": min_cells}
+        table = pp.label_interventions(read_h5ad(ingested, backed=True), **params)
+    write_table(table, out, "interventions", provenance("label", {"ingested": ingested}, {"kind": kind, **params}))
 
 
 def preprocess(
@@ -88,15 +99,22 @@ def preprocess(
     gene_sets: PathLike | None = None,
     n_top_genes: int = 2000,
     target_sum: float = 1e4,
+    kind: str = "screen",
+    channel_kinds: Sequence[str] = ("state", "action"),
 ) -> None:
-    """Normalise, log-transform and select genes (HVGs + perturbed genes + gene-set members)."""
+    """Normalise, log-transform and select genes (HVGs + perturbed genes + gene-set members);
+    for robot logs, keep the channels of ``channel_kinds``."""
     from . import io, pp
 
-    params = {"n_top_genes": n_top_genes, "target_sum": target_sum}
     adata = read_h5ad(ingested)
     labels = read_table(interventions, "interventions")
-    keep = sorted({g for s in io.read_gmt(gene_sets).values() for g in s}) if gene_sets else []
-    result = pp.preprocess(adata, labels, keep_genes=keep, **params)
+    if kind == "robot":
+        params: dict[str, Any] = {"channel_kinds": list(channel_kinds)}
+        result = pp.preprocess_robot(adata, labels, kinds=channel_kinds)
+    else:
+        params = {"n_top_genes": n_top_genes, "target_sum": target_sum}
+        keep = sorted({g for s in io.read_gmt(gene_sets).values() for g in s}) if gene_sets else []
+        result = pp.preprocess(adata, labels, keep_genes=keep, **params)
     inputs = {"ingested": ingested, "interventions": interventions, "gene_sets": gene_sets}
     write_h5ad(result, out, provenance("preprocess", inputs, params))
 
@@ -109,13 +127,17 @@ def anchors(
     min_anchors: int = 2,
     exclusive: bool = True,
     n_programs: int | None = None,
+    kind: str = "screen",
 ) -> None:
-    """Intersect gene sets with the data into ``anchors.parquet`` (or derive programs from the data)."""
+    """Intersect gene sets with the data into ``anchors.parquet`` (or derive programs from the data);
+    robot logs anchor each causal variable on its own channel."""
     from . import io, pp
 
-    params = {"min_anchors": min_anchors, "exclusive": exclusive, "n_programs": n_programs}
+    params = {"min_anchors": min_anchors, "exclusive": exclusive, "n_programs": n_programs, "kind": kind}
     adata = read_h5ad(preprocessed)
-    if gene_sets:
+    if kind == "robot":
+        table, dropped = pp.robot_anchors(adata), pd.DataFrame(columns=["program", "reason"])
+    elif gene_sets:
         table, dropped = pp.build_anchors(adata, io.read_gmt(gene_sets), min_anchors=min_anchors, exclusive=exclusive)
     else:
         table, dropped = pp.data_driven_anchors(adata, n_programs=n_programs or 10, min_anchors=min_anchors)
@@ -140,6 +162,9 @@ def train(
     from . import tl
 
     data = _load_data(preprocessed, interventions, anchors)
+    params = dict(params or {})
+    if model == "temporal" and "actions" not in params:
+        params["actions"] = _action_channels(preprocessed)
     fitted = tl.train(data, model=model, params=params, seed=seed)
     out_dir = Path(out_dir)
     fitted.save(out_dir)
@@ -238,6 +263,12 @@ def collect_benchmark(*, metrics: Mapping[str, PathLike], out: PathLike) -> None
         frames.append(read_table(path, "metrics").assign(dataset=dataset, model=model))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "model", "metric", "value"])
     write_table(table[["dataset", "model", "metric", "value"]], out, "benchmark", provenance("benchmark", {"metrics": list(metrics.values())}))
+
+
+def _action_channels(preprocessed: PathLike) -> list[str]:
+    """Channels of kind ``action`` in a preprocessed robot log (reader naming differs by format)."""
+    var = read_h5ad(preprocessed, backed=True).var
+    return [str(c) for c in var.index[var["kind"] == "action"]] if "kind" in var else []
 
 
 def _load_data(preprocessed: PathLike, interventions: PathLike, anchors: PathLike):

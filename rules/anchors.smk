@@ -13,5 +13,6 @@ rule build_anchors:
         min_anchors=config["anchors"]["min_anchors"],
         exclusive=config["anchors"]["exclusive"],
         n_programs=get_n_latents,
+        kind=get_kind,
     script:
         "../workflow/scripts/build_anchors.py"

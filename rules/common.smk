@@ -4,47 +4,31 @@ Relative paths, in the config and in the rules, are relative to the working dire
 (``snakemake --directory``); scripts, envs and the schema are found relative to this file.
 """
 
-import difflib
 import os
+import sys
 from pathlib import Path
 
-import jsonschema
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
+# The Snakemake process imports crl_pipe.config (jsonschema and yaml only) from this checkout,
+# as the jobs import crl_pipe from it (see PYTHONPATH below).
+if workflow.basedir not in sys.path:
+    sys.path.insert(0, workflow.basedir)
+
+from crl_pipe import ConfigError
+from crl_pipe.config import validate_config
 
 # ---- configuration -------------------------------------------------------------------------------
-def config_error_message(error):
-    """One line naming the key path of a config ``jsonschema.ValidationError``."""
-    where = "".join(
-        f"[{part}]" if isinstance(part, int) else f".{part}"
-        for part in error.absolute_path
-    ).lstrip(".")
-    prefix = f"config: {where}: " if where else "config: "
-    if "propertyNames" in error.relative_schema_path:
-        return (
-            f"{prefix}name {error.instance!r} is not allowed: use letters, digits, '_', '-' "
-            "and '.', not starting with '.'"
+# Checked against the schema (defaults filled in) by the same function the tests call; an error is
+# one line naming the key, e.g. "config: datasets.demo: unknown key 'modles' (did you mean 'models'?)".
+if not workflow.modifier.skip_validation:
+    try:
+        validate_config(
+            config,
+            os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"),
         )
-    if error.validator == "additionalProperties" and error.validator_value is False:
-        known = sorted(error.schema.get("properties", {}))
-        unknown = sorted(key for key in error.instance if key not in known)
-        parts = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            parts.append(f"unknown key {key!r}{hint}")
-        return f"{prefix}{'; '.join(parts)}; allowed keys: {', '.join(known)}"
-    return prefix + error.message
-
-
-try:
-    validate(config, "../workflow/schemas/config.schema.yaml", set_default=True)
-except WorkflowError as err:
-    cause = err.__context__
-    if not isinstance(cause, jsonschema.ValidationError):
-        raise
-    raise WorkflowError(config_error_message(cause)) from None
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
 
 
 DATASETS = config["datasets"]
@@ -71,7 +55,7 @@ def check_input_paths():
         files = {"path": ds["path"], "gene_sets": ds.get("gene_sets")}
         files.update({f"truth.{kind}": p for kind, p in ds.get("truth", {}).items()})
         for key, path in files.items():
-            if path and not _simulated(path) and not os.path.isfile(path):
+            if path and not _simulated(path) and not os.path.exists(path):
                 raise WorkflowError(
                     f"config: datasets.{name}.{key}: file {path!r} does not exist "
                     f"(relative paths start at the working directory {os.getcwd()})"
@@ -147,12 +131,26 @@ def get_guide_calling(wildcards):
     return dict(ds.get("guide_calling", {})) if ds["format"] == "guide_counts" else {}
 
 
+def get_kind(wildcards):
+    """screen or robot."""
+    return _dataset(wildcards).get("kind", "screen")
+
+
 def get_perturbation_key(wildcards):
-    return _dataset(wildcards)["perturbation_key"]
+    return _dataset(wildcards).get("perturbation_key")
 
 
 def get_control_values(wildcards):
-    return list(_dataset(wildcards)["control_values"])
+    return list(_dataset(wildcards).get("control_values", []))
+
+
+def get_robot_labels(wildcards):
+    """How a robot log's interventions are read (config datasets.<ds>.robot_labels)."""
+    return dict(_dataset(wildcards).get("robot_labels", {}))
+
+
+def get_channel_kinds(wildcards):
+    return list(_dataset(wildcards).get("channel_kinds", ["state", "action"]))
 
 
 def get_gene_sets(wildcards):

@@ -9,6 +9,8 @@ rule label_interventions:
     conda:
         "../envs/crl-pipe.yaml"
     params:
+        kind=get_kind,
+        robot_labels=get_robot_labels,
         perturbation_key=get_perturbation_key,
         control_values=get_control_values,
         min_cells=config["labels"]["min_cells"],

@@ -17,6 +17,8 @@ rule preprocess:
         mem_mb=8000,
         runtime=60,
     params:
+        kind=get_kind,
+        channel_kinds=get_channel_kinds,
         n_top_genes=config["preprocess"]["n_top_genes"],
         target_sum=config["preprocess"]["target_sum"],
     script:

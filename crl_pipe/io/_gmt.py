@@ -39,10 +39,17 @@ def read_gmt(path: str | os.PathLike, *, collection: str | None = None) -> dict[
     if not path.is_file():
         raise InputError(f"{path}: gene-set file does not exist")
     if path.suffix.lower() == ".json":
-        return _read_json(path, collection)
-    if collection is not None:
+        sets = _read_json(path, collection)
+        expected = "{name: [genes]}"
+    elif collection is not None:
         raise InputError(f"{path}: collection={collection!r} applies to grouped JSON gene sets only, not GMT")
-    return _read_gmt_text(path)
+    else:
+        sets = _read_gmt_text(path)
+        expected = "lines name<TAB>description<TAB>gene..."
+    if not sets:
+        where = f" in collection {collection!r}" if collection is not None else ""
+        raise InputError(f"{path}: no gene sets found{where}; expected at least one, as {expected}")
+    return sets
 
 
 def write_gmt(sets: Mapping[str, Sequence[str]], path: str | os.PathLike) -> Path:
@@ -61,8 +68,15 @@ def write_gmt(sets: Mapping[str, Sequence[str]], path: str | os.PathLike) -> Pat
 
 def _read_gmt_text(path: Path) -> dict[str, list[str]]:
     sets: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(
+                    f"{path}, line {lineno}: not UTF-8 text (byte {raw[err.start]:#04x} at column {err.start + 1}); "
+                    "expected a GMT text file"
+                ) from None
             line = line.rstrip("\r\n")
             if not line.strip():
                 continue

@@ -26,9 +26,12 @@ def read_h5ad(path: str | os.PathLike, backed: bool = False) -> ad.AnnData:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file does not exist")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected an h5ad (HDF5) file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty, expected an h5ad (HDF5) file")
     try:
         return ad.read_h5ad(path, backed="r" if backed else None)
     except Exception as err:  # h5py/anndata raise many types for corrupt files
-        raise InputError(f"{path}: not a readable h5ad file ({type(err).__name__}: {err})") from None
+        detail = " ".join(str(err).split())  # h5py messages span lines; the error is one line
+        raise InputError(f"{path}: not a readable h5ad file ({type(err).__name__}: {detail})") from None

@@ -78,7 +78,7 @@ def _read_h5ad_screen(path: Path, *, counts_layer: str | None) -> ad.AnnData:
     _check_unique(raw.obs_names.astype(str), path, "obs index (cell IDs)")
     _check_unique(raw.var_names.astype(str), path, "var index (gene symbols)")
     field, counts = _pick_counts(raw, path, counts_layer)
-    counts = _to_csr(counts)
+    counts = _to_csr(counts, where=f"{path}: {field}")
     _check_counts(counts, path=path, field=field)
     obs = raw.obs.copy()
     obs.index = obs.index.astype(str)
@@ -124,8 +124,13 @@ def _pick_counts(adata: ad.AnnData, path: Path, counts_layer: str | None) -> tup
     return "X", adata.X
 
 
-def _to_csr(matrix) -> sp.csr_matrix:
+def _to_csr(matrix, where: str = "counts") -> sp.csr_matrix:
     # Keep the source dtype for now: validation must see the values before the float32 cast.
+    dtype = np.dtype(getattr(matrix, "dtype", object))
+    if dtype.kind not in "biuf":  # strings or objects: scipy.sparse would fail with its own message
+        raise InputError(f"{where} has dtype {dtype}; {_EXPECTED}")
+    if dtype.kind == "f" and dtype.itemsize < 4:  # float16: scipy.sparse has no such dtype
+        matrix = matrix.astype(np.float32)
     if sp.issparse(matrix):
         return sp.csr_matrix(matrix)
     return sp.csr_matrix(np.asarray(matrix))

@@ -162,7 +162,8 @@ class CellBatches:
         for name, array in self._host.items():
             block = array[host_idx]
             block = block.toarray() if sp.issparse(block) else np.asarray(block)
-            batch[name] = torch.from_numpy(block.astype(np.float32, copy=False)).to(self.device, non_blocking=True)
+            dtype = np.int64 if np.issubdtype(block.dtype, np.integer) else np.float32
+            batch[name] = torch.from_numpy(block.astype(dtype, copy=False)).to(self.device, non_blocking=True)
         return batch
 
 
@@ -175,7 +176,8 @@ def _device_budget(device: torch.device) -> int:
 
 def _to_device(array: Matrix, device: torch.device, chunk: int = 65536) -> torch.Tensor:
     if not sp.issparse(array):
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
+        dtype = np.int64 if np.issubdtype(np.asarray(array).dtype, np.integer) else np.float32
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype)).to(device)
     csr = sp.csr_matrix(array)
     parts = [torch.from_numpy(csr[i : i + chunk].toarray().astype(np.float32)).to(device) for i in range(0, csr.shape[0], chunk)]
     return torch.cat(parts) if len(parts) > 1 else parts[0]

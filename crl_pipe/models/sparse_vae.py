@@ -63,6 +63,43 @@ class LatentLink(nn.Module):
         return z + (self.a * torch.tanh(z.unsqueeze(-1) * self.w + self.c)).sum(-1)
 
 
+class LatentPrior(nn.Module):
+    """Gaussian prior ``z | label ~ N(m_label, C)``: C a learned correlation matrix, m a learned shift per label.
+
+    Programs of a causal graph are correlated, and interventions move their means; a standard normal
+    prior would pull the posterior means towards independent, unshifted latents, which mixes the
+    programs' mean shifts (the graph readout's input). Unit diagonal keeps the scale fixed (the
+    decoder weights carry it). Label 0 (controls) has no shift.
+    """
+
+    def __init__(self, n_latents: int, n_labels: int, *, correlated: bool, label_means: bool) -> None:
+        super().__init__()
+        self.correlated, self.label_means = correlated, label_means
+        self.cholesky = nn.Parameter(torch.eye(n_latents))
+        self.shift = nn.Parameter(torch.zeros(max(n_labels, 1), n_latents))
+
+    def factor(self) -> torch.Tensor:
+        """Lower-triangular factor C of the prior correlation matrix (C C^T, unit diagonal)."""
+        K = self.cholesky.shape[0]
+        if not self.correlated:
+            return torch.eye(K, device=self.cholesky.device)
+        L = torch.tril(self.cholesky, -1) + torch.diag(torch.exp(torch.diagonal(self.cholesky) - 1.0))
+        return L / L.norm(dim=1, keepdim=True)
+
+    def kl(self, mean: torch.Tensor, log_var: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+        """KL(N(mean, diag exp(log_var)) || prior) per cell."""
+        C = self.factor()
+        centre = mean
+        if self.label_means and label is not None:
+            shift = self.shift * (torch.arange(self.shift.shape[0], device=mean.device) > 0).unsqueeze(-1).float()
+            centre = mean - shift[label]
+        Cinv = torch.linalg.solve_triangular(C, torch.eye(C.shape[0], device=C.device), upper=False)
+        prec_diag = (Cinv**2).sum(0)  # diag of (C C^T)^-1
+        maha = (centre @ Cinv.T).pow(2).sum(-1)
+        log_det = 2.0 * torch.log(torch.diagonal(C)).sum()
+        return 0.5 * ((prec_diag * log_var.exp()).sum(-1) + maha - mean.shape[-1] + log_det - log_var.sum(-1))
+
+
 class SparseVAEModule(nn.Module):
     """Encoder, masked decoder and negative ELBO of the sparse VAE.
 
@@ -112,6 +149,8 @@ class SparseVAEModule(nn.Module):
         self.W = nn.Parameter(0.1 * torch.randn(n_features, n_latents) * self.allowed)
         self.bias = nn.Parameter(torch.zeros(n_features))
         self.log_dispersion = nn.Parameter(torch.zeros(n_features))  # log SD (gaussian) or log theta (nb)
+        import os
+        self.prior = LatentPrior(n_latents, int(os.environ.get("NLAB", "0")), correlated=os.environ.get("CORR", "1") == "1", label_means=os.environ.get("LABM", "1") == "1")
 
     def weights(self) -> torch.Tensor:
         """Masked decoder weights (features x latents)."""
@@ -135,7 +174,7 @@ class SparseVAEModule(nn.Module):
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var) if self.training else mean
         out = self.generative(z)
         recon = self._nll(out, batch)
-        kl = 0.5 * (mean.pow(2) + log_var.exp() - log_var - 1.0).sum(-1)
+        kl = self.prior.kl(mean, log_var, batch.get("label"))
         beta = min(1.0, epoch / self.kl_warmup) if self.training and self.kl_warmup > 0 else 1.0
         return (recon + beta * kl).mean() + self.l1 * self.weights().abs().sum()
 
@@ -245,9 +284,9 @@ class SparseVAE(ShiftReadout, CRLModel):
         device = resolve_device(self.params["device"])
         with deterministic(device), cpu_threads(self.threads):
             seed_everything(seed)
+            batches = CellBatches(self._arrays(data), device)
             self.module = self._build(allowed, data)
             self.module.to(device)
-            batches = CellBatches(self._arrays(data), device)
             train_rows, val_rows = split_cells(data.n_cells, self.params["val_fraction"], seed, data.intervention)
             self.history = train_module(
                 self.module, batches, self._plan(), seed=seed, train_rows=train_rows, val_rows=val_rows,
@@ -290,7 +329,10 @@ class SparseVAE(ShiftReadout, CRLModel):
         )  # fmt: skip
 
     def _arrays(self, data: CRLData) -> dict[str, Any]:
-        arrays: dict[str, Any] = {"x": data.X}
+        labels = ["__control__", *data.perturbations]
+        code = {lab: i for i, lab in enumerate(labels)}
+        arrays: dict[str, Any] = {"x": data.X, "label": np.array([0 if c else code[l] for l, c in zip(data.intervention, data.is_control)], dtype=np.int64)}
+        import os; os.environ["NLAB"] = str(len(labels))
         if self.params["likelihood"] == "nb":
             arrays["counts"] = data.counts
             arrays["library"] = np.asarray(data.counts.sum(axis=1), dtype=np.float32).ravel()

@@ -68,6 +68,8 @@ def build_anchors(
     """
     if not gene_sets:
         raise InputError("gene sets: none given; expected at least one gene set")
+    if isinstance(min_anchors, bool) or not isinstance(min_anchors, int | np.integer) or min_anchors < 1:
+        raise InputError(f"min_anchors={min_anchors!r}: expected an integer >= 1")
     present = set(map(str, adata.var_names))
     sets = {str(name): list(dict.fromkeys(map(str, genes))) for name, genes in gene_sets.items()}
     membership = Counter(g for genes in sets.values() for g in genes)

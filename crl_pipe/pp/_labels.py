@@ -43,6 +43,8 @@ def parse_perturbation(label: object, control_values: Sequence[str] = ()) -> tup
     if label is None or (not isinstance(label, str) and pd.isna(label)):
         return None
     text = str(label).strip()
+    if isinstance(control_values, str):  # one label, not its characters
+        control_values = [control_values]
     controls = CONTROL_TOKENS | {str(c).strip().casefold() for c in control_values}
     if text.casefold() in controls:
         return ()
@@ -84,6 +86,15 @@ def label_interventions(
     order of ``adata``. Unlabelled cells (missing label) are left out.
     """
     where = f"{adata.filename}: " if adata.isbacked else ""
+    if isinstance(control_values, str):  # one label, not its characters
+        control_values = [control_values]
+    if isinstance(min_cells, bool) or not isinstance(min_cells, int | np.integer) or min_cells < 1:
+        raise InputError(f"min_cells={min_cells!r}: expected an integer >= 1 (cells an intervention needs to be kept)")
+    if not isinstance(perturbation_key, str) or not perturbation_key:
+        raise InputError(
+            f"{where}perturbation_key={perturbation_key!r}: expected the name of the obs column holding the "
+            f"perturbation labels (available obs columns: {list(adata.obs.columns)})"
+        )
     if perturbation_key not in adata.obs.columns:
         raise InputError(
             f"{where}obs column {perturbation_key!r} not found; expected the perturbation labels there "
@@ -123,7 +134,7 @@ def _check_controls(
 ) -> None:
     if not any(p == () for p in parsed):
         common = column.value_counts().head(_MAX_SHOWN)
-        shown = ", ".join(f"{lab!r} ({n})" for lab, n in common.items())
+        shown = ", ".join(f"{lab!r} ({n})" for lab, n in common.items()) or f"none, all {len(column)} are missing"
         raise InputError(
             f"{where}obs[{key!r}]: no control cells; looked for {list(control_values)} and the built-in control "
             f"tokens {sorted(CONTROL_TOKENS)}, most common labels: {shown}"

@@ -56,6 +56,10 @@ def preprocess(
     """
     import scanpy as sc
 
+    if isinstance(n_top_genes, bool) or not isinstance(n_top_genes, int | np.integer) or n_top_genes < 1:
+        raise InputError(f"n_top_genes={n_top_genes!r}: expected an integer >= 1")
+    if isinstance(target_sum, bool) or not isinstance(target_sum, int | float) or not 0 < target_sum < np.inf:
+        raise InputError(f"target_sum={target_sum!r}: expected a finite number > 0 (counts per cell after normalising)")
     labels = _labels_by_cell(interventions)
     out = _select_cells(adata, labels)
     labels = labels.loc[out.obs_names]
@@ -102,9 +106,14 @@ def _labels_by_cell(interventions: pd.DataFrame) -> pd.DataFrame:
 
 def _select_cells(adata: ad.AnnData, labels: pd.DataFrame) -> ad.AnnData:
     """In-memory copy of the labelled cells with raw counts as CSR float32; empty cells left out."""
+    if labels.empty:
+        raise InputError("interventions table: no rows; expected one row per labelled cell")
     cells = adata.obs_names.isin(labels.index)
     if not cells.any():
-        raise InputError("interventions table: no sample_id matches a cell of the screen; expected the same cell IDs")
+        raise InputError(
+            f"interventions table: no sample_id matches a cell of the screen (e.g. {labels.index[0]!r} vs "
+            f"{adata.obs_names[0]!r}); expected the cell IDs of the screen"
+        )
     view = adata[cells]
     out = view.to_memory() if adata.isbacked else view.copy()
     out.X = sp.csr_matrix(out.X, dtype=np.float32)

@@ -36,12 +36,15 @@ def evaluate(
     """
     latent_names = [c for c in latents.columns if c != "sample_id"]
     predicted = predicted_targets(targets)
+    truth_nodes = set() if true_graph is None else set(true_graph["source"]) | set(true_graph["target"])
     if true_targets is not None:
         mapping = map_latents(predicted, true_targets)
     else:
-        truth_nodes = set() if true_graph is None else set(true_graph["source"]) | set(true_graph["target"])
         mapping = {name: name for name in latent_names if name in truth_nodes}
     rows = [("n_latents", len(latent_names)), ("n_mapped_latents", len(mapping))]
+    # observed graph nodes that are not latents (e.g. robot actions) keep their own names
+    observed = (set(graph["source"]) | set(graph["target"])) - set(latent_names)
+    mapping |= {n: n for n in observed if n in truth_nodes}
     if true_targets is not None:
         rows.append(("target_accuracy", target_accuracy(predicted, true_targets, mapping)))
     if true_graph is not None:

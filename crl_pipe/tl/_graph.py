@@ -12,7 +12,15 @@ from ..models import CRLData, CRLModel
 
 
 def bootstrap_rows(data: CRLData, rng: np.random.Generator) -> np.ndarray:
-    """Resample cells with replacement within each intervention group (group sizes are kept)."""
+    """Resample cells with replacement within each intervention group (group sizes are kept).
+
+    Time series (``data.obs`` with an ``episode`` column) are resampled by whole episodes instead,
+    so that refits still see consecutive frames.
+    """
+    if data.obs is not None and "episode" in data.obs:
+        from ..models import bootstrap_episodes
+
+        return bootstrap_episodes(data, rng)
     rows = [rng.choice(idx, size=idx.size, replace=True) for idx in _groups(data.intervention)]
     return np.sort(np.concatenate(rows))
 

@@ -13,4 +13,5 @@ run_step(
     min_anchors=smk.params.min_anchors,
     exclusive=smk.params.exclusive,
     n_programs=smk.params.n_programs,
+    kind=smk.params.kind,
 )

@@ -12,4 +12,6 @@ run_step(
     perturbation_key=smk.params.perturbation_key,
     control_values=smk.params.control_values,
     min_cells=smk.params.min_cells,
+    kind=smk.params.kind,
+    robot_labels=smk.params.robot_labels,
 )

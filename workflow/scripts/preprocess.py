@@ -13,4 +13,6 @@ run_step(
     gene_sets=smk.input.get("gene_sets"),
     n_top_genes=smk.params.n_top_genes,
     target_sum=smk.params.target_sum,
+    kind=smk.params.kind,
+    channel_kinds=smk.params.channel_kinds,
 )
