@@ -192,3 +192,23 @@ def test_math_text_in_names_is_not_parsed():
 def test_missing_columns_raise_input_error():
     with pytest.raises(InputError, match="graph table"):
         pl.causal_graph(pd.DataFrame({"source": ["a"]}), title="x")
+
+
+def test_observed_causes_boxes_each_rows_strongest_command():
+    import pandas as pd
+
+    from crl_pipe import pl
+
+    edges = pd.DataFrame(
+        {
+            "source": ["action.a", "action.b", "action.a", "a", "action.c"],
+            "target": ["a", "b", "b", "c", "c"],
+            "weight": [0.9, 0.8, 0.3, 0.5, 0.1],
+            "stability": 1.0,
+        }
+    )
+    matrix = pl.strongest_observed_causes(edges, ["a", "b", "c"])
+    assert list(matrix.index) == ["a", "b", "c"] and list(matrix.columns)[:3] == ["action.a", "action.b", "action.c"]
+    assert pl.n_self_driven(matrix) == 3  # c's latent parent a is not an observed cause
+    fig = pl.observed_causes(edges, ["a", "b", "c"], title="t")
+    assert "3 of 3" in fig.axes[0].get_title()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from ._cells import cells_per_perturbation
 from ._graph import causal_graph, graph_comparison
 from ._heatmap import target_heatmap
+from ._observed import n_self_driven, observed_causes, strongest_observed_causes
 from ._qc import qc_distribution
 from ._training import training_curves
 
@@ -21,7 +22,10 @@ __all__ = [
     "causal_graph",
     "cells_per_perturbation",
     "graph_comparison",
+    "n_self_driven",
+    "observed_causes",
     "qc_distribution",
+    "strongest_observed_causes",
     "target_heatmap",
     "training_curves",
 ]

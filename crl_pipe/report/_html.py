@@ -482,7 +482,15 @@ def _graph_section(dataset: str, models: list[ModelArtifacts], truth: pd.DataFra
             summary=f"{m.name}: edges ({len(edges)}), most stable first",
             numeric=[2, 3],
         )
-        blocks.append({"id": f"graph-{i + 1}", "model": m.name, "figure": _figure(fig, text), "table": table})
+        block = {"id": f"graph-{i + 1}", "model": m.name, "figure": _figure(fig, text), "table": table, "drivers": None}
+        if (~m.graph["source"].isin(m.latent_names) & m.graph["target"].isin(m.latent_names)).any():
+            drive = pl.observed_causes(m.graph, list(m.latent_names), title=f"{dataset}: {m.name}: what drives each variable")
+            block["drivers"] = _figure(
+                drive,
+                "Rows are the causal variables, columns the observed causes (commands); boxes mark each row's strongest "
+                "cause. A diagonal of boxes means each command drives its own variable.",
+            )
+        blocks.append(block)
     return blocks
 
 
