@@ -61,6 +61,22 @@ def _expect(kind: str, check: Callable[[object], bool], optional: bool) -> Calla
     return convert
 
 
+def _number(optional: bool) -> Callable[[str], object]:
+    """A number as YAML or Python writes it (``10000``, ``1e4``, ``0.5``)."""
+    as_yaml = _expect("a number", lambda v: _is_int(v) or isinstance(v, float), optional)
+
+    def convert(text: str):
+        try:
+            return as_yaml(text)
+        except argparse.ArgumentTypeError:
+            try:
+                return float(text)  # YAML 1.1 reads 1e4 as text
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+    return convert
+
+
 def _string_list(text: str) -> list[str]:
     """A YAML list of labels, every item kept as text (``[NT, 1, no]``); a single label is a list of one."""
     try:
@@ -89,7 +105,7 @@ def _converter(annotation: object) -> Callable[[str], object]:
     if base == "int":
         return _expect("an integer", _is_int, optional)
     if base == "float":
-        return _expect("a number", lambda v: _is_int(v) or isinstance(v, float), optional)
+        return _number(optional)
     if base == "bool":
         return _expect("true or false", lambda v: isinstance(v, bool), optional)
     if base.startswith("Sequence[str]"):

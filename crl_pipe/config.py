@@ -12,7 +12,9 @@ so the Snakemake process can import this module without the scientific stack.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import os
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -51,12 +53,23 @@ def validate_config(
     ConfigError
         The first violation, as one line that names the key path (see :func:`config_error_message`).
     """
-    schema, registry = load_schema(schema_path)
+    path = Path(schema_path).resolve()
+    try:
+        stat = path.stat()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config schema ({err.strerror})") from None
+    schema, registry = _cached_schema(str(path), stat.st_mtime_ns, stat.st_size)
     cls = _with_defaults(Draft202012Validator) if set_default else Draft202012Validator
     error = next(iter(cls(schema, registry=registry).iter_errors(config)), None)
     if error is not None:
         raise ConfigError(config_error_message(error))
     return config
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_schema(path: str, mtime_ns: int, size: int) -> tuple[dict[str, Any], Registry]:
+    """:func:`load_schema`, read again only when the file changes (validation never modifies it)."""
+    return load_schema(path)
 
 
 def load_schema(schema_path: str | os.PathLike) -> tuple[dict[str, Any], Registry]:
@@ -108,8 +121,8 @@ def _with_defaults(validator_class: type) -> type:
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, MutableMapping):
             for name, subschema in properties.items():
-                if isinstance(subschema, dict) and "default" in subschema:
-                    instance.setdefault(name, subschema["default"])
+                if isinstance(subschema, dict) and "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])  # never share the schema's objects
         yield from check_properties(validator, properties, instance, schema)
 
     return validators.extend(validator_class, {"properties": set_defaults})

@@ -57,11 +57,13 @@ def ingest(
     adata = io.read_screen(path, format=format, **options)
     files = {"input": path, **{k: options[k] for k in ("guides", "guide_map") if options.get(k)}}
     prov = provenance("ingest", files, {"format": format, **options, "guide_calling": dict(guide_calling or {})})
-    if out_guides is not None:
-        calls = pp.call_guides(adata, **dict(guide_calling or {})) if format == "guide_counts" else _no_guides()
-        write_table(calls, out_guides, "guides", prov)
-    write_table(pp.qc_metrics(adata), out_qc, "qc", prov)
+    calls = pp.call_guides(adata, **dict(guide_calling or {})) if format == "guide_counts" else _no_guides()
+    qc = pp.qc_metrics(adata)
+    # the large file first: a failure while writing it leaves no small artifact claiming success
     write_h5ad(adata, out_h5ad, prov)
+    write_table(qc, out_qc, "qc", prov)
+    if out_guides is not None:
+        write_table(calls, out_guides, "guides", prov)
 
 
 def _no_guides() -> pd.DataFrame:

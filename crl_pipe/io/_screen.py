@@ -60,9 +60,8 @@ def read_screen(
     accepted = _options_of(reader)
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise InputError(
-            f"{path}: option(s) {unknown} not understood by format {format!r}; expected {sorted(accepted)}"
-        )
+        allowed = f"expected one of {sorted(accepted)}" if accepted else "it takes none"
+        raise InputError(f"{path}: option(s) {unknown} not understood by format {format!r}; {allowed}")
     adata = reader(Path(path), counts_layer=counts_layer, **options)
     if adata.n_obs == 0 or adata.n_vars == 0:
         shape = f"{adata.n_obs} cells x {adata.n_vars} genes"

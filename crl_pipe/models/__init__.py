@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import pickle  # only for the exception type torch.load raises; nothing is unpickled
 from pathlib import Path
 
-from .._errors import ConfigError
+from .._errors import ConfigError, InputError
 from ._base import CRLModel
 from ._data import CRLData
 from .linear import LinearSEM
@@ -41,5 +42,11 @@ def get_model(name: str) -> type[CRLModel]:
 
 def load_model(directory: str | Path) -> CRLModel:
     """Load a checkpoint written by :meth:`CRLModel.save` (tensors with ``weights_only=True``)."""
-    meta = json.loads((Path(directory) / "model.json").read_text())
-    return get_model(meta["model"]).load(directory)
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / "model.json").read_text())
+        return get_model(meta["model"]).load(directory)
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as err:
+        raise InputError(
+            f"{directory}: not a readable crl-pipe model folder (model.json + model.pt): {type(err).__name__}: {err}"
+        ) from None
