@@ -159,16 +159,23 @@ def train(
     model: str,
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
+    threads: int | None = None,
 ) -> None:
-    """Fit ``model``; write the checkpoint, ``latents``, ``targets``, ``loadings`` and ``training`` tables into ``out_dir``."""
+    """Fit ``model``; write the checkpoint, ``latents``, ``targets``, ``loadings`` and ``training`` tables into ``out_dir``.
+
+    Deep models checkpoint their training under ``out_dir/checkpoints`` (not a declared output, so
+    that a killed job leaves it behind and a rerun resumes from it) and use ``threads`` CPU threads.
+    """
     from . import tl
 
     data = _load_data(preprocessed, interventions, anchors)
     params = dict(params or {})
+    out_dir = Path(out_dir)
     if model == "temporal" and "actions" not in params:
         params["actions"] = _action_channels(preprocessed)
-    fitted = tl.train(data, model=model, params=params, seed=seed)
-    out_dir = Path(out_dir)
+    # run settings, not model parameters: they stay out of model.json and the provenance
+    run = {"checkpoint_dir": str(out_dir / "checkpoints"), "threads": threads} if model == "sparse_vae" else {}
+    fitted = tl.train(data, model=model, params={**params, **run}, seed=seed)
     fitted.save(out_dir)
     prov = provenance(
         "train",

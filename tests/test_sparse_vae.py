@@ -55,11 +55,12 @@ def test_registered():
 
 
 def test_recovers_targets_and_latents_on_nonlinear_mixing(nonlinear_fit):
-    # measured on seeds 0-2: MCC 0.90-0.92 (linear model: 0.86-0.88), SHD 0-2, accuracy 1.0
+    # measured on seeds 0-4 (40 epochs): accuracy 1.0, MCC 0.847-0.884, SHD 1-2
+    # (linear model on the same screens: MCC 0.841-0.881, SHD 1-2)
     screen, data, model = nonlinear_fit
     m = _metrics(model, screen, data)
     assert m["target_accuracy"] == 1.0
-    assert m["mcc"] >= 0.88
+    assert m["mcc"] >= 0.84
     assert m["shd"] <= 2
     assert model.latent_names == list(screen.gene_sets)
 
@@ -68,7 +69,27 @@ def test_recovers_targets_and_latents_on_nonlinear_mixing(nonlinear_fit):
 def test_recovers_targets_on_other_screens(seed):
     screen, data = screen_and_data(**SMALL, mixing="nonlinear", seed=seed)
     m = _metrics(SparseVAE(**FAST).fit(data, seed=0), screen, data)
+    assert m["target_accuracy"] == 1.0 and m["mcc"] >= 0.84
+
+
+def test_encoder_on_all_features_gives_closer_latents():
+    # measured on seeds 0-4: MCC 0.890-0.918 (anchor encoder 0.847-0.884), at the price of leaky shifts
+    screen, data = screen_and_data(**SMALL, mixing="nonlinear", seed=0)
+    m = _metrics(SparseVAE(**FAST, encoder="all").fit(data, seed=0), screen, data)
     assert m["target_accuracy"] == 1.0 and m["mcc"] >= 0.88
+
+
+def test_anchor_encoder_reads_only_each_programs_anchors(nonlinear_fit):
+    _, data, model = nonlinear_fit
+    x = torch.from_numpy(data.X[:64].copy())
+    anchored = model.module.anchors.sum(1) > 0
+    noisy = x.clone()
+    noisy[:, ~anchored] += 5.0 * torch.randn(64, int((~anchored).sum()))
+    noisy[:, model.module.anchors[:, 0] > 0] += 1.0  # move the first program's anchors only
+    with torch.no_grad():
+        before, after = model.module.inference(x)[0], model.module.inference(noisy)[0]
+    assert not torch.allclose(before[:, 0], after[:, 0])
+    torch.testing.assert_close(before[:, 1:], after[:, 1:])
 
 
 def test_targets_table_has_the_linear_semantics(nonlinear_fit):
@@ -113,7 +134,9 @@ def test_resume_after_a_kill_gives_the_uninterrupted_parameters(tmp_path):
     params = dict(epochs=12, hidden=32, device="cpu")
     full = SparseVAE(**params).fit(data, seed=1)
     with pytest.raises(Interrupted):
-        SparseVAE(**params, checkpoint_dir=tmp_path, checkpoint_every=5).fit(data, seed=1, callbacks=[_interrupt_after(7)])
+        SparseVAE(**params, checkpoint_dir=tmp_path, checkpoint_every=5).fit(
+            data, seed=1, callbacks=[_interrupt_after(7)]
+        )
     ckpt = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)  # plain tensors and numbers only
     assert ckpt["epoch"] == 5 and len(ckpt["history"]["epoch"]) == 10
     resumed = SparseVAE(**params, checkpoint_dir=tmp_path, checkpoint_every=5).fit(data, seed=1)
@@ -173,3 +196,28 @@ def test_bad_input_is_a_clear_error():
         SparseVAE(epochs=1).fit(data.subset(~data.is_control))
     with pytest.raises(ModelError, match="n_latents=2"):
         SparseVAE(n_latents=2).fit(data)
+
+
+def test_pipeline_train_checkpoints_sparse_vae_outside_the_model_record(tmp_path, monkeypatch):
+    """Through the workflow's step function: checkpoints land in out_dir/checkpoints, and run
+    settings (checkpoint folder, threads) stay out of model.json and the provenance."""
+    import json
+
+    from _chain import RES, run_chain
+
+    from crl_pipe import pipeline
+    from crl_pipe.io import read_provenance, read_table
+
+    run_chain(tmp_path, ["simulate", "ingest", "label", "preprocess", "anchors"])
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / RES / "sparse_vae"
+    pipeline.train(
+        preprocessed=f"{RES}/preprocessed.h5ad", interventions=f"{RES}/interventions.parquet",
+        anchors=f"{RES}/anchors.parquet", out_dir=out, model="sparse_vae",
+        params={"epochs": 12, "patience": 50}, seed=0, threads=1,
+    )
+    assert (out / "checkpoints" / "checkpoint.pt").exists()
+    meta = json.loads((out / "model.json").read_text())
+    assert "checkpoint_dir" not in meta["params"] and "threads" not in meta["params"]
+    assert read_provenance(out / "targets.parquet")["params"]["params"] == {"epochs": 12, "patience": 50}
+    assert read_table(out / "training.parquet", "training")["epoch"].max() >= 1

@@ -179,11 +179,16 @@ def _to_device(array: Matrix, device: torch.device, chunk: int = 65536) -> torch
         dtype = np.int64 if np.issubdtype(np.asarray(array).dtype, np.integer) else np.float32
         return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype)).to(device)
     csr = sp.csr_matrix(array)
-    parts = [torch.from_numpy(csr[i : i + chunk].toarray().astype(np.float32)).to(device) for i in range(0, csr.shape[0], chunk)]
+    parts = [
+        torch.from_numpy(csr[i : i + chunk].toarray().astype(np.float32)).to(device)
+        for i in range(0, csr.shape[0], chunk)
+    ]
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
-def split_cells(n: int, val_fraction: float, seed: int, strata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def split_cells(
+    n: int, val_fraction: float, seed: int, strata: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Train and validation cell indices, drawn by ``seed``; stratified by ``strata`` labels when given.
 
     Each stratum gives ``round(val_fraction * size)`` cells to validation, so every intervention
@@ -294,7 +299,9 @@ def train_module(
     return _history(rows)
 
 
-def _train_epoch(module, optimizer, data: CellBatches, rows: torch.Tensor, batch_size: int, seed: int, epoch: int) -> float:
+def _train_epoch(
+    module, optimizer, data: CellBatches, rows: torch.Tensor, batch_size: int, seed: int, epoch: int
+) -> float:
     module.train()
     order = rows[torch.randperm(rows.numel(), generator=torch.Generator().manual_seed(seed))]
     total = torch.zeros((), dtype=torch.float64, device=data.device)  # summed on the device: no sync per step
@@ -331,7 +338,9 @@ def _early_stopping(state: _State, loss: float, patience: int) -> None:
 
 
 def _history(rows: list[tuple[int, str, float]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["epoch", "split", "loss"]).astype({"epoch": "int64", "split": str, "loss": float})
+    return pd.DataFrame(rows, columns=["epoch", "split", "loss"]).astype(
+        {"epoch": "int64", "split": str, "loss": float}
+    )
 
 
 # -- checkpoints --------------------------------------------------------------------------------

@@ -14,4 +14,5 @@ run_step(
     model=smk.wildcards.model,
     params=smk.params.model_params,
     seed=smk.params.seed,
+    threads=smk.threads,
 )
