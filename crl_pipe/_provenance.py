@@ -30,6 +30,32 @@ def package_version() -> str:
     return __version__
 
 
+def source_digest(*parts: str) -> str:
+    """Hex sha256 of the package version and the source of some parts of ``crl_pipe``.
+
+    Each part is a subpackage (``"simulate"``) or a module file (``"_provenance.py"``) relative
+    to the package folder. A rule passes the digest of the code behind it as a ``params:`` value,
+    so that Snakemake's between-workflow cache (``cache: "omit-software"``), which hashes the
+    rule's script, params and inputs but not the package the script calls, gets a new key, and
+    the rule reruns, when that code changes.
+    """
+    root = Path(__file__).resolve().parent
+    files: list[Path] = []
+    for part in parts:
+        path = root / part
+        if path.is_dir():
+            files += sorted(path.rglob("*.py"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ValueError(f"crl_pipe has no subpackage or module {part!r} (looked for {path})")
+    digest = hashlib.sha256(package_version().encode())
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def provenance(step: str, inputs: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None) -> dict:
     """Provenance of an artifact: the step, the sha256 of each input file, the params, the version.
 

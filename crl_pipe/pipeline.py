@@ -207,9 +207,14 @@ def graph(
     params = {"n_refits": n_refits, "seed": seed}
     data = _load_data(preprocessed, interventions, anchors)
     edges = tl.recover_graph(load_model(model_dir), data, n_refits=n_refits, seed=seed)
-    prov = provenance(
-        "graph", {"preprocessed": preprocessed, "interventions": interventions, "model": Path(model_dir) / "model.pt"}, params
-    )
+    inputs = {
+        "preprocessed": preprocessed,
+        "interventions": interventions,
+        "anchors": anchors,
+        "model": Path(model_dir) / "model.pt",
+        "model_meta": Path(model_dir) / "model.json",
+    }
+    prov = provenance("graph", inputs, params)
     write_table(edges, out_parquet, "graph", prov)
     write_graphml(edges, out_graphml)
 

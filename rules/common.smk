@@ -16,6 +16,7 @@ if workflow.basedir not in sys.path:
     sys.path.insert(0, workflow.basedir)
 
 from crl_pipe import ConfigError
+from crl_pipe._provenance import source_digest
 from crl_pipe.config import validate_config
 
 # ---- configuration -------------------------------------------------------------------------------
@@ -87,6 +88,13 @@ def get_final_targets(wildcards):
 
 
 # ---- simulate_screen -----------------------------------------------------------------------------
+# The code behind simulate_screen, a params value: a change reruns it and gives it a new key in the
+# between-workflow cache (which hashes the rule's script and params, not the package it calls).
+SIMULATOR_CODE = source_digest(
+    "simulate", "io/_artifacts.py", "io/_h5ad.py", "io/_gmt.py", "_provenance.py"
+)
+
+
 def get_simulation_params(wildcards):
     """Keyword arguments of crl_pipe.simulate.simulate_screen for simulation ``{sim}``."""
     if wildcards.sim not in SIMULATIONS:

@@ -1,5 +1,9 @@
 rule simulate_screen:
-    """Simulate a Perturb-seq screen with a known latent causal graph (config.simulations)."""
+    """Simulate a Perturb-seq screen with a known latent causal graph (config.simulations).
+
+    Its outputs depend only on params (the simulation settings and the digest of the simulator's
+    code), so `snakemake --cache` with $SNAKEMAKE_OUTPUT_CACHE shares them between workflows.
+    """
     output:
         screen="resources/simulated/{sim}/screen.h5ad",
         gene_sets="resources/simulated/{sim}/programs.gmt",
@@ -8,10 +12,12 @@ rule simulate_screen:
         truth_latents="resources/simulated/{sim}/truth/latents.parquet",
     log:
         "logs/simulate_screen/{sim}.log",
+    cache: "omit-software"
     conda:
         "../envs/crl-pipe.yaml"
     params:
         simulation=get_simulation_params,
         truth_dir=subpath(output.truth_graph, parent=True),
+        code=SIMULATOR_CODE,
     script:
         "../workflow/scripts/simulate_screen.py"

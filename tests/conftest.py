@@ -36,3 +36,24 @@ def snakefmt_bin() -> Path:
     if found is None:
         pytest.skip("snakefmt is not installed (pip install -e .[test])")
     return Path(found)
+
+
+@pytest.fixture(scope="session")
+def cached_run(tmp_path_factory, venv_bin):
+    """The demo workflow on a tiny config (tests/_tiny_workflow.py), run once per session with
+    ``--cache`` and ``$SNAKEMAKE_OUTPUT_CACHE`` set to a folder of its own.
+
+    Shared by the cache, rerun and SLURM tests: they read it, and copy it before changing it.
+    """
+    from types import SimpleNamespace
+
+    import _tiny_workflow as tiny
+
+    base = tmp_path_factory.mktemp("cached_run")
+    folder, cache = base / "first", base / "cache"
+    cache.mkdir()
+    tiny.write_config(folder)
+    proc = tiny.run_snakemake(folder, "--cores", "2", "--cache", env={"SNAKEMAKE_OUTPUT_CACHE": str(cache)})
+    if proc.returncode != 0:
+        pytest.fail(f"snakemake --cache failed ({proc.returncode}):\n{tiny.failure(proc, folder)}", pytrace=False)
+    return SimpleNamespace(folder=folder, cache=cache, proc=proc)

@@ -39,6 +39,7 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
     "loadings": {"latent": pa.string(), "feature": pa.string(), "loading": pa.float64()},
     "metrics": {"metric": pa.string(), "value": pa.float64()},
     "training": {"epoch": pa.int64(), "split": pa.string(), "loss": pa.float64()},
+    "truth_targets": {"intervention": pa.string(), "program": pa.string()},
     "benchmark": {"dataset": pa.string(), "model": pa.string(), "metric": pa.string(), "value": pa.float64()},
 }
 

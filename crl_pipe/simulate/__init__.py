@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._provenance import atomic_path, provenance
+from .._provenance import provenance
 from ._robot import SimulatedRobot, simulate_arm, simulate_robot, write_robot_simulation
 from ._screen import CONTROL_LABEL, SimulatedScreen, simulate_screen
 
@@ -37,8 +37,7 @@ def write_simulation(
     prov = provenance("simulate", {}, params)
     truth = Path(out_truth_dir)
     write_table(screen.graph.assign(stability=1.0), truth / "graph.parquet", "graph", prov)
-    with atomic_path(truth / "targets.parquet") as tmp:
-        screen.targets.to_parquet(tmp, index=False)
+    write_table(screen.targets, truth / "targets.parquet", "truth_targets", prov)
     write_table(screen.latents, truth / "latents.parquet", "latents", prov)
     write_gmt(screen.gene_sets, out_gmt)
     write_h5ad(screen.adata, out_h5ad, prov)
