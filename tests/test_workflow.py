@@ -29,6 +29,8 @@ from crl_pipe import InputError
 from crl_pipe._snakemake import run_step
 from crl_pipe.io import SCHEMAS, read_h5ad, read_table
 
+from _tiny_workflow import job_counts
+
 REPO = Path(__file__).resolve().parents[1]
 SIM = "sim"  # the simulated dataset, with truth
 LAB = "lab_screen"  # the screen written by someone else, without truth
@@ -143,21 +145,6 @@ def lab_config(folder: Path) -> dict:
     config = copy.deepcopy(TINY_CONFIG)
     config["datasets"][LAB]["gene_sets"] = str((folder / "data" / "programs.gmt").resolve())
     return config
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Rule -> job count from the first 'Job stats' table of a (dry-)run; {} when nothing to do."""
-    lines = output.splitlines()
-    if "Job stats:" not in lines:
-        assert "Nothing to be done" in output, output[-3000:]
-        return {}
-    counts: dict[str, int] = {}
-    for line in lines[lines.index("Job stats:") + 3 :]:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def tail(text: str, n: int = 4000) -> str:
