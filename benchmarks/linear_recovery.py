@@ -11,27 +11,16 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import pandas as pd
-import scanpy as sc
 
 from crl_pipe import tl
-from crl_pipe.models import CRLData, LinearSEM
-from crl_pipe.simulate import CONTROL_LABEL, simulate_screen
+from crl_pipe.models import LinearSEM
+from crl_pipe.simulate import screen_to_crl_data, simulate_screen
 
 
 def demo_data(seed: int):
     screen = simulate_screen(n_programs=6, n_control=3000, cells_per_perturbation=400, seed=seed)
-    adata = screen.adata.copy()
-    sc.pp.normalize_total(adata, target_sum=1e4)
-    sc.pp.log1p(adata)
-    labels = adata.obs["perturbation"].astype(str).to_numpy()
-    data = CRLData(
-        X=adata.X.toarray().astype(np.float32), sample_ids=np.asarray(adata.obs_names, dtype=str),
-        features=list(adata.var_names), intervention=labels, is_control=labels == CONTROL_LABEL,
-        targets={lab: tuple(lab.split("+")) for lab in set(labels) if lab != CONTROL_LABEL},
-        anchors=dict(screen.gene_sets),
-    )
+    data = screen_to_crl_data(screen)
     return screen, data
 
 

@@ -20,16 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import scanpy as sc
-import scipy.sparse as sp
 import torch
 
 from crl_pipe import tl
 from crl_pipe._provenance import atomic_path
-from crl_pipe.models import CRLData
-from crl_pipe.simulate import CONTROL_LABEL, simulate_screen
+from crl_pipe.simulate import screen_to_crl_data, simulate_screen
 
 N_DOUBLES = 3
 
@@ -93,21 +89,7 @@ def _screen(args: argparse.Namespace):
         n_programs=args.programs, n_genes=args.genes, n_control=args.cells - per * n_conditions,
         cells_per_perturbation=per, n_doubles=N_DOUBLES, mixing=args.mixing, seed=args.seed,
     )  # fmt: skip
-    adata = screen.adata.copy()
-    counts = sp.csr_matrix(adata.X)
-    sc.pp.normalize_total(adata, target_sum=1e4)
-    sc.pp.log1p(adata)
-    labels = adata.obs["perturbation"].astype(str).to_numpy()
-    data = CRLData(
-        X=adata.X.toarray().astype(np.float32),
-        sample_ids=np.asarray(adata.obs_names, dtype=str),
-        features=list(adata.var_names),
-        intervention=labels,
-        is_control=labels == CONTROL_LABEL,
-        targets={lab: tuple(lab.split("+")) for lab in set(labels) if lab != CONTROL_LABEL},
-        anchors=dict(screen.gene_sets),
-        counts=counts,
-    )
+    data = screen_to_crl_data(screen)
     return screen, data
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from .._provenance import provenance
 from ._robot import SimulatedRobot, simulate_arm, simulate_robot, write_robot_simulation
+from ._data import screen_to_crl_data
 from ._screen import CONTROL_LABEL, SimulatedScreen, simulate_screen
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "SimulatedScreen",
     "simulate_arm",
     "simulate_robot",
+    "screen_to_crl_data",
     "simulate_screen",
     "write_robot_simulation",
     "write_simulation",
