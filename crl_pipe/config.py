@@ -27,7 +27,19 @@ from referencing import Registry, Resource
 
 from ._errors import ConfigError
 
-__all__ = ["config_error_message", "load_schema", "validate_config"]
+__all__ = ["TORCH_MODELS", "config_error_message", "load_schema", "model_device", "validate_config"]
+
+#: Models that train with PyTorch on ``device`` (the others are numpy/scipy and ignore it). Kept
+#: here, free of torch, for the Snakemake process; tests check it against the model classes.
+TORCH_MODELS = ("sparse_vae", "causal_vae")
+
+
+def model_device(config: MutableMapping[str, Any], model: str) -> str | None:
+    """The device ``model`` trains on under ``config`` (per-model key first, then the top-level
+    ``device``); ``None`` for models that do not use PyTorch."""
+    if model not in TORCH_MODELS:
+        return None
+    return str(config.get("models", {}).get(model, {}).get("device") or config.get("device", "auto"))
 
 
 def validate_config(

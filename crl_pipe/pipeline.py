@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from ._errors import InputError
 from ._provenance import provenance
 from .io import read_h5ad, read_table, write_h5ad, write_table
 
@@ -86,7 +87,10 @@ def label(
 
     if kind == "robot":
         params = dict(robot_labels or {})
-        table = pp.robot_interventions(read_h5ad(ingested), **params)
+        try:
+            table = pp.robot_interventions(read_h5ad(ingested), **params)
+        except InputError as err:  # name the file, as the screen labels do
+            raise InputError(f"{ingested}: {err}") from None
     else:
         params = {"perturbation_key": perturbation_key, "control_values": list(control_values), "min_cells": min_cells}
         table = pp.label_interventions(read_h5ad(ingested, backed=True), **params)
@@ -160,16 +164,25 @@ def train(
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
     threads: int | None = None,
+    require_device: bool = False,
 ) -> None:
     """Fit ``model``; write the checkpoint, ``latents``, ``targets``, ``loadings`` and ``training`` tables into ``out_dir``.
+
+    A PyTorch model whose ``params["device"]`` (``cuda``) is not there trains on the CPU with a
+    warning, or stops here, before reading anything, when ``require_device`` is true.
 
     Deep models checkpoint their training under ``out_dir/checkpoints`` (not a declared output, so
     that a killed job leaves it behind and a rerun resumes from it) and use ``threads`` CPU threads.
     """
     from . import tl
+    from .config import TORCH_MODELS
 
-    data = _load_data(preprocessed, interventions, anchors)
     params = dict(params or {})
+    if require_device and model in TORCH_MODELS:
+        from .models._training import resolve_device
+
+        resolve_device(params.get("device", "auto"), strict=True)
+    data = _load_data(preprocessed, interventions, anchors)
     out_dir = Path(out_dir)
     if model == "temporal" and "actions" not in params:
         params["actions"] = _action_channels(preprocessed)

@@ -17,7 +17,7 @@ if workflow.basedir not in sys.path:
 
 from crl_pipe import ConfigError
 from crl_pipe._provenance import source_digest
-from crl_pipe.config import validate_config
+from crl_pipe.config import model_device, validate_config
 
 # ---- configuration -------------------------------------------------------------------------------
 # Checked against the schema (defaults filled in) by the same function the tests call; an error is
@@ -173,8 +173,25 @@ def get_n_latents(wildcards):
 
 # ---- per-model params ----------------------------------------------------------------------------
 def get_model_params(wildcards):
-    """Hyper-parameters of ``{model}`` (config.models.<model>)."""
-    return dict(config["models"][wildcards.model])
+    """Hyper-parameters of ``{model}`` (config.models.<model>), with the device it trains on."""
+    params = dict(config["models"][wildcards.model])
+    device = model_device(config, wildcards.model)
+    return {**params, "device": device} if device else params
+
+
+def wants_gpu(wildcards):
+    """Whether ``train_model`` asks for a GPU: a PyTorch model whose device is not ``cpu``."""
+    return model_device(config, wildcards.model) not in (None, "cpu")
+
+
+def get_train_gpus(wildcards):
+    """Resource ``gpu`` of train_model: 1 for a PyTorch model on ``auto``/``cuda``, else 0."""
+    return int(wants_gpu(wildcards))
+
+
+def get_train_env(wildcards):
+    """Conda environment of train_model (``--sdm conda``): the CUDA build where it asks for a GPU."""
+    return "../envs/crl-pipe-gpu.yaml" if wants_gpu(wildcards) else "../envs/crl-pipe.yaml"
 
 
 # ---- evaluate ------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 rule train_model:
     """Fit one model: checkpoint, latents, intervention targets, loadings, training history.
 
-    Trains on a GPU when the job sees one (CUDA first, then the CPU). On a cluster, ask for
-    one with ``--set-resources train_model:gpu=1`` (or in the profile) and point ``conda:``
-    at ../envs/crl-pipe-gpu.yaml, the same environment with a CUDA build of PyTorch.
+    PyTorch models (sparse_vae, causal_vae) ask for one GPU (resource ``gpu=1``) unless the
+    config says ``device: cpu``, and with ``--sdm conda`` run in ../envs/crl-pipe-gpu.yaml, the
+    same environment with a CUDA build of PyTorch; they train on CUDA when the job sees a GPU,
+    else on the CPU with a warning (an error with ``require_device: true``). Locally ``gpu``
+    only counts; the slurm profile turns it into ``--gpus=1``.
     """
     input:
         preprocessed="results/{dataset}/preprocessed.h5ad",
@@ -27,15 +29,16 @@ rule train_model:
     benchmark:
         "benchmarks/out/train_model/{dataset}/{model}.tsv"
     conda:
-        "../envs/crl-pipe.yaml"
+        get_train_env
     threads: 4
     resources:
         mem_mb=8000,
         runtime=120,
-        gpu=0,
+        gpu=get_train_gpus,
     params:
         model_params=get_model_params,
         seed=config["seed"],
+        require_device=config["require_device"],
         out_dir=subpath(output.model, parent=True),
     script:
         "../workflow/scripts/train_model.py"

@@ -43,6 +43,7 @@ from crl_pipe.io import read_provenance, write_gmt
 from crl_pipe.simulate import simulate_screen
 
 REPO = Path(__file__).resolve().parents[1]
+_HAS_CUDA = __import__("torch").cuda.is_available()
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CONTROL = "non-targeting"
 SIM = {
@@ -250,6 +251,29 @@ def _model_dir_without(good: Good, tmp: Path, missing: str) -> Path:
     return folder
 
 
+def _robot_log(tmp: Path, edit: Callable[[pd.DataFrame], pd.DataFrame] = lambda f: f, name="log.csv") -> Path:
+    """A robot log as a CSV table (two episodes, an elbow joint and its command), edited by ``edit``."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for e in range(2):
+        a = np.cumsum(rng.normal(size=8))
+        frames.append(pd.DataFrame({"episode": f"r{e}", "t": 0.05 * np.arange(8), "elbow": 0.5 * a, "action.elbow": a}))
+    edit(pd.concat(frames, ignore_index=True)).to_csv(tmp / name, index=False)
+    return tmp / name
+
+
+def robot_args(path: Path, **options):
+    return ingest_args(path, format="table", options={"episode_key": "episode", "time_key": "t",
+                                                       "actions": ["action.elbow"], **options})
+
+
+def _robot_ingested(tmp: Path) -> Path:
+    out = tmp / "robot.h5ad"
+    pipeline.ingest(path=_robot_log(tmp), out_h5ad=out, out_qc=tmp / "robot_qc.parquet", format="table",
+                    options={"episode_key": "episode", "time_key": "t", "actions": ["action.elbow"]})
+    return out
+
+
 def _demo_config() -> dict:
     return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
@@ -432,6 +456,31 @@ CATALOGUE: list[Case] = [
          lambda g, t: {"dataset": "x", "interventions": g.interventions, "qc": g.qc, "anchors": g.anchors,
                        "model_dirs": {"linear": t / "nowhere"}, "_bad": t / "nowhere"},
          ["{bad}: model folder of 'linear' does not exist"]),
+    Case("train-required-gpu-not-there", "train",
+         lambda g, t: train_args(g, model="sparse_vae", params={"device": "cuda"}, require_device=True),
+         ["model device 'cuda': CUDA is not available", "expected a visible GPU (require_device is true"],
+         error=ModelError, marks=[pytest.mark.skipif(_HAS_CUDA, reason="this machine has a GPU")]),
+    # -- robot logs -----------------------------------------------------------------------------------
+    Case("robot-timestamps-not-increasing", "ingest",
+         lambda g, t: robot_args(_robot_log(t, lambda f: f.assign(t=f["t"].where(f.index != 3, 0.0)))),
+         ["{bad}: timestamps are not increasing in episode r0 at frame 3", "expected strictly increasing time"]),
+    Case("robot-timestamp-missing", "ingest",
+         lambda g, t: robot_args(_robot_log(t, lambda f: f.assign(t=f["t"].where(f.index != 5)))),
+         ["{bad}: 1 frame(s) without a timestamp (e.g. episode r0, frame 5)", "expected a finite time"]),
+    Case("robot-episode-with-one-frame", "ingest",
+         lambda g, t: robot_args(_robot_log(t, lambda f: f.iloc[7:])),
+         ["{bad}: episode(s) r0 have a single frame; expected >= 2 frames per episode"]),
+    Case("robot-time-column-missing", "ingest", lambda g, t: robot_args(_robot_log(t), time_key="time"),
+         ["{bad}: column 'time' not found"]),
+    Case("robot-action-channel-not-in-table", "ingest", lambda g, t: robot_args(_robot_log(t), actions=["action.wrist"]),
+         ["{bad}: actions column(s) ['action.wrist'] are not signal columns; expected some of ['elbow', 'action.elbow']"]),
+    Case("robot-parquet-not-parquet", "ingest",
+         lambda g, t: robot_args(_text_file(t, "log.parquet", "episode,t,elbow\nr0,0,1\n")),
+         ["{bad}", "Parquet"]),
+    Case("robot-label-action-channel-missing", "label",
+         lambda g, t: {"ingested": _robot_ingested(t), "kind": "robot", "robot_labels": {"actions": ["action.wrist"]},
+                       "_bad": t / "robot.h5ad"},
+         ["{bad}: action channel(s) ['action.wrist'] not found; expected channels of the data (var names)"]),
     # -- the workflow config (the function rules/common.smk calls) ------------------------------------
     Case("config-unknown-key", "config", _config_with(lambda c: c["datasets"]["demo"].update(modles=["linear"])),
          ["config: datasets.demo: unknown key 'modles' (did you mean 'models'?); allowed keys:"], error=ConfigError),
@@ -451,6 +500,8 @@ CATALOGUE: list[Case] = [
          ["config: datasets.demo.control_values: [] should be non-empty"], error=ConfigError),
     Case("config-min-cells-negative", "config", _config_with(lambda c: c["labels"].update(min_cells=-5)),
          ["config: labels.min_cells: -5 is less than the minimum of 1"], error=ConfigError),
+    Case("config-device-unknown", "config", _config_with(lambda c: c.update(device="gpu")),
+         ["config: device: 'gpu' does not match"], error=ConfigError),
 ]
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -89,3 +91,58 @@ def test_gpu_env_differs_only_in_pytorch():
     gpu = conda_pins(REPO / "envs" / "crl-pipe-gpu.yaml")
     assert gpu.pop("pytorch-gpu") == cpu.pop("pytorch")
     assert gpu == cpu
+
+
+# ---- which environment and resources train_model gets ------------------------------------------
+def _train_rule(config: dict, workdir: Path):
+    """The ``train_model`` rule of the workflow loaded with ``config`` (Snakemake's API, no DAG)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    demo["datasets"]["demo"]["models"] = ["linear", "sparse_vae"]
+    (workdir / "config.yaml").write_text(yaml.safe_dump({**demo, **config}))
+    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(configfiles=[workdir / "config.yaml"]),
+            snakefile=REPO / "Snakefile",
+            workdir=workdir,
+        )._workflow
+        return workflow.get_rule("train_model")
+
+
+def _dry_run_gpus(workdir: Path, model: str) -> int:
+    """The ``gpu`` resource of ``train_model`` for ``model``, as ``snakemake -n`` prints it."""
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "--configfile", "config.yaml",
+         "--cores", "1", "--", f"results/demo/{model}/model.pt"],
+        cwd=workdir, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    found = re.search(r"rule train_model:\n(?:    .*\n)*?    resources: .*\bgpu=(\d+)", out.stdout + out.stderr)
+    assert found, out.stdout + out.stderr
+    return int(found[1])
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({}, {"linear": ("crl-pipe.yaml", 0), "sparse_vae": ("crl-pipe-gpu.yaml", 1)}),
+        ({"device": "cuda"}, {"linear": ("crl-pipe.yaml", 0), "sparse_vae": ("crl-pipe-gpu.yaml", 1)}),
+        ({"device": "cpu"}, {"linear": ("crl-pipe.yaml", 0), "sparse_vae": ("crl-pipe.yaml", 0)}),
+        ({"device": "cuda", "models": {"sparse_vae": {"device": "cpu"}}}, {"sparse_vae": ("crl-pipe.yaml", 0)}),
+    ],
+    ids=["auto", "cuda", "cpu", "per-model-cpu"],
+)
+def test_gpu_training_asks_for_a_gpu_and_the_cuda_environment(config, expected, tmp_path, monkeypatch):
+    """``--sdm conda`` gives PyTorch models the CUDA environment exactly when their job asks for a GPU."""
+    from snakemake.iocontainers import Wildcards
+    from snakemake.rules import _NOT_CACHED
+
+    monkeypatch.chdir(tmp_path)
+    rule = _train_rule(config, tmp_path)
+    for model, (env, gpus) in expected.items():
+        wildcards = Wildcards(fromdict={"dataset": "demo", "model": model})
+        rule._expanded_conda_env = _NOT_CACHED  # the env is a function of the wildcards: not cached
+        assert Path(str(rule.expand_conda_env(wildcards).file)).name == env, model
+        assert _dry_run_gpus(tmp_path, model) == gpus, model

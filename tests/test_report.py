@@ -198,6 +198,12 @@ def test_report_is_complete(full_report):
     for pkg in ["python", "crl-pipe", "torch", "scanpy", "anndata", "snakemake"]:
         assert f"<td>{pkg}</td>" in page
     assert re.search(r'title="[0-9a-f]{64}"', page)
+    # identifiability, said plainly: latents z* carry no anchors of their own here, so no program is fully
+    # identifiable, while each edge's cause has single-target perturbations
+    assert "What these data can identify" in page
+    assert "0 of 3 programs are fully identifiable; 0 of 2 edges rest on no intervention of their cause" in page
+    assert "has a single-target intervention, but fewer than 2 anchors" in page
+    assert "<td>GATA1, SPI1</td>" in page  # the perturbations backing z0 and its edge z0 -> z1
 
 
 def test_report_is_self_contained(full_report):

@@ -201,7 +201,7 @@ def render_report(
         "inputs": _inputs_section(dataset, labels, qc_table),
         "targets": _targets_section(dataset, labels, models),
         "programs": _programs_section(anchor_table, read_provenance(anchors), models),
-        "graphs": _graph_section(dataset, models, truth),
+        "graphs": _graph_section(dataset, models, truth, _identifiability(labels, anchor_table, models)),
         "metrics": _metrics_section(models),
         "training": _training_section(dataset, models),
         "run": _run_section(config, models, artifacts),
@@ -449,7 +449,47 @@ def _best_program(genes: list[str], anchor_sets: Mapping[str, set[str]]) -> str:
     return f"{best} ({overlap[best]}/{len(genes)})"
 
 
-def _graph_section(dataset: str, models: list[ModelArtifacts], truth: pd.DataFrame | None) -> list[dict[str, Any]]:
+def _identifiability(
+    labels: pd.DataFrame, anchors: pd.DataFrame, models: list[ModelArtifacts]
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Per model: which programs and edges the data can identify (:func:`crl_pipe.tl.identifiability`)."""
+    from ..tl import identifiability
+
+    return {m.name: identifiability(labels, m.targets, list(m.latent_names), anchors, m.graph) for m in models}
+
+
+def _identifiability_block(programs: pd.DataFrame, edges: pd.DataFrame) -> dict[str, Any]:
+    rows = [
+        [
+            str(r.program),
+            _count(r.n_anchors),
+            _join(r.single_target) or "none",
+            _count(r.single_target_cells),
+            _join(r.multi_target) or "none",
+            [Token(r.explanation, strong=r.verdict == "nothing")],
+        ]
+        for r in programs.itertuples(index=False)
+    ]
+    n_ok = int((programs["verdict"] == "identified").sum())
+    n_bare = int(edges["rests_on_nothing"].sum()) if len(edges) else 0
+    summary = f"{n_ok} of {len(programs)} programs are fully identifiable"
+    if len(edges):
+        summary += f"; {n_bare} of {len(edges)} edges rest on no intervention of their cause"
+    table = Table(
+        ["program", "anchor genes", "single-target perturbations", "their cells", "multi-target perturbations", "what holds"],
+        rows,
+        summary=f"Identifiability per program ({len(programs)} programs)",
+        numeric=[1, 3],
+    )
+    return {"summary": summary, "table": table}
+
+
+def _graph_section(
+    dataset: str,
+    models: list[ModelArtifacts],
+    truth: pd.DataFrame | None,
+    identifiable: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]] | None = None,
+) -> list[dict[str, Any]]:
     caption = (
         "Arrows point from cause to effect; thick = strong, blue = raises, orange = lowers the target program, "
         "faint or dashed = kept by few refits. Trust the bold arrows."
@@ -470,19 +510,29 @@ def _graph_section(dataset: str, models: list[ModelArtifacts], truth: pd.DataFra
         else:
             fig = pl.causal_graph(m.graph, title=f"{dataset}: {m.name}: causal graph among programs", nodes=nodes)
             text = caption
+        programs, support = (identifiable or {}).get(m.name, (None, None))
+        supported_by = (
+            support.assign(source=support["source"].astype(str), target=support["target"].astype(str))
+            .drop_duplicates(["source", "target"])
+            .set_index(["source", "target"])["supported_by"]
+            if support is not None and len(support)
+            else pd.Series(dtype=str)
+        )
         edges = m.graph.assign(abs=m.graph["weight"].abs()).sort_values(
             ["stability", "abs"], ascending=False, kind="stable"
         )
         table = Table(
-            ["source", "target", "weight", "stability"],
+            ["source", "target", "weight", "stability", "supported by (perturbations of the source alone)"],
             [
-                [str(r.source), str(r.target), _num(r.weight), f"{r.stability:.2f}"]
+                [str(r.source), str(r.target), _num(r.weight), f"{r.stability:.2f}",
+                 _edge_support_cell(supported_by.get((str(r.source), str(r.target))))]
                 for r in edges.itertuples(index=False)
             ],
             summary=f"{m.name}: edges ({len(edges)}), most stable first",
             numeric=[2, 3],
-        )
+        )  # fmt: skip
         block = {"id": f"graph-{i + 1}", "model": m.name, "figure": _figure(fig, text), "table": table, "drivers": None}
+        block["identifiability"] = _identifiability_block(programs, support) if programs is not None else None
         if (~m.graph["source"].isin(m.latent_names) & m.graph["target"].isin(m.latent_names)).any():
             drive = pl.observed_causes(m.graph, list(m.latent_names), title=f"{dataset}: {m.name}: what drives each variable")
             block["drivers"] = _figure(
@@ -492,6 +542,14 @@ def _graph_section(dataset: str, models: list[ModelArtifacts], truth: pd.DataFra
             )
         blocks.append(block)
     return blocks
+
+
+def _edge_support_cell(support: str | None) -> list[Token] | str:
+    if support is None:
+        return ""
+    if support == "nothing":
+        return [Token("nothing: rests on the model's assumptions", strong=True)]
+    return support
 
 
 def _metrics_section(models: list[ModelArtifacts]) -> Table | None:

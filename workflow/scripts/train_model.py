@@ -15,4 +15,5 @@ run_step(
     params=smk.params.model_params,
     seed=smk.params.seed,
     threads=smk.threads,
+    require_device=smk.params.require_device,
 )
