@@ -104,7 +104,8 @@ def _default(obj: Any) -> Any:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    A process killed mid-write leaves at most a ``.tmp`` file, never a truncated artifact.
+    A process killed mid-write leaves at most a ``.tmp`` file, never a truncated artifact; the next
+    successful write of the same artifact removes such leftovers.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +113,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
+        _remove_leftovers(final)
     finally:
         if tmp.exists():
             if tmp.is_dir():
@@ -120,3 +122,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 shutil.rmtree(tmp)
             else:
                 tmp.unlink()
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Delete ``.<name>.tmp-<pid>`` files that killed writers of ``final`` left behind."""
+    import shutil
+
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
