@@ -5,6 +5,7 @@ Relative paths, in the config and in the rules, are relative to the working dire
 """
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -35,12 +36,22 @@ if not workflow.modifier.skip_validation:
 DATASETS = config["datasets"]
 SIMULATIONS = config["simulations"]
 MODELS = list(config["models"])
+BASELINES = list(config["baselines"])
 TRUTH_DATASETS = [name for name, ds in DATASETS.items() if ds.get("truth")]
 NAME_PATTERN = "[A-Za-z0-9_-][A-Za-z0-9_.-]*"
+ROBOT_SIMULATIONS = [
+    name for name, sim in SIMULATIONS.items() if sim.get("kind") == "robot"
+]
+SCREEN_SIMULATIONS = [name for name in SIMULATIONS if name not in ROBOT_SIMULATIONS]
+
+
+def one_of(names):
+    """A wildcard pattern matching exactly ``names`` (nothing when there are none)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
 def _simulated(path):
-    """Whether ``path`` is written by rule simulate_screen for a configured simulation."""
+    """Whether ``path`` is written by rule simulate_screen or simulate_robot for a configured simulation."""
     parts = Path(os.path.normpath(path)).parts
     return (
         parts[:2] == ("resources", "simulated")
@@ -82,21 +93,33 @@ wildcard_constraints:
 def get_final_targets(wildcards):
     """Every dataset's report, and the benchmark table when some dataset has ground truth."""
     targets = [f"results/{name}/report.html" for name in DATASETS]
+    targets += [
+        f"results/{name}/{baseline}/graph.parquet"
+        for name, ds in DATASETS.items()
+        for baseline in ds.get("baselines", [])
+    ]
     if TRUTH_DATASETS:
         targets.append("results/benchmark.parquet")
     return targets
 
 
-# ---- simulate_screen -----------------------------------------------------------------------------
-# The code behind simulate_screen, a params value: a change reruns it and gives it a new key in the
-# between-workflow cache (which hashes the rule's script and params, not the package it calls).
+# ---- simulate_screen, simulate_robot --------------------------------------------------------------
+# The code behind simulate_screen and simulate_robot, a params value: a change reruns them and gives
+# them a new key in the between-workflow cache (which hashes the rule's script and params, not the
+# package it calls).
 SIMULATOR_CODE = source_digest(
-    "simulate", "io/_artifacts.py", "io/_h5ad.py", "io/_gmt.py", "_provenance.py"
+    "simulate",
+    "io/_artifacts.py",
+    "io/_h5ad.py",
+    "io/_gmt.py",
+    "io/_lerobot.py",
+    "io/_robot.py",
+    "_provenance.py",
 )
 
 
 def get_simulation_params(wildcards):
-    """Keyword arguments of crl_pipe.simulate.simulate_screen for simulation ``{sim}``."""
+    """Settings of simulation ``{sim}`` (crl_pipe.pipeline.simulate / simulate_robot)."""
     if wildcards.sim not in SIMULATIONS:
         raise WorkflowError(
             f"resources/simulated/{wildcards.sim}/ is requested but config.simulations has no "
@@ -122,21 +145,37 @@ def get_input_format(wildcards):
 def get_ingest_options(wildcards):
     """Reader options of the dataset (only those set, so that defaults stay the reader's)."""
     ds = _dataset(wildcards)
+    if is_table(ds):
+        columns = {"interventions": ds["interventions"]["columns"]}
+        return columns | ({"variables": ds["variables"]} if "variables" in ds else {})
+    if ds.get("kind") == "robot":
+        return dict(ds.get("reader", {}))
     return {
-        key: ds[key] for key in ("counts_layer", "guides", "guide_map") if key in ds
+        key: ds[key]
+        for key in ("counts_layer", "guides", "guide_map", "feature_reference")
+        if key in ds
     }
 
 
+def is_table(ds):
+    """A screen given as a table of observed variables with intervention indicator columns."""
+    return ds.get("kind", "screen") == "screen" and ds["format"] == "table"
+
+
 def get_guide_files(wildcards):
-    """Guide count matrix and guide -> target map of a guide_counts dataset (reruns when they change)."""
+    """Guide count matrix and guide -> target map or feature reference of a dataset (reruns when they change)."""
     ds = _dataset(wildcards)
-    return [ds[key] for key in ("guides", "guide_map") if ds.get(key)]
+    return [
+        ds[key] for key in ("guides", "guide_map", "feature_reference") if ds.get(key)
+    ]
 
 
 def get_guide_calling(wildcards):
-    """Guide-calling options of a guide_counts dataset ({} for other formats)."""
+    """Guide-calling options of a guide_counts or 10x dataset ({} for other formats)."""
     ds = _dataset(wildcards)
-    return dict(ds.get("guide_calling", {})) if ds["format"] == "guide_counts" else {}
+    screen = ds.get("kind", "screen") == "screen"
+    guides = screen and ds["format"] in ("guide_counts", "10x")
+    return dict(ds.get("guide_calling", {})) if guides else {}
 
 
 def get_kind(wildcards):
@@ -145,11 +184,27 @@ def get_kind(wildcards):
 
 
 def get_perturbation_key(wildcards):
-    return _dataset(wildcards).get("perturbation_key")
+    ds = _dataset(wildcards)
+    return "perturbation" if is_table(ds) else ds.get("perturbation_key")
 
 
 def get_control_values(wildcards):
-    return list(_dataset(wildcards).get("control_values", []))
+    ds = _dataset(wildcards)
+    return ["control"] if is_table(ds) else list(ds.get("control_values", []))
+
+
+def get_intervention_targets(wildcards):
+    """Intervention -> known target variables of a table screen (None for other datasets)."""
+    ds = _dataset(wildcards)
+    return dict(ds["interventions"].get("targets", {})) if is_table(ds) else None
+
+
+def get_transform(wildcards):
+    return _dataset(wildcards).get("transform", "none")
+
+
+def get_cofactor(wildcards):
+    return _dataset(wildcards).get("cofactor", 5)
 
 
 def get_robot_labels(wildcards):
@@ -179,6 +234,14 @@ def get_model_params(wildcards):
     return {**params, "device": device} if device else params
 
 
+def get_n_refits(wildcards):
+    """Bootstrap refits of ``{model}``: graph.n_refits_by_model.<model>, else graph.n_refits."""
+    graph = config["graph"]
+    return int(
+        graph.get("n_refits_by_model", {}).get(wildcards.model, graph["n_refits"])
+    )
+
+
 def wants_gpu(wildcards):
     """Whether ``train_model`` asks for a GPU: a PyTorch model whose device is not ``cpu``."""
     return model_device(config, wildcards.model) not in (None, "cpu")
@@ -191,7 +254,9 @@ def get_train_gpus(wildcards):
 
 def get_train_env(wildcards):
     """Conda environment of train_model (``--sdm conda``): the CUDA build where it asks for a GPU."""
-    return "../envs/crl-pipe-gpu.yaml" if wants_gpu(wildcards) else "../envs/crl-pipe.yaml"
+    return (
+        "../envs/crl-pipe-gpu.yaml" if wants_gpu(wildcards) else "../envs/crl-pipe.yaml"
+    )
 
 
 # ---- evaluate ------------------------------------------------------------------------------------
@@ -214,14 +279,38 @@ def _model_files(dataset):
     names += ["graph.parquet", "graph.graphml"]
     if ds.get("truth"):
         names.append("metrics.parquet")
-    return [
+    files = [
         f"results/{dataset}/{model}/{name}" for model in ds["models"] for name in names
+    ]
+    files += [
+        f"results/{dataset}/{baseline}/{name}"
+        for baseline in ds.get("baselines", [])
+        for name in ("model.json", "graph.parquet", "graph.graphml")
+    ]
+    return files + [
+        f"results/{dataset}/{baseline}/metrics.parquet"
+        for baseline in _scored_baselines(ds)
     ]
 
 
 def get_report_models(wildcards):
     """Every artifact the report reads from each of the dataset's model folders."""
     return _model_files(wildcards.dataset)
+
+
+def get_report_guides(wildcards):
+    """guides.parquet and preprocessed.h5ad of a screen of counts, for the report's guide and
+    knockdown section; nothing for robot logs and tables of variables (use with unpack).
+    """
+    ds = _dataset(wildcards)
+    counts = ds["format"] in ("h5ad", "guide_counts", "10x")
+    if ds.get("kind", "screen") != "screen" or not counts:
+        return {}
+    folder = f"results/{wildcards.dataset}"
+    return {
+        "guides": f"{folder}/guides.parquet",
+        "expression": f"{folder}/preprocessed.h5ad",
+    }
 
 
 def get_truth_graph(wildcards):
@@ -238,10 +327,18 @@ def get_model_dirs(wildcards):
     }
 
 
+def get_baseline_dirs(wildcards):
+    """Baseline name -> its results folder (graph, model.json, metrics)."""
+    return {
+        baseline: f"results/{wildcards.dataset}/{baseline}"
+        for baseline in _dataset(wildcards).get("baselines", [])
+    }
+
+
 def get_report_config(wildcards):
     """The settings behind this dataset's results, shown in its report."""
     ds = _dataset(wildcards)
-    return {
+    settings = {
         "dataset": {"name": wildcards.dataset, **ds},
         "labels": config["labels"],
         "preprocess": config["preprocess"],
@@ -250,6 +347,9 @@ def get_report_config(wildcards):
         "graph": config["graph"],
         "seed": config["seed"],
     }
+    if ds.get("baselines"):
+        settings["baselines"] = {b: config["baselines"][b] for b in ds["baselines"]}
+    return settings
 
 
 # ---- collect_benchmark ---------------------------------------------------------------------------
@@ -257,8 +357,13 @@ def _benchmark_runs():
     return [
         f"{name}/{model}"
         for name in TRUTH_DATASETS
-        for model in DATASETS[name]["models"]
+        for model in DATASETS[name]["models"] + _scored_baselines(DATASETS[name])
     ]
+
+
+def _scored_baselines(ds):
+    """The dataset's baselines, when it has a true graph to score them against."""
+    return ds.get("baselines", []) if "graph" in (ds.get("truth") or {}) else []
 
 
 def get_benchmark_metrics(wildcards):

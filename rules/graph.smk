@@ -1,5 +1,8 @@
 rule recover_graph:
-    """Latent causal graph of the fitted model, with each edge's stability over refits."""
+    """Latent causal graph of the fitted model, with each edge's stability over refits.
+
+    Refits retrain the model on bootstrap resamples, so PyTorch models ask for a GPU here too.
+    """
     input:
         preprocessed="results/{dataset}/preprocessed.h5ad",
         interventions="results/{dataset}/interventions.parquet",
@@ -26,13 +29,14 @@ rule recover_graph:
     benchmark:
         "benchmarks/out/recover_graph/{dataset}/{model}.tsv"
     conda:
-        "../envs/crl-pipe.yaml"
+        get_train_env
     threads: 4
     resources:
         mem_mb=8000,
         runtime=120,
+        gpu=get_train_gpus,
     params:
-        n_refits=config["graph"]["n_refits"],
+        n_refits=get_n_refits,
         seed=config["seed"],
         model_dir=subpath(input.model, parent=True),
     script:

@@ -18,5 +18,6 @@ rule ingest:
         format=get_input_format,
         options=get_ingest_options,
         guide_calling=get_guide_calling,
+        kind=get_kind,
     script:
         "../workflow/scripts/ingest.py"

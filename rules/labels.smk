@@ -14,5 +14,6 @@ rule label_interventions:
         perturbation_key=get_perturbation_key,
         control_values=get_control_values,
         min_cells=config["labels"]["min_cells"],
+        target_map=get_intervention_targets,
     script:
         "../workflow/scripts/label_interventions.py"

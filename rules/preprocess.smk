@@ -21,5 +21,8 @@ rule preprocess:
         channel_kinds=get_channel_kinds,
         n_top_genes=config["preprocess"]["n_top_genes"],
         target_sum=config["preprocess"]["target_sum"],
+        format=get_input_format,
+        transform=get_transform,
+        cofactor=get_cofactor,
     script:
         "../workflow/scripts/preprocess.py"

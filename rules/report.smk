@@ -6,6 +6,7 @@ rule write_report:
     """The self-contained HTML report of one dataset across its models."""
     input:
         unpack(get_truth_graph),
+        unpack(get_report_guides),
         qc="results/{dataset}/qc.parquet",
         interventions="results/{dataset}/interventions.parquet",
         anchors="results/{dataset}/anchors.parquet",
@@ -23,6 +24,7 @@ rule write_report:
         "../envs/crl-pipe.yaml"
     params:
         model_dirs=get_model_dirs,
+        baseline_dirs=get_baseline_dirs,
         config=get_report_config,
     script:
         "../workflow/scripts/write_report.py"

@@ -12,6 +12,8 @@ rule simulate_screen:
         truth_latents="resources/simulated/{sim}/truth/latents.parquet",
     log:
         "logs/simulate_screen/{sim}.log",
+    wildcard_constraints:
+        sim=one_of(SCREEN_SIMULATIONS),
     cache: "omit-software"
     conda:
         "../envs/crl-pipe.yaml"
@@ -21,3 +23,27 @@ rule simulate_screen:
         code=SIMULATOR_CODE,
     script:
         "../workflow/scripts/simulate_screen.py"
+
+
+rule simulate_robot:
+    """Simulate robot logs with a known causal graph (config.simulations, kind robot) and write
+    them as a LeRobot v2.1 dataset plus the truth; cached between workflows like simulate_screen.
+    """
+    output:
+        dataset=directory("resources/simulated/{sim}/lerobot"),
+        truth_graph="resources/simulated/{sim}/truth/graph.parquet",
+        truth_targets="resources/simulated/{sim}/truth/targets.parquet",
+        truth_latents="resources/simulated/{sim}/truth/latents.parquet",
+    log:
+        "logs/simulate_robot/{sim}.log",
+    wildcard_constraints:
+        sim=one_of(ROBOT_SIMULATIONS),
+    cache: "omit-software"
+    conda:
+        "../envs/crl-pipe.yaml"
+    params:
+        simulation=get_simulation_params,
+        truth_dir=subpath(output.truth_graph, parent=True),
+        code=SIMULATOR_CODE,
+    script:
+        "../workflow/scripts/simulate_robot.py"

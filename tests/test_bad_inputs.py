@@ -263,13 +263,13 @@ def _robot_log(tmp: Path, edit: Callable[[pd.DataFrame], pd.DataFrame] = lambda 
 
 
 def robot_args(path: Path, **options):
-    return ingest_args(path, format="table", options={"episode_key": "episode", "time_key": "t",
+    return ingest_args(path, format="table", kind="robot", options={"episode_key": "episode", "time_key": "t",
                                                        "actions": ["action.elbow"], **options})
 
 
 def _robot_ingested(tmp: Path) -> Path:
     out = tmp / "robot.h5ad"
-    pipeline.ingest(path=_robot_log(tmp), out_h5ad=out, out_qc=tmp / "robot_qc.parquet", format="table",
+    pipeline.ingest(path=_robot_log(tmp), out_h5ad=out, out_qc=tmp / "robot_qc.parquet", format="table", kind="robot",
                     options={"episode_key": "episode", "time_key": "t", "actions": ["action.elbow"]})
     return out
 

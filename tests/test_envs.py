@@ -24,13 +24,19 @@ CONDA_NAMES = {
     "matplotlib": {"matplotlib-base"},
     "snakemake": {"snakemake-minimal"},
     "seaborn": {"seaborn-base"},
+    "mujoco": {"mujoco-python"},
 }
+#: Optional dependencies that rules import (rule simulate_robot runs the MuJoCo arm), so the envs pin them too.
+RULE_EXTRAS = {"mujoco"}
 _SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)\s*(?P<op>==|=)?\s*(?P<version>[^\s=<>!*]+)?\s*$")
 
 
 def pyproject_requirements() -> list[Requirement]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["workflow"]]
+    extras = project["optional-dependencies"]
+    robot = [Requirement(r) for r in extras["robot"]]
+    required = [Requirement(r) for r in project["dependencies"] + extras["workflow"]]
+    return required + [r for r in robot if r.name in RULE_EXTRAS]
 
 
 def conda_pins(env_file: Path) -> dict[str, str | None]:

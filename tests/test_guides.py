@@ -27,6 +27,7 @@ from crl_pipe.io import (
     write_table,
 )
 from crl_pipe.pp import CONTROL_TARGET, call_guides, guide_target, label_interventions
+from crl_pipe.tl import knockdown
 
 TAPSEQ = Path("/work/shared/data/schraivogel2020_tapseq")
 TAPSEQ_EXPRESSION = TAPSEQ / "gene_expression_counts.csv"
@@ -387,19 +388,14 @@ def test_real_tapseq_reads_and_calls_mostly_single_guides(tapseq):
 
 
 def _target_shifts(adata: ad.AnnData, label: np.ndarray) -> pd.DataFrame:
-    """Per targeted gene the panel measures: mean log-normalised expression in its single-guide cells minus controls."""
-    counts = adata.X.toarray()
-    lognorm = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4)
-    single = (adata.obs["n_guides"] == 1).to_numpy()
-    control = lognorm[single & (label == CONTROL_TARGET)].mean(axis=0)
-    genes = list(adata.var_names)
-    rows = []
-    for target in sorted({t for t in label[single] if t != CONTROL_TARGET}):
-        gene = target.removesuffix("-enh")  # an element is named after the gene it controls
-        if gene in genes:
-            shift = lognorm[single & (label == target), genes.index(gene)].mean() - control[genes.index(gene)]
-            rows.append({"target": target, "gene": gene, "shift": shift, "promoter": not target.endswith("-enh")})
-    return pd.DataFrame(rows).set_index("target")
+    """Per targeted gene the panel measures, in single-guide cells vs controls (crl_pipe.tl.knockdown, as the report)."""
+    single = adata[(adata.obs["n_guides"] == 1).to_numpy()].copy()
+    single.obs["label"] = label[(adata.obs["n_guides"] == 1).to_numpy()]
+    counts = single.X.toarray()
+    single.X = np.log1p(counts / counts.sum(axis=1, keepdims=True) * 1e4)
+    labels = label_interventions(single, perturbation_key="label", control_values=[CONTROL_TARGET])
+    table = knockdown(single, labels).rename(columns={"intervention": "target", "log_fc": "shift"})
+    return table.assign(promoter=~table["target"].str.endswith("-enh")).set_index("target")
 
 
 def test_real_tapseq_knockdown_biology(tapseq):

@@ -124,6 +124,17 @@ def _resolve(schema: dict) -> dict:
     return schema
 
 
+def _branch(schema: dict, node: Any) -> dict:
+    """The ``then`` or ``else`` schema that applies to ``node`` where an object is only an if/then/else
+    (simulations: a screen or a robot)."""
+    if "properties" in schema or "if" not in schema:
+        return schema
+    from jsonschema import Draft202012Validator
+
+    chosen = schema.get("then" if Draft202012Validator(schema["if"]).is_valid(node) else "else", {})
+    return _resolve(chosen)
+
+
 def _conditional_keys(schema: dict) -> set[str]:
     """Keys whose valid values depend on their siblings (named in if/then/else, allOf, dependencies)."""
     keys: set[str] = set(schema.get("dependentRequired", {})) | set(schema.get("dependentSchemas", {}))
@@ -137,7 +148,7 @@ def _conditional_keys(schema: dict) -> set[str]:
 
 def _walk(node: Any, schema: dict, path: tuple, closed: list, leaves: list, conditional: bool = False) -> None:
     """Collect the closed objects (unknown keys are errors there) and every value's (path, schema)."""
-    schema = _resolve(schema)
+    schema = _branch(_resolve(schema), node)
     if path:
         leaves.append((path, schema, conditional))
     if not isinstance(node, dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._artifacts import SCHEMAS, check_table, read_provenance, read_table, write_table
+from ._chunked import H5adRows, ScreenChunks, is_large, is_large_screen, read_h5ad_parts, write_h5ad_chunks
 from ._gmt import read_gmt, write_gmt
 from ._graph import read_graph, write_graphml
 from ._guides import read_guide_counts, read_guide_map
@@ -12,25 +13,35 @@ from ._robot import read_robot
 from ._rosbag import read_rosbag
 from ._screen import read_screen
 from ._table import read_robot_table
+from ._variables import read_variable_table
+from ._tenx import read_10x
 
 __all__ = [
+    "H5adRows",
     "SCHEMAS",
+    "ScreenChunks",
     "check_table",
+    "is_large",
+    "is_large_screen",
+    "read_10x",
     "read_gmt",
     "read_graph",
     "read_guide_counts",
     "read_guide_map",
     "read_h5ad",
+    "read_h5ad_parts",
     "read_lerobot",
     "read_provenance",
     "read_robot",
     "read_robot_table",
     "read_rosbag",
     "read_screen",
+    "read_variable_table",
     "read_table",
     "write_gmt",
     "write_graphml",
     "write_h5ad",
+    "write_h5ad_chunks",
     "write_lerobot",
     "write_table",
 ]

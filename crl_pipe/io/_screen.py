@@ -35,7 +35,8 @@ def read_screen(
     format
         Layout of ``path``; one of the keys of the reader registry: ``"h5ad"``, or
         ``"guide_counts"`` (``path`` = the expression matrix, with the guide UMI counts in
-        ``options["guides"]``; see :func:`crl_pipe.io.read_guide_counts`); robot logs:
+        ``options["guides"]``; see :func:`crl_pipe.io.read_guide_counts`), ``"10x"`` (a Cell
+        Ranger folder with CRISPR Guide Capture, see :func:`crl_pipe.io.read_10x`); robot logs:
         ``"lerobot"``, ``"rosbag"``, ``"table"`` (frames x channels, see :func:`crl_pipe.io.read_robot`).
     counts_layer
         Layer holding the raw UMI counts. By default ``layers["counts"]`` when present, else ``X``.
@@ -94,10 +95,19 @@ def _read_guide_counts_screen(
     return read_guide_counts(path, guides, guide_map=guide_map, counts_layer=counts_layer)
 
 
+def _read_10x_screen(
+    path: Path, *, counts_layer: str | None, feature_reference: str | os.PathLike | None = None, guide_map: Any = None
+) -> ad.AnnData:
+    from ._tenx import read_10x  # deferred, as above
+
+    return read_10x(path, counts_layer=counts_layer, feature_reference=feature_reference, guide_map=guide_map)
+
+
 #: format name -> reader(path, counts_layer=..., **options) returning an AnnData; new layouts register here.
 _READERS: dict[str, Callable[..., ad.AnnData]] = {
     "h5ad": _read_h5ad_screen,
     "guide_counts": _read_guide_counts_screen,
+    "10x": _read_10x_screen,  # a Cell Ranger run with CRISPR Guide Capture (see crl_pipe.io.read_10x)
     **SCREEN_ADAPTERS,  # robot logs: lerobot, rosbag, table (frames x channels, see crl_pipe.io.read_robot)
 }
 

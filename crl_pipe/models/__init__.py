@@ -9,18 +9,21 @@ from pathlib import Path
 from .._errors import ConfigError, InputError
 from ._base import CRLModel
 from ._data import CRLData
+from .causal_vae import CausalVAE
 from .linear import LinearSEM
 from .sparse_vae import SparseVAE
 from .temporal import TemporalSEM, bootstrap_episodes
 
 MODELS: dict[str, type[CRLModel]] = {
     LinearSEM.name: LinearSEM,
+    CausalVAE.name: CausalVAE,
     SparseVAE.name: SparseVAE,
     TemporalSEM.name: TemporalSEM,
 }
 
 __all__ = [
     "MODELS",
+    "CausalVAE",
     "CRLData",
     "CRLModel",
     "LinearSEM",

@@ -19,7 +19,8 @@ class CRLData:
     Attributes
     ----------
     X
-        Log-normalised expression (cells x features), float32.
+        Log-normalised expression (cells x features), float32: dense, or CSR when the dense matrix
+        would take more than :data:`DENSE_LIMIT` bytes (models then work on it by row chunks).
     sample_ids
         Cell identifiers, in the row order of ``X``.
     features
@@ -39,7 +40,7 @@ class CRLData:
         ``episode``, ``frame`` and ``timestamp`` that time-series models (``temporal``) need.
     """
 
-    X: np.ndarray
+    X: np.ndarray | sp.csr_matrix
     sample_ids: np.ndarray
     features: list[str]
     intervention: np.ndarray
@@ -74,16 +75,26 @@ class CRLData:
 
     @classmethod
     def from_artifacts(
-        cls, adata: ad.AnnData, interventions: pd.DataFrame, anchors: pd.DataFrame | None = None
+        cls,
+        adata: ad.AnnData,
+        interventions: pd.DataFrame,
+        anchors: pd.DataFrame | None = None,
+        *,
+        dense_limit: int | None = None,
     ) -> CRLData:
-        """Align a preprocessed AnnData with ``interventions.parquet`` and ``anchors.parquet`` tables."""
+        """Align a preprocessed AnnData with ``interventions.parquet`` and ``anchors.parquet`` tables.
+
+        A sparse ``X`` is densified when that takes at most ``dense_limit`` bytes (default
+        :data:`DENSE_LIMIT`) and kept CSR otherwise, so a million-cell screen is never densified.
+        """
         labels = interventions.set_index("sample_id")
         keep = adata.obs_names.isin(labels.index)
         if not keep.any():
             raise InputError("interventions table: no sample_id matches a cell of the preprocessed data")
-        adata = adata[keep]
+        if not keep.all():  # a view of every cell would copy every matrix
+            adata = adata[keep]
         labels = labels.loc[adata.obs_names]
-        X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
+        X = _log_matrix(adata.X, DENSE_LIMIT if dense_limit is None else dense_limit)
         counts = adata.layers["counts"] if "counts" in adata.layers else None
         features = [str(f) for f in adata.var_names]
         present = set(features)
@@ -97,7 +108,7 @@ class CRLData:
             str(lab): tuple(t) for lab, t in labels.groupby("intervention", sort=True)["targets"].first().items()
         }
         return cls(
-            X=X.astype(np.float32, copy=False),
+            X=X,
             sample_ids=np.asarray(adata.obs_names, dtype=str),
             features=features,
             intervention=labels["intervention"].to_numpy(dtype=str),
@@ -107,6 +118,61 @@ class CRLData:
             counts=None if counts is None else sp.csr_matrix(counts),
             obs=_frame_columns(adata.obs),
         )
+
+
+#: Largest dense ``X`` (bytes) :meth:`CRLData.from_artifacts` makes of a sparse one; larger stays CSR.
+DENSE_LIMIT = 256 << 20
+#: Rows per block when a model works through a sparse ``X`` (bounds the float64 temporaries).
+ROW_CHUNK = 16384
+
+
+def _log_matrix(X, dense_limit: int) -> np.ndarray | sp.csr_matrix:
+    """float32 dense, or float32 CSR when the dense form would exceed ``dense_limit`` bytes."""
+    if hasattr(X, "to_memory"):  # an on-disk (backed) matrix
+        X = X.to_memory()
+    if sp.issparse(X) and X.shape[0] * X.shape[1] * 4 > dense_limit:
+        return sp.csr_matrix(X, dtype=np.float32)
+    X = X.toarray() if sp.issparse(X) else np.asarray(X)
+    return X.astype(np.float32, copy=False)
+
+
+def column_stats(X: np.ndarray | sp.spmatrix, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and (population) SD of ``X[rows]`` in float64, block by block for a sparse ``X``."""
+    if not sp.issparse(X):
+        sub = X if rows is None else X[rows]
+        return sub.mean(axis=0, dtype=np.float64), sub.std(axis=0, dtype=np.float64)
+    rows = np.arange(X.shape[0]) if rows is None else _positions(rows)
+    total, squares = np.zeros(X.shape[1]), np.zeros(X.shape[1])
+    for start in range(0, rows.size, ROW_CHUNK):
+        block = X[rows[start : start + ROW_CHUNK]]
+        data = block.data.astype(np.float64)
+        total += np.bincount(block.indices, weights=data, minlength=X.shape[1])
+        squares += np.bincount(block.indices, weights=data * data, minlength=X.shape[1])
+    n = max(rows.size, 1)
+    mean = total / n
+    return mean, np.sqrt(np.maximum(squares / n - mean**2, 0.0))
+
+
+def matmul(X: np.ndarray | sp.spmatrix, W: np.ndarray) -> np.ndarray:
+    """``X @ W`` (cells x k); a sparse ``X`` block by block, so that its values are never copied whole to float64."""
+    if not sp.issparse(X):
+        return X @ W
+    return np.vstack([np.asarray(X[s : s + ROW_CHUNK] @ W) for s in range(0, X.shape[0], ROW_CHUNK)])
+
+
+def crossprod(X: np.ndarray | sp.spmatrix, Z: np.ndarray) -> np.ndarray:
+    """``X.T @ Z`` (features x k), block by block for a sparse ``X``."""
+    if not sp.issparse(X):
+        return X.T @ Z
+    out = np.zeros((X.shape[1], Z.shape[1]))
+    for s in range(0, X.shape[0], ROW_CHUNK):
+        out += np.asarray(X[s : s + ROW_CHUNK].T @ Z[s : s + ROW_CHUNK])
+    return out
+
+
+def dense_columns(X: np.ndarray | sp.spmatrix, cols: list[int]) -> np.ndarray:
+    """The columns ``cols`` of ``X`` as a dense array (a few anchors of every cell)."""
+    return X[:, cols].toarray() if sp.issparse(X) else X[:, cols]
 
 
 #: ``obs`` columns that make rows a time series (robot logs); carried into :attr:`CRLData.obs`.

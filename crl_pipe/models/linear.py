@@ -3,6 +3,8 @@
 Assumptions (said in the docs too):
 1. Each program k has >= 2 anchor genes whose (log) expression depends on program k alone, so
    the anchors measure z_k up to scale and noise: a one-factor analysis of them gives a score.
+   An observed variable that anchors itself (program name = its one feature, e.g. a protein of
+   an observed-variable table) is its own score.
 2. Programs follow z = B z + eps on a DAG; a perturbation shifts the noise of its target
    program(s) (soft intervention; it need not be perfect) and leaves every other mechanism as is.
 3. Then the mean shift of the scores under perturbation p obeys d_p = (I - B)^-1 s_p with
@@ -19,12 +21,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from sklearn.decomposition import FactorAnalysis
 
 from .._errors import ModelError
 from ._base import CRLModel
-from ._data import CRLData
+from ._data import CRLData, column_stats, crossprod, dense_columns, matmul
 
 
 class LinearSEM(CRLModel):
@@ -44,6 +47,8 @@ class LinearSEM(CRLModel):
     """
 
     name = "linear"
+    #: Fits on the log data alone: the workflow need not load raw counts for it.
+    uses_counts = False
 
     def __init__(
         self, edge_threshold: float = 0.15, ridge: float = 1e-3, max_iter: int = 20, min_target_z: float = 3.0
@@ -54,9 +59,12 @@ class LinearSEM(CRLModel):
 
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, data: CRLData, *, seed: int = 0) -> LinearSEM:
-        programs = [p for p, genes in data.anchors.items() if len(genes) >= 2]
+        programs = [p for p, genes in data.anchors.items() if len(genes) >= 2 or genes == [p]]
         if not programs:
-            raise ModelError("model linear: needs at least one program with >= 2 anchor features (anchors.parquet)")
+            raise ModelError(
+                "model linear: needs at least one program with >= 2 anchor features, or a variable anchoring "
+                "itself (anchors.parquet)"
+            )
         if not data.is_control.any():
             raise ModelError("model linear: needs control cells to measure intervention shifts against")
         self.latent_names, self.features = programs, list(data.features)
@@ -79,16 +87,21 @@ class LinearSEM(CRLModel):
         return self
 
     def _fit_scores(self, data: CRLData, programs: list[str], seed: int) -> None:
-        """One-factor model per program on its standardised anchors -> score weights over all features."""
+        """One-factor model per program on its standardised anchors -> score weights over all features.
+
+        The factor model is fit on every cell, or on a seeded sample of 50,000 in larger screens."""
         X = data.X
-        mean = X[data.is_control].mean(axis=0)
-        sd = X[data.is_control].std(axis=0)
+        mean, sd = _control_stats(X, data.is_control)
         sd = np.where(sd > 0, sd, 1.0)
         weights = np.zeros((X.shape[1], len(programs)))
         index = {f: i for i, f in enumerate(data.features)}
+        fit_X = X if X.shape[0] <= _MAX_FA_CELLS else X[_fa_sample(X.shape[0], seed)]
         for k, program in enumerate(programs):
             cols = [index[g] for g in data.anchors[program]]
-            block = (X[:, cols] - mean[cols]) / sd[cols]
+            if len(cols) == 1:  # an observed variable: the score is the variable itself
+                weights[cols, k] = 1.0
+                continue
+            block = (dense_columns(fit_X, cols) - mean[cols]) / sd[cols]
             fa = FactorAnalysis(n_components=1, random_state=seed).fit(block)
             loading = fa.components_[0]
             w = loading / np.maximum(fa.noise_variance_, 1e-6)  # Bartlett weights: trust reliable anchors more
@@ -96,7 +109,7 @@ class LinearSEM(CRLModel):
         self.register_buffer("feature_mean", torch.tensor(mean, dtype=torch.float64))
         self.register_buffer("feature_sd", torch.tensor(sd, dtype=torch.float64))
         self.register_buffer("score_weights", torch.tensor(weights))
-        raw = ((X - mean) / sd) @ weights
+        raw = _standardised_matmul(X, mean, sd, weights)
         ctrl = raw[data.is_control]
         self.register_buffer("score_mean", torch.tensor(ctrl.mean(axis=0)))
         self.register_buffer("score_sd", torch.tensor(np.where(ctrl.std(axis=0) > 0, ctrl.std(axis=0), 1.0)))
@@ -104,7 +117,7 @@ class LinearSEM(CRLModel):
     def _scores(self, X: np.ndarray) -> np.ndarray:
         """Program scores in control standard deviations (controls: mean 0, SD 1)."""
         mean, sd = self.feature_mean.numpy(), self.feature_sd.numpy()
-        raw = ((X - mean) / sd) @ self.score_weights.numpy()
+        raw = _standardised_matmul(X, mean, sd, self.score_weights.numpy())
         return (raw - self.score_mean.numpy()) / self.score_sd.numpy()
 
     def _alternate(self, shifts: np.ndarray, counts: np.ndarray, n_targets: list[int]):
@@ -163,12 +176,39 @@ class LinearSEM(CRLModel):
         self.features = list(extra["features"])
 
 
-def _align(data: CRLData, features: list[str]) -> np.ndarray:
+def _align(data: CRLData, features: list[str]) -> np.ndarray | sp.csr_matrix:
     index = {f: i for i, f in enumerate(data.features)}
     missing = [f for f in features if f not in index]
     if missing:
         raise ModelError(f"model linear: features missing from the data: {missing[:5]}")
+    if sp.issparse(data.X) and features == data.features:
+        return data.X  # selecting every column would copy a large sparse matrix
     return data.X[:, [index[f] for f in features]]
+
+
+#: The one-factor model of a program's anchors is fit on a seeded sample of at most this many cells
+#: (it has 2 parameters per anchor; scores are then computed for every cell).
+_MAX_FA_CELLS = 50_000
+
+
+def _fa_sample(n: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(n, _MAX_FA_CELLS, replace=False))
+
+
+def _control_stats(X: np.ndarray | sp.csr_matrix, is_control: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and SD of the control cells."""
+    if sp.issparse(X):
+        return column_stats(X, is_control)
+    return X[is_control].mean(axis=0), X[is_control].std(axis=0)
+
+
+def _standardised_matmul(X, mean: np.ndarray, sd: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``((X - mean) / sd) @ weights``; for a sparse ``X`` as ``X @ (weights / sd) - mean @ (weights / sd)``,
+    which never forms the dense standardised matrix."""
+    if not sp.issparse(X):
+        return ((X - mean) / sd) @ weights
+    scaled = weights / sd[:, None]
+    return matmul(X, scaled) - mean @ scaled
 
 
 def _group_shifts(scores: np.ndarray, data: CRLData):
@@ -247,8 +287,13 @@ def _residual(shifts, counts, targets, B) -> float:
     return float(np.average(np.sum(resid**2, axis=1), weights=counts))
 
 
-def _loadings(X: np.ndarray, scores: np.ndarray) -> np.ndarray:
+def _loadings(X: np.ndarray | sp.csr_matrix, scores: np.ndarray) -> np.ndarray:
     """Least-squares loadings of every standardised feature on the program scores (features x programs)."""
-    Xs = (X - X.mean(axis=0)) / np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
     Z = scores - scores.mean(axis=0)
+    if sp.issparse(X):
+        # Z is centred, so Z' (X - mean) / sd = (Z' X) / sd: the normal equations need no dense X
+        _, sd = column_stats(X)
+        rhs = crossprod(X, Z).T / np.where(sd > 0, sd, 1.0)
+        return np.linalg.lstsq(Z.T @ Z, rhs, rcond=None)[0].T
+    Xs = (X - X.mean(axis=0)) / np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
     return np.linalg.lstsq(Z, Xs, rcond=None)[0].T

@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from torch import nn
 
 from .._errors import ModelError
 from ._base import CRLModel
-from ._data import CRLData
+from ._data import CRLData, column_stats, dense_columns
 from ._readout import READOUT_DEFAULTS, ShiftReadout
 from ._training import (
     CellBatches,
@@ -399,7 +400,7 @@ class SparseVAE(ShiftReadout, CRLModel):
         index = {f: i for i, f in enumerate(self.features)}
         for k, program in enumerate(self.latent_names):
             if program in data.anchors:
-                anchor_mean = data.X[:, [index[g] for g in data.anchors[program]]].mean(axis=1)
+                anchor_mean = dense_columns(data.X, [index[g] for g in data.anchors[program]]).mean(axis=1)
                 sign[k] = -1.0 if np.corrcoef(means[:, k], anchor_mean)[0, 1] < 0 else 1.0
         self.register_buffer("latent_mean", torch.tensor(ctrl.mean(axis=0)))
         self.register_buffer("latent_scale", torch.tensor(sign / np.where(sd > 0, sd, 1.0)))
@@ -438,8 +439,11 @@ class SparseVAE(ShiftReadout, CRLModel):
         super()._allocate(state)
 
 
-def _column_stats(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+def _column_stats(X: np.ndarray | sp.spmatrix, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and SD (SD 1 where constant), accumulated over row chunks in float64."""
+    if sp.issparse(X):
+        mean, sd = column_stats(X)
+        return mean.astype(np.float32), np.where(sd > 1e-6, sd, 1.0).astype(np.float32)
     total = np.zeros(X.shape[1])
     squares = np.zeros(X.shape[1])
     for start in range(0, X.shape[0], chunk):

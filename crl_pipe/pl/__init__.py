@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ._cells import cells_per_perturbation
 from ._graph import causal_graph, graph_comparison
+from ._guides import guide_calls, guide_umis, knockdown
 from ._heatmap import target_heatmap
 from ._observed import n_self_driven, observed_causes, strongest_observed_causes
 from ._qc import qc_distribution
@@ -22,6 +23,9 @@ __all__ = [
     "causal_graph",
     "cells_per_perturbation",
     "graph_comparison",
+    "guide_calls",
+    "guide_umis",
+    "knockdown",
     "n_self_driven",
     "observed_causes",
     "qc_distribution",

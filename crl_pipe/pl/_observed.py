@@ -37,7 +37,9 @@ def n_self_driven(matrix: pd.DataFrame) -> int:
 def observed_causes(edges: pd.DataFrame, latents: list[str], *, title: str) -> Figure:
     """Heatmap of observed causes (columns) of each latent (rows), the strongest boxed per row."""
     matrix = strongest_observed_causes(edges, latents)
-    fig, ax = plt.subplots(figsize=(2 + 0.28 * matrix.shape[1], 1.5 + 0.28 * matrix.shape[0]))
+    # at least 6 x 4 inches, so that a handful of variables still leaves room for the two-line title
+    width, height = max(6.0, 2 + 0.28 * matrix.shape[1]), max(4.0, 1.5 + 0.28 * matrix.shape[0])
+    fig, ax = plt.subplots(figsize=(width, height))
     limit = float(matrix.abs().to_numpy().max()) or 1.0
     sns.heatmap(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit, ax=ax, cbar_kws={"label": "edge weight"},
                 xticklabels=[short(c, 20) for c in matrix.columns], yticklabels=[short(r, 20) for r in matrix.index])

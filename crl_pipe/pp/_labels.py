@@ -57,8 +57,8 @@ def parse_perturbation(label: object, control_values: Sequence[str] = ()) -> tup
 def label_interventions(
     adata: ad.AnnData,
     *,
-    perturbation_key: str,
-    control_values: Sequence[str],
+    perturbation_key: str | None = None,
+    control_values: Sequence[str] = (),
     min_cells: int = 1,
     control_label: str = "control",
 ) -> pd.DataFrame:
@@ -71,7 +71,11 @@ def label_interventions(
     adata
         The ingested screen.
     perturbation_key
-        ``obs`` column holding each cell's perturbation label (see :func:`parse_perturbation`).
+        ``obs`` column holding each cell's perturbation label (see :func:`parse_perturbation`);
+        ``None`` or ``"auto"``: detected by the conventions of :data:`crl_pipe.pp.CONVENTIONS`
+        (pertpy/scPerturb ``perturbation``, GEARS ``condition``, Norman 2019 ``guide_ids``,
+        Cell Ranger ``feature_call``, ``gene``, ``target_gene``). A known column is read by its
+        convention, e.g. ``feature_call`` guide names become their targets.
     control_values
         Labels that mark control cells, in addition to the built-in control tokens.
     min_cells
@@ -85,11 +89,15 @@ def label_interventions(
     ``control_label``), ``targets`` (list of genes), ``n_targets``, ``is_control``, in the cell
     order of ``adata``. Unlabelled cells (missing label) are left out.
     """
+    from ._conventions import AUTO, convention_for, detect_convention  # deferred: it parses labels with this module
+
     where = f"{adata.filename}: " if adata.isbacked else ""
     if isinstance(control_values, str):  # one label, not its characters
         control_values = [control_values]
     if isinstance(min_cells, bool) or not isinstance(min_cells, int | np.integer) or min_cells < 1:
         raise InputError(f"min_cells={min_cells!r}: expected an integer >= 1 (cells an intervention needs to be kept)")
+    if perturbation_key is None or perturbation_key == AUTO:
+        perturbation_key = detect_convention(adata.obs, control_values, where=where).key
     if not isinstance(perturbation_key, str) or not perturbation_key:
         raise InputError(
             f"{where}perturbation_key={perturbation_key!r}: expected the name of the obs column holding the "
@@ -100,7 +108,7 @@ def label_interventions(
             f"{where}obs column {perturbation_key!r} not found; expected the perturbation labels there "
             f"(available obs columns: {list(adata.obs.columns)})"
         )
-    column = adata.obs[perturbation_key]
+    column = convention_for(perturbation_key).labels(adata.obs)
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
     parsed = [parse_perturbation(u, control_values) for u in uniques]
     unlabelled = np.array([p is None for p in parsed] + [True])  # last entry: code -1 (NaN)

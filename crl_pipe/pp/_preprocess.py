@@ -56,10 +56,7 @@ def preprocess(
     """
     import scanpy as sc
 
-    if isinstance(n_top_genes, bool) or not isinstance(n_top_genes, int | np.integer) or n_top_genes < 1:
-        raise InputError(f"n_top_genes={n_top_genes!r}: expected an integer >= 1")
-    if isinstance(target_sum, bool) or not isinstance(target_sum, int | float) or not 0 < target_sum < np.inf:
-        raise InputError(f"target_sum={target_sum!r}: expected a finite number > 0 (counts per cell after normalising)")
+    _check_params(n_top_genes, target_sum)
     labels = _labels_by_cell(interventions)
     out = _select_cells(adata, labels)
     labels = labels.loc[out.obs_names]
@@ -91,6 +88,13 @@ def preprocess(
     }
     log.info("preprocess: %d cells x %d selected genes (of %d)", out.n_obs, out.n_vars, len(selected))
     return out
+
+
+def _check_params(n_top_genes: object, target_sum: object) -> None:
+    if isinstance(n_top_genes, bool) or not isinstance(n_top_genes, int | np.integer) or n_top_genes < 1:
+        raise InputError(f"n_top_genes={n_top_genes!r}: expected an integer >= 1")
+    if isinstance(target_sum, bool) or not isinstance(target_sum, int | float) or not 0 < target_sum < np.inf:
+        raise InputError(f"target_sum={target_sum!r}: expected a finite number > 0 (counts per cell after normalising)")
 
 
 def _labels_by_cell(interventions: pd.DataFrame) -> pd.DataFrame:

@@ -38,12 +38,13 @@ PathLike = str | os.PathLike
 #: Section anchors and headings, in page order (the table of contents).
 SECTIONS: list[tuple[str, str]] = [
     ("inputs", "1. What went in"),
-    ("targets", "2. Which program each perturbation hits"),
-    ("programs", "3. Programs"),
-    ("graph", "4. Causal graph among programs"),
-    ("metrics", "5. Metrics"),
-    ("training", "6. Training curves"),
-    ("run", "7. How this was run"),
+    ("guides", "2. Guides and knockdown"),
+    ("targets", "3. Which program each perturbation hits"),
+    ("programs", "4. Programs"),
+    ("graph", "5. Causal graph among programs"),
+    ("metrics", "6. Metrics"),
+    ("training", "7. Training curves"),
+    ("run", "8. How this was run"),
 ]
 
 #: Packages whose versions the report records (looked up without importing them).
@@ -63,6 +64,9 @@ VERSION_PACKAGES = [
 
 #: What a metric means and which way is better, matched on the lower-cased metric name.
 METRIC_HELP: list[tuple[str, str]] = [
+    ("r2_offdiag", "largest R² of a latent with a true variable other than its own; low = disentangled "
+     "(a true variable driven by another raises it legitimately)"),
+    ("r2_diag", "mean R² of each latent with its matched true variable; 1 = perfect"),
     ("mcc", "mean correlation between recovered and true programs after matching; 1 = perfect"),
     ("shd", "structural Hamming distance to the true graph (edges to add, remove or flip); 0 = perfect"),
     ("target", "fraction of perturbations assigned to their true program; 1 = perfect"),
@@ -137,6 +141,9 @@ def write_report(
     model_dirs: Mapping[str, PathLike],
     truth_graph: PathLike | None = None,
     config: Mapping[str, Any] | None = None,
+    baseline_dirs: Mapping[str, PathLike] | None = None,
+    guides: PathLike | None = None,
+    expression: PathLike | None = None,
 ) -> Path:
     """Write the report of ``dataset`` to ``out_html`` (one file; figures embedded; no network needed).
 
@@ -156,6 +163,15 @@ def write_report(
         the true program graph, drawn beside each recovered graph.
     config
         The configuration values used, shown verbatim (escaped) under "How this was run".
+    baseline_dirs
+        Baseline name (``pc``, ``ges``) -> its results folder (``graph``, ``model.json``, ``metrics``
+        where present); its graph and metrics are shown beside the models'.
+    guides
+        ``guides.parquet``: with called guides, the report shows guides per cell, cells per guide
+        and the UMI distributions with each guide's threshold.
+    expression
+        ``preprocessed.h5ad`` (log-normalised): the expression of each single target that is a
+        measured gene, in its perturbed cells vs the controls (:func:`crl_pipe.tl.knockdown`).
     """
     html = render_report(
         dataset=dataset,
@@ -165,6 +181,9 @@ def write_report(
         model_dirs=model_dirs,
         truth_graph=truth_graph,
         config=config,
+        baseline_dirs=baseline_dirs,
+        guides=guides,
+        expression=expression,
     )
     with atomic_path(out_html) as tmp:
         tmp.write_text(html, encoding="utf-8")
@@ -180,31 +199,43 @@ def render_report(
     model_dirs: Mapping[str, PathLike],
     truth_graph: PathLike | None = None,
     config: Mapping[str, Any] | None = None,
+    baseline_dirs: Mapping[str, PathLike] | None = None,
+    guides: PathLike | None = None,
+    expression: PathLike | None = None,
 ) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
+    from ._guides import guides_section  # deferred: it builds on this module's helpers
+
     dataset = str(dataset)
     labels = read_table(interventions, "interventions")
     qc_table = read_table(qc, "qc")
     anchor_table = read_table(anchors, "anchors")
     models = [_load_model(str(name), Path(d)) for name, d in model_dirs.items()]
+    baselines = [_load_baseline(str(name), Path(d)) for name, d in (baseline_dirs or {}).items()]
     truth = _read_truth_graph(Path(truth_graph)) if truth_graph else None
     artifacts = {"interventions": Path(interventions), "qc": Path(qc), "anchors": Path(anchors)}
-    for m in models:
+    for m in models + baselines:
         artifacts.update({f"{m.name} / {kind}": path for kind, path in m.files.items()})
     if truth_graph:
         artifacts["true graph"] = Path(truth_graph)
+    if guides:
+        artifacts["guides"] = Path(guides)
+    # robot logs (config datasets.<ds>.kind): frames, commands and causal variables, not cells and genes
+    robot = (config or {}).get("dataset", {}).get("kind") == "robot"
     context = {
         "dataset": dataset,
         "version": __version__,
-        "sections": SECTIONS,
-        "glance": _at_a_glance(dataset, labels, anchor_table, models, truth is not None),
-        "inputs": _inputs_section(dataset, labels, qc_table),
+        "robot": robot,
+        "sections": [(key, _robot_words(title)) for key, title in SECTIONS] if robot else SECTIONS,
+        "glance": _at_a_glance(dataset, labels, anchor_table, models + baselines, truth is not None, robot=robot),
+        "inputs": _inputs_section(dataset, labels, qc_table, robot=robot),
+        "guides": guides_section(dataset, labels, len(qc_table), guides, expression),
         "targets": _targets_section(dataset, labels, models),
         "programs": _programs_section(anchor_table, read_provenance(anchors), models),
-        "graphs": _graph_section(dataset, models, truth, _identifiability(labels, anchor_table, models)),
-        "metrics": _metrics_section(models),
+        "graphs": _graph_section(dataset, models + baselines, truth, _identifiability(labels, anchor_table, models)),
+        "metrics": _metrics_section(models + baselines),
         "training": _training_section(dataset, models),
-        "run": _run_section(config, models, artifacts),
+        "run": _run_section(config, models + baselines, artifacts),
     }
     return _environment().get_template("report.html.j2").render(**context)
 
@@ -245,6 +276,23 @@ def _load_model(name: str, directory: Path) -> ModelArtifacts:
     return ModelArtifacts(name, directory, targets, graph, training, metrics, loadings, meta, latent_names, files)
 
 
+def _load_baseline(name: str, directory: Path) -> ModelArtifacts:
+    """A classical baseline's folder: its graph of the observed variables (and metrics); no targets or latents."""
+    meta_path, metrics_path = directory / "model.json", directory / "metrics.parquet"
+    files = {"graph": directory / "graph.parquet", **({"metrics": metrics_path} if metrics_path.exists() else {})}
+    graph = read_table(files["graph"], "graph")
+    metrics = read_table(metrics_path, "metrics") if metrics_path.exists() else None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{meta_path}: not valid JSON ({err})") from None
+    meta = meta if isinstance(meta, dict) else {}
+    names = [str(x) for x in meta.get("latent_names") or []]
+    names = names or ordered_unique(pd.concat([graph["source"], graph["target"]]).astype(str))
+    targets = pd.DataFrame({"intervention": [], "latent": [], "score": []})
+    return ModelArtifacts(name, directory, targets, graph, None, metrics, None, meta, names, files)
+
+
 def _read_truth_graph(path: Path) -> pd.DataFrame:
     """The true program graph in any layout :func:`crl_pipe.io.read_graph` reads (Parquet, CSV/TSV, Tetrad)."""
     from ..io import read_graph
@@ -260,28 +308,52 @@ def _read_truth_graph(path: Path) -> pd.DataFrame:
 # -- sections -----------------------------------------------------------------------------------
 
 
+#: Section titles of a robot log's report: its samples are frames, its perturbations commands or events.
+_ROBOT_TITLES = {
+    "perturbation": "intervention",
+    "Programs": "Causal variables",
+    "programs": "variables",
+    "program": "variable",
+}
+
+
+def _robot_words(title: str) -> str:
+    for screen, robot in _ROBOT_TITLES.items():
+        title = title.replace(screen, robot)
+    return title
+
+
 def _at_a_glance(
-    dataset: str, labels: pd.DataFrame, anchors: pd.DataFrame, models: list[ModelArtifacts], truth: bool
+    dataset: str,
+    labels: pd.DataFrame,
+    anchors: pd.DataFrame,
+    models: list[ModelArtifacts],
+    truth: bool,
+    robot: bool = False,
 ) -> Table:
     perturbed = labels.loc[~labels["is_control"], "intervention"]
     rows = [
         ["dataset", dataset],
-        ["cells", _count(len(labels))],
-        ["perturbations (labels other than control)", _count(perturbed.nunique())],
-        ["control cells", _count(int(labels["is_control"].sum()))],
-        ["programs with anchor genes", _count(anchors["program"].nunique())],
+        ["frames" if robot else "cells", _count(len(labels))],
+        [
+            "interventions (command changes, events)" if robot else "perturbations (labels other than control)",
+            _count(perturbed.nunique()),
+        ],
+        ["observational frames" if robot else "control cells", _count(int(labels["is_control"].sum()))],
+        ["causal variables" if robot else "programs with anchor genes", _count(anchors["program"].nunique())],
         ["models", ", ".join(m.name for m in models) or "none"],
         ["ground-truth graph", "yes" if truth else "no"],
     ]
     return Table(["", ""], rows)
 
 
-def _inputs_section(dataset: str, labels: pd.DataFrame, qc: pd.DataFrame) -> dict[str, Any]:
+def _inputs_section(dataset: str, labels: pd.DataFrame, qc: pd.DataFrame, robot: bool = False) -> dict[str, Any]:
     counts = cell_counts(labels)
+    unit, label = ("frames", "intervention") if robot else ("cells", "perturbation")
     targets_by_label = labels.drop_duplicates("intervention").set_index("intervention")["targets"]
     n_cells = len(labels)
     per_label = Table(
-        ["perturbation", "targets", "cells", "control"],
+        [label, "targets", unit, "observational" if robot else "control"],
         [
             [
                 r.intervention,
@@ -291,18 +363,18 @@ def _inputs_section(dataset: str, labels: pd.DataFrame, qc: pd.DataFrame) -> dic
             ]
             for r in counts.itertuples(index=False)
         ],
-        summary=f"Cells per perturbation ({len(counts)} labels)",
+        summary=f"{unit.capitalize()} per {label} ({len(counts)} labels)",
         numeric=[2],
     )
     n_targets = labels["n_targets"].astype(int)
     kinds = [
-        ("control (0 targets)", n_targets == 0),
+        ("observational (0 targets)" if robot else "control (0 targets)", n_targets == 0),
         ("single (1 target)", n_targets == 1),
         ("double (2 targets)", n_targets == 2),
     ]
     kinds.append(("3 or more targets", n_targets >= 3))
     per_kind = Table(
-        ["cells with", "cells", "% of cells", "labels"],
+        [f"{unit} with", unit, f"% of {unit}", "labels"],
         [
             [
                 name,
@@ -311,24 +383,32 @@ def _inputs_section(dataset: str, labels: pd.DataFrame, qc: pd.DataFrame) -> dic
                 _count(labels.loc[sel, "intervention"].nunique()),
             ]
             for name, sel in kinds
-            if sel.any() or name.startswith(("control", "single"))
+            if sel.any() or name.startswith(("control", "observational", "single"))
         ],
         numeric=[1, 2, 3],
     )
     perturbed = counts.loc[~counts["is_control"], "n_cells"]
+    counts_caption = (
+        "Frames per intervention label (the variables whose command changed on that frame, or an event's "
+        "targets), most first; observational frames in orange, dashed line = median. A label seen on few "
+        "frames says little on its own; the temporal model pools them by target."
+        if robot
+        else "Cells per perturbation, most first; control in orange, dashed line = median. "
+        "Look for perturbations with far fewer cells than the rest: their estimates are the least reliable."
+    )
     figures = [
-        _figure(
-            pl.cells_per_perturbation(labels, dataset=dataset),
-            "Cells per perturbation, most first; control in orange, dashed line = median. "
-            "Look for perturbations with far fewer cells than the rest: their estimates are the least reliable.",
-        ),
-        _figure(
+        _figure(pl.cells_per_perturbation(labels, dataset=dataset), counts_caption),
+        None  # counts and detected genes per frame mean nothing for robot channels
+        if robot
+        else _figure(
             pl.qc_distribution(qc, dataset=dataset),
             "Counts and detected genes per cell. Look for one smooth peak; a second low peak or a long left tail "
             "means empty droplets or dying cells passed filtering.",
         ),
     ]
     facts = {
+        "unit": unit,
+        "label": label,
         "n_cells": _count(n_cells),
         "n_perturbations": _count(int((~counts["is_control"]).sum())),
         "n_control": _count(int(labels["is_control"].sum())),
@@ -500,16 +580,29 @@ def _graph_section(
     blocks = []
     for i, m in enumerate(models):
         nodes = list(m.latent_names)
+        graph, true_graph, shown = m.graph, truth, truth_nodes
+        observed = set(m.graph["source"]) - set(nodes)  # commands of a robot log: the drivers heatmap shows them
+        if observed:
+            if truth is not None:
+                observed |= set(truth["source"]) - set(nodes)
+                true_graph = truth[~truth["source"].isin(observed)]
+                shown = [n for n in truth_nodes if n not in observed]
+            graph = m.graph[~m.graph["source"].isin(observed)]
         if truth is not None:
             fig = pl.graph_comparison(
-                m.graph, truth, dataset=dataset, model=m.name, nodes=nodes, truth_nodes=truth_nodes
+                graph, true_graph, dataset=dataset, model=m.name, nodes=nodes, truth_nodes=shown
             )
             text = (
                 caption + " The true graph is on the right; its programs have their own names (the metrics match them)."
             )
         else:
-            fig = pl.causal_graph(m.graph, title=f"{dataset}: {m.name}: causal graph among programs", nodes=nodes)
+            among = "variables" if observed else "programs"
+            fig = pl.causal_graph(graph, title=f"{dataset}: {m.name}: causal graph among {among}", nodes=nodes)
             text = caption
+        if observed:
+            text += " Only edges among the causal variables are drawn; the commands' edges are in the heatmap below."
+        if "undirected" in m.graph and m.graph["undirected"].any():
+            text += " Arrows both ways mark edges the method left undirected (the data do not orient them)."
         programs, support = (identifiable or {}).get(m.name, (None, None))
         supported_by = (
             support.assign(source=support["source"].astype(str), target=support["target"].astype(str))
@@ -532,7 +625,10 @@ def _graph_section(
             numeric=[2, 3],
         )  # fmt: skip
         block = {"id": f"graph-{i + 1}", "model": m.name, "figure": _figure(fig, text), "table": table, "drivers": None}
-        block["identifiability"] = _identifiability_block(programs, support) if programs is not None else None
+        # anchors and single-target perturbations identify screen programs; a robot's variables are measured
+        block["identifiability"] = (
+            _identifiability_block(programs, support) if programs is not None and not observed else None
+        )
         if (~m.graph["source"].isin(m.latent_names) & m.graph["target"].isin(m.latent_names)).any():
             drive = pl.observed_causes(m.graph, list(m.latent_names), title=f"{dataset}: {m.name}: what drives each variable")
             block["drivers"] = _figure(

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import scipy.sparse as sp
+
 from .._provenance import provenance
-from ._robot import SimulatedRobot, simulate_arm, simulate_robot, write_robot_simulation
+from ._robot import ARM_EDGES, ARM_JOINTS, SimulatedRobot, simulate_arm, simulate_robot, write_robot_simulation
 from ._data import screen_to_crl_data
-from ._screen import CONTROL_LABEL, SimulatedScreen, simulate_screen
+from ._screen import CONTROL_LABEL, SimulatedScreen, simulate_screen, simulate_screen_chunks
 
 __all__ = [
+    "ARM_EDGES",
+    "ARM_JOINTS",
     "CONTROL_LABEL",
     "SimulatedRobot",
     "SimulatedScreen",
@@ -20,6 +24,7 @@ __all__ = [
     "simulate_robot",
     "screen_to_crl_data",
     "simulate_screen",
+    "simulate_screen_chunks",
     "write_robot_simulation",
     "write_simulation",
 ]
@@ -32,9 +37,15 @@ def write_simulation(
     out_gmt: str | os.PathLike,
     out_truth_dir: str | os.PathLike,
     params: Mapping[str, Any] | None = None,
+    blocks: Iterable[sp.spmatrix] | None = None,
 ) -> None:
-    """Write the screen (h5ad), its anchor gene sets (GMT) and the truth tables (Parquet)."""
+    """Write the screen (h5ad), its anchor gene sets (GMT) and the truth tables (Parquet).
+
+    ``blocks``: the counts as CSR blocks of cells (:func:`simulate_screen_chunks`), appended to the
+    h5ad one at a time instead of ``screen.adata.X``.
+    """
     from ..io import write_gmt, write_h5ad, write_table
+    from ..io._chunked import write_h5ad_chunks
 
     prov = provenance("simulate", {}, params)
     truth = Path(out_truth_dir)
@@ -42,4 +53,10 @@ def write_simulation(
     write_table(screen.targets, truth / "targets.parquet", "truth_targets", prov)
     write_table(screen.latents, truth / "latents.parquet", "latents", prov)
     write_gmt(screen.gene_sets, out_gmt)
-    write_h5ad(screen.adata, out_h5ad, prov)
+    if blocks is None:
+        write_h5ad(screen.adata, out_h5ad, prov)
+        return
+    obs, var = screen.adata.obs, screen.adata.var
+    with write_h5ad_chunks(out_h5ad, obs, var, prov, max_nnz=len(obs) * len(var)) as out:
+        for block in blocks:
+            out.append(block)

@@ -36,6 +36,7 @@ class SimulatedRobot:
     adata: ad.AnnData  # canonical robot layout: states ``joint_j``, actions ``action.joint_j``
     graph: pd.DataFrame  # true edges: source, target, weight
     fps: float
+    latents: pd.DataFrame | None = None  # sample_id + the noise-free causal variables (for R²)
 
 
 def simulate_robot(
@@ -108,7 +109,10 @@ def simulate_robot(
     X = np.hstack([np.vstack(states), np.vstack(actions)])
     adata = frames_to_anndata(X, pd.concat(obs, ignore_index=True), var, path="<simulate_robot>")
     truth = [(f"action.{j}", j, gain) for j in joints] + [(joints[k], joints[j], w) for k, j, w in edges]
-    return SimulatedRobot(adata=adata, graph=pd.DataFrame(truth, columns=["source", "target", "weight"]), fps=fps)
+    latents = pd.DataFrame(np.vstack(states), columns=joints)  # no sensor noise: the states are the variables
+    latents.insert(0, "sample_id", adata.obs_names.to_numpy())
+    graph = pd.DataFrame(truth, columns=["source", "target", "weight"])
+    return SimulatedRobot(adata=adata, graph=graph, fps=fps, latents=latents)
 
 
 def _coupling(rng: np.random.Generator, n: int, n_edges: int, weight: float) -> tuple[np.ndarray, list]:
@@ -151,10 +155,12 @@ def write_robot_simulation(
     out_truth_dir: str | os.PathLike,
     params: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write the logs as a LeRobot v2.1 dataset and the truth tables (``graph.parquet``, ``targets.parquet``).
+    """Write the logs as a LeRobot v2.1 dataset and the truth tables (``graph.parquet``,
+    ``targets.parquet`` and, when the simulator gives them, ``latents.parquet``).
 
     The true targets say that the label of a set-point change of joint j (``pp.robot_interventions``
-    with the default action map) acts on latent j.
+    with the default action map) acts on latent j; uncommanded variables (a gate, a light) are
+    targeted by no label.
     """
     from .._provenance import provenance
     from ..io import write_lerobot, write_table
@@ -162,25 +168,39 @@ def write_robot_simulation(
     prov = provenance("simulate_robot", {}, params)
     truth = Path(out_truth_dir)
     write_table(sim.graph.assign(stability=1.0), truth / "graph.parquet", "graph", prov)
-    joints = list(sim.adata.var_names[sim.adata.var["kind"] == "state"])
-    pd.DataFrame({"intervention": joints, "program": joints}).to_parquet(truth / "targets.parquet", index=False)
+    var = sim.adata.var
+    commanded = [str(c) for c in var.index[var["kind"] == "action"].str.removeprefix("action.")]
+    targets = pd.DataFrame({"intervention": commanded, "program": commanded})
+    write_table(targets, truth / "targets.parquet", "truth_targets", prov)
+    if sim.latents is not None:
+        write_table(sim.latents, truth / "latents.parquet", "latents", prov)
     write_lerobot(sim.adata, out_dir, fps=sim.fps, task="simulated set-point tracking")
 
 
-#: A 4-joint arm (shoulder yaw/pitch, elbow, wrist) with position servos; gravity compensated.
+#: A 4-joint arm (shoulder yaw/pitch, elbow, wrist) with position servos, gravity compensated, and a
+#: spring-loaded gate hinged on the base's axis. A compliant pusher on the base (it turns with
+#: shoulder_yaw only) pushes the gate open once yaw passes the gate's angle: a one-sided spring, the
+#: fixed tendon ``yaw - gate`` with a dead band below 0. The gate's own spring closes it against its
+#: stop (0.3 rad) when the pusher backs away. Nothing collides (contype 0): the links never touch.
 _ARM_XML = """
 <mujoco model="crl_pipe_arm">
   <compiler angle="radian"/>
   <option timestep="0.002" gravity="0 0 0"/>
   <default>
     <joint damping="4" armature="0.01" range="-2.5 2.5" limited="true"/>
-    <geom type="capsule" size="0.03" density="1000"/>
+    <geom type="capsule" size="0.03" density="1000" contype="0" conaffinity="0"/>
     <position kp="20" ctrlrange="-2.5 2.5" ctrllimited="true"/>
   </default>
   <worldbody>
+    <body name="gate_body" pos="0 0 0.1">
+      <joint name="gate" axis="0 0 1" range="0.3 2.8" stiffness="0.3" springref="-1" damping="0.4" armature="0.001"/>
+      <geom name="gate_pin" fromto="0.2 0 -0.05 0.2 0 0.05" size="0.015" density="300"/>
+      <geom fromto="0 0 -0.05 0.2 0 -0.05" size="0.005" density="300"/>
+    </body>
     <body name="base" pos="0 0 0.5">
       <joint name="shoulder_yaw" axis="0 0 1"/>
       <geom fromto="0 0 0 0 0 0.1"/>
+      <geom name="pusher" type="box" pos="0.2 0 -0.4" size="0.1 0.01 0.03"/>
       <body name="upper" pos="0 0 0.1">
         <joint name="shoulder_pitch" axis="0 1 0"/>
         <geom fromto="0 0 0 0.3 0 0"/>
@@ -195,6 +215,12 @@ _ARM_XML = """
       </body>
     </body>
   </worldbody>
+  <tendon>
+    <fixed name="pusher" stiffness="4" springlength="-10 0">
+      <joint joint="shoulder_yaw" coef="1"/>
+      <joint joint="gate" coef="-1"/>
+    </fixed>
+  </tendon>
   <actuator>
     <position joint="shoulder_yaw"/>
     <position joint="shoulder_pitch"/>
@@ -204,6 +230,12 @@ _ARM_XML = """
 </mujoco>
 """
 
+#: The arm's commanded joints, in actuator order.
+ARM_JOINTS = ("shoulder_yaw", "shoulder_pitch", "elbow", "wrist")
+
+#: True graph of :func:`simulate_arm` among its causal variables (besides ``action.j -> j``).
+ARM_EDGES = (("shoulder_yaw", "gate"), ("gate", "light"))
+
 
 def simulate_arm(
     *,
@@ -211,61 +243,104 @@ def simulate_arm(
     n_frames: int = 300,
     fps: float = 30.0,
     step_rate: float = 0.03,
-    step_size: float = 0.4,
+    setpoint_range: float = 1.5,
+    light_threshold: float = 0.6,
     noise: float = 0.001,
     seed: int = 0,
 ) -> SimulatedRobot:
-    """Simulate a MuJoCo arm whose commanded joint set-points are the interventions.
+    """Simulate a MuJoCo arm that pushes a spring-loaded gate, which switches a light.
 
     Four hinge joints (shoulder yaw and pitch, elbow, wrist) in a serial chain, each driven by a
     position servo (MuJoCo ``<position>`` actuator, damped joints, no gravity as on a
-    gravity-compensated arm). Commands are random piecewise-constant set-points as in
-    :func:`simulate_robot`; states are the joint angles sampled at ``fps`` plus Gaussian sensor
-    noise (``noise``, radians). The true graph is ``action.j -> j`` for every joint; the arm's
-    inertial coupling (a swinging shoulder jolts the elbow) is physics the servos mostly reject,
-    so it is not part of the truth: state -> state edges found count against the method.
+    gravity-compensated arm). Each joint's commanded set-point (``action.<joint>``) jumps, with
+    probability ``step_rate`` per frame, to a uniform draw in ``[-setpoint_range, setpoint_range]``
+    rad: these commands are the interventions. A compliant pusher on the arm's base turns with
+    ``shoulder_yaw`` and, once yaw passes the angle of a ``gate`` hinged on the base's axis, pushes
+    the gate open (a one-sided spring; the damped gate follows with a lag of ~0.1 s); the gate's
+    own spring closes it again, against its stop at 0.3 rad, when the pusher backs away. A ``light``
+    is switched by a limit switch on the gate: its controller reads the switch once per frame and
+    turns the light on (1) on the next frame while the gate is open past ``light_threshold`` rad,
+    else off (0). Everything is sampled at ``fps``; joint and gate angles carry Gaussian sensor
+    noise (``noise``, rad).
 
-    Needs the ``mujoco`` package (``pip install mujoco``).
+    Causal variables and true graph (:attr:`SimulatedRobot.graph`, ``ARM_EDGES``)::
+
+        action.j -> j          for j in shoulder_yaw, shoulder_pitch, elbow, wrist
+        shoulder_yaw -> gate   (the pusher on the base opens the gate)
+        gate -> light          (the switch reads the gate only)
+
+    Every effect takes at least one frame (servo lag, the gate's damping, the light's controller),
+    as the ``temporal`` model assumes. The load of the pusher on the yaw servo and the inertial
+    coupling of the links (a swinging shoulder jolts the elbow) are physics too, but small: they
+    are not in the truth, so a method that reports them pays for it.
+    :attr:`SimulatedRobot.latents` holds the noise-free causal variables.
+
+    Needs the ``mujoco`` package (``pip install 'crl-pipe[robot]'``).
     """
     try:
         import mujoco
     except ImportError:
         raise ImportError("simulate_arm needs the 'mujoco' package: pip install mujoco") from None
+    if not 0 < step_rate <= 1 or setpoint_range <= 0 or n_frames < 2 or n_episodes < 1:
+        raise ConfigError(
+            f"simulate_arm: step_rate={step_rate}, setpoint_range={setpoint_range}, n_frames={n_frames}, "
+            f"n_episodes={n_episodes}; expected 0 < step_rate <= 1, setpoint_range > 0, n_frames >= 2, n_episodes >= 1"
+        )
     model = mujoco.MjModel.from_xml_string(_ARM_XML)
-    joints = [model.joint(i).name for i in range(model.njnt)]
     substeps = max(1, round(1.0 / (fps * model.opt.timestep)))
     rng = np.random.default_rng(seed)
     states, actions, obs = [], [], []
     for e in range(n_episodes):
-        a = np.clip(_commands(rng, n_frames, len(joints), step_rate, step_size), -2.4, 2.4)
-        states.append(_servo_roll_out(mujoco, model, a, substeps) + noise * rng.normal(size=a.shape))
+        a = _setpoints(rng, n_frames, len(ARM_JOINTS), step_rate, setpoint_range)
+        states.append(_arm_roll_out(mujoco, model, a, substeps, light_threshold))
         actions.append(a)
         obs.append(
             pd.DataFrame({"episode": str(e), "frame": np.arange(n_frames), "timestamp": np.arange(n_frames) / fps})
         )
-    n = len(joints)
+    variables = [*ARM_JOINTS, "gate", "light"]
+    true = np.vstack(states)
+    measured = true.copy()
+    measured[:, :-1] += noise * rng.normal(size=(len(true), len(variables) - 1))  # the light is read exactly
+    n, joints = len(variables), list(ARM_JOINTS)
     var = pd.DataFrame(
         {
-            "kind": ["state"] * n + ["action"] * n,
-            "source": ["observation.state"] * n + ["action"] * n,
+            "kind": ["state"] * n + ["action"] * len(joints),
+            "source": ["observation.state"] * n + ["action"] * len(joints),
             "field": "",
-            "channel": joints * 2,
+            "channel": variables + joints,
         },
-        index=joints + [f"action.{j}" for j in joints],
+        index=variables + [f"action.{j}" for j in joints],
     )
-    X = np.hstack([np.vstack(states), np.vstack(actions)])
+    X = np.hstack([measured, np.vstack(actions)])
     adata = frames_to_anndata(X, pd.concat(obs, ignore_index=True), var, path="<simulate_arm>")
-    truth = pd.DataFrame({"source": [f"action.{j}" for j in joints], "target": joints, "weight": 1.0})
-    return SimulatedRobot(adata=adata, graph=truth, fps=fps)
+    latents = pd.DataFrame(true, columns=variables)
+    latents.insert(0, "sample_id", adata.obs_names.to_numpy())
+    edges = [(f"action.{j}", j) for j in joints] + list(ARM_EDGES)
+    truth = pd.DataFrame(edges, columns=["source", "target"]).assign(weight=1.0)
+    return SimulatedRobot(adata=adata, graph=truth, fps=fps, latents=latents)
 
 
-def _servo_roll_out(mujoco, model, a: np.ndarray, substeps: int) -> np.ndarray:
-    """Joint angles at each frame; the command of frame t acts until frame t+1."""
+def _setpoints(rng: np.random.Generator, T: int, J: int, rate: float, size: float) -> np.ndarray:
+    """Piecewise-constant set-points: on a change (probability ``rate``) a fresh uniform draw in [-size, size]."""
+    change = rng.random((T, J)) < rate
+    change[0] = True
+    draws = rng.uniform(-size, size, size=(T, J))
+    last = np.maximum.accumulate(np.where(change, np.arange(T)[:, None], 0), axis=0)
+    return np.take_along_axis(draws, last, axis=0)
+
+
+def _arm_roll_out(mujoco, model, a: np.ndarray, substeps: int, light_threshold: float) -> np.ndarray:
+    """Frames x (joint angles, gate angle, light); the command of frame t acts until frame t+1."""
     data = mujoco.MjData(model)
-    data.qpos[:] = a[0]  # start at rest on the first set-point
-    out = np.empty_like(a)
+    arm = [model.joint(name).qposadr[0] for name in ARM_JOINTS]
+    gate = model.joint("gate").qposadr[0]
+    data.qpos[arm] = a[0]  # start at rest on the first set-point, gate closed
+    data.qpos[gate] = model.jnt_range[model.joint("gate").id][0]
+    out = np.empty((len(a), len(arm) + 2))
     for t in range(len(a)):
-        out[t] = data.qpos
+        out[t, :-1] = data.qpos[[*arm, gate]]
         data.ctrl[:] = a[t]
         mujoco.mj_step(model, data, nstep=substeps)
+    switch = out[:, -2] > light_threshold
+    out[:, -1] = np.r_[switch[0], switch[:-1]]  # the light follows its switch one frame later
     return out

@@ -13,7 +13,10 @@ shifts one program (CRISPRi-like soft intervention: the mechanism of every other
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -89,6 +92,106 @@ def simulate_screen(
     seed
         Seed of every random draw.
     """
+    design = _design(
+        n_programs=n_programs, n_genes=n_genes, anchors_per_program=anchors_per_program, n_control=n_control,
+        cells_per_perturbation=cells_per_perturbation, guides_per_program=guides_per_program, n_doubles=n_doubles,
+        edge_density=edge_density, mixing=mixing, shift=shift, noise_scale=noise_scale,
+        min_edge_weight=min_edge_weight, max_edge_weight=max_edge_weight, seed=seed,
+    )  # fmt: skip
+    counts = _negative_binomial(design.log_mean(slice(None)), mean_library_size, dispersion, design.rng)
+    order = design.rng.permutation(len(design.genes))  # no block structure for a method to lean on
+    return design.screen(order, X=sp.csr_matrix(counts[:, order].astype(np.float32)))
+
+
+def simulate_screen_chunks(
+    *, chunk_cells: int = 5000, **params: Any
+) -> tuple[SimulatedScreen, Iterator[sp.csr_matrix]]:
+    """:func:`simulate_screen` for screens too large to hold as a dense matrix (a million cells).
+
+    Same parameters and the same truth (graph, targets, latents, gene sets) and labels as
+    :func:`simulate_screen` with the same seed; the counts come as an iterator of CSR float32
+    blocks of ``chunk_cells`` cells (``screen.adata`` holds ``obs`` and ``var`` but no ``X``), each
+    drawn from its own seeded stream, so they (and the gene order) differ from the in-memory draw.
+    """
+    p = inspect.signature(simulate_screen).bind(**params)
+    p.apply_defaults()
+    p = dict(p.arguments)
+    library, dispersion = p.pop("mean_library_size"), p.pop("dispersion")
+    design = _design(**p)
+    order = design.rng.permutation(len(design.genes))
+    n_cells = design.z.shape[0]
+
+    def blocks() -> Iterator[sp.csr_matrix]:
+        for i, start in enumerate(range(0, n_cells, chunk_cells)):
+            rng = np.random.default_rng([p["seed"], i])
+            log_mu = design.log_mean(slice(start, start + chunk_cells))
+            counts = sp.csr_matrix(_negative_binomial(log_mu, library, dispersion, rng, float32=True), dtype=np.float32)
+            block = counts[:, order]  # genes in file order (sparse: cheaper than permuting the dense draw)
+            block.sort_indices()
+            yield block
+
+    return design.screen(order, X=None), blocks()
+
+
+@dataclass
+class _Design:
+    """Everything of a simulated screen but its counts: the truth, the labels and the gene model."""
+
+    rng: np.random.Generator
+    programs: list[str]
+    B: np.ndarray
+    scale: np.ndarray
+    reg_program: dict[str, int]
+    conditions: list[tuple[str, tuple[str, ...]]]
+    labels: list[str]
+    z: np.ndarray  # cells x programs
+    knocked: np.ndarray  # cells x regulators
+    genes: list[str]
+    gene_sets: dict[str, list[str]]
+    A: np.ndarray  # genes x programs
+    base: np.ndarray
+    pair: np.ndarray | None  # programs interacting on mixed genes (nonlinear mixing)
+    mixed: slice
+    mixing: str
+
+    def log_mean(self, cells: slice) -> np.ndarray:
+        """Log mean expression of the cells ``cells`` (genes in model order), knockdowns included."""
+        z = self.z[cells]
+        h = z if self.mixing == "linear" else 1.5 * np.tanh(z / 1.5) + 0.3 * z**2 / (1 + z**2)
+        log_mu = self.base + h @ self.A.T
+        if self.pair is not None:
+            i, j = self.pair
+            log_mu[:, self.mixed] += 0.3 * (h[:, [i]] * h[:, [j]])
+        n_regulators = self.knocked.shape[1]
+        log_mu[:, -n_regulators:] += np.log(np.where(self.knocked[cells], 0.15, 1.0))  # CRISPRi knockdown
+        return log_mu
+
+    def screen(self, order: np.ndarray, X: sp.csr_matrix | None) -> SimulatedScreen:
+        n_cells = self.z.shape[0]
+        sample_ids = [f"cell{c:06d}" for c in range(n_cells)]
+        adata = ad.AnnData(
+            X=X,
+            obs=pd.DataFrame({"perturbation": pd.Categorical(self.labels)}, index=sample_ids),
+            var=pd.DataFrame(index=[self.genes[i] for i in order]),
+        )
+        programs, B, scale = self.programs, self.B, self.scale
+        std_B = B * scale[None, :] / scale[:, None]  # weights between unit-variance programs
+        graph = pd.DataFrame(
+            [(programs[i], programs[j], float(std_B[j, i])) for j, i in zip(*np.nonzero(B), strict=True)],
+            columns=["source", "target", "weight"],
+        )
+        targets = pd.DataFrame(
+            [(label, programs[self.reg_program[r]]) for label, regs in self.conditions for r in regs],
+            columns=["intervention", "program"],
+        )
+        latents = pd.DataFrame(self.z, columns=programs).assign(sample_id=sample_ids)[["sample_id", *programs]]
+        return SimulatedScreen(adata=adata, gene_sets=self.gene_sets, graph=graph, targets=targets, latents=latents)
+
+
+def _design(
+    *, n_programs, n_genes, anchors_per_program, n_control, cells_per_perturbation, guides_per_program, n_doubles,
+    edge_density, mixing, shift, noise_scale, min_edge_weight, max_edge_weight, seed,
+) -> _Design:  # fmt: skip
     K = n_programs
     n_regulators = K * guides_per_program
     n_mixed = n_genes - K * anchors_per_program - n_regulators
@@ -117,36 +220,23 @@ def simulate_screen(
 
     eps = rng.standard_normal((n_cells, K))
     knocked = np.zeros((n_cells, n_regulators), dtype=bool)
-    for c, regs in enumerate(target_sets):
+    start = n_control
+    for _, regs in conditions:  # cells of a condition are consecutive: shift their targets at once
+        cells = slice(start, start + cells_per_perturbation)
         for reg in regs:
             k = reg_program[reg]
-            eps[c, k] = eps[c, k] * noise_scale + shift
-            knocked[c, regulators.index(reg)] = True
+            eps[cells, k] = eps[cells, k] * noise_scale + shift
+            knocked[cells, regulators.index(reg)] = True
+        start += cells_per_perturbation
     # z = B z + eps  <=>  z = eps (I - B)^-T in row form; rescale so controls have unit variance.
     z = eps @ np.linalg.inv(np.eye(K) - B).T / scale
 
-    genes, log_mu, gene_sets = _expression_program(z, programs, anchors_per_program, n_mixed, regulators, mixing, rng)
-    log_mu[:, -n_regulators:] += np.log(np.where(knocked, 0.15, 1.0))  # CRISPRi knockdown of the guide's gene
-    counts = _negative_binomial(log_mu, mean_library_size, dispersion, rng)
-
-    order = rng.permutation(len(genes))  # no block structure for a method to lean on
-    sample_ids = [f"cell{c:06d}" for c in range(n_cells)]
-    adata = ad.AnnData(
-        X=sp.csr_matrix(counts[:, order].astype(np.float32)),
-        obs=pd.DataFrame({"perturbation": pd.Categorical(labels)}, index=sample_ids),
-        var=pd.DataFrame(index=[genes[i] for i in order]),
-    )
-    std_B = B * scale[None, :] / scale[:, None]  # weights between unit-variance programs
-    graph = pd.DataFrame(
-        [(programs[i], programs[j], float(std_B[j, i])) for j, i in zip(*np.nonzero(B), strict=True)],
-        columns=["source", "target", "weight"],
-    )
-    targets = pd.DataFrame(
-        [(label, programs[reg_program[r]]) for label, regs in conditions for r in regs],
-        columns=["intervention", "program"],
-    )
-    latents = pd.DataFrame(z, columns=programs).assign(sample_id=sample_ids)[["sample_id", *programs]]
-    return SimulatedScreen(adata=adata, gene_sets=gene_sets, graph=graph, targets=targets, latents=latents)
+    genes, A, base, pair, gene_sets = _gene_model(programs, anchors_per_program, n_mixed, regulators, mixing, rng)
+    mixed = slice(K * anchors_per_program, K * anchors_per_program + n_mixed)
+    return _Design(
+        rng=rng, programs=programs, B=B, scale=scale, reg_program=reg_program, conditions=conditions, labels=labels,
+        z=z, knocked=knocked, genes=genes, gene_sets=gene_sets, A=A, base=base, pair=pair, mixed=mixed, mixing=mixing,
+    )  # fmt: skip
 
 
 def _random_dag(K, density, lo, hi, rng):
@@ -172,10 +262,9 @@ def _conditions(regulators, reg_program, n_doubles, rng):
     return conditions
 
 
-def _expression_program(z, programs, n_anchor, n_mixed, regulators, mixing, rng):
-    """Log mean expression of every gene (anchors, mixed, regulators last) and the anchor gene sets."""
-    K, n_cells = len(programs), z.shape[0]
-    h = z if mixing == "linear" else 1.5 * np.tanh(z / 1.5) + 0.3 * z**2 / (1 + z**2)
+def _gene_model(programs, n_anchor, n_mixed, regulators, mixing, rng):
+    """Loadings and baseline of every gene (anchors, mixed, regulators last) and the anchor gene sets."""
+    K = len(programs)
     A_anchor = np.zeros((K * n_anchor, K))
     for k in range(K):
         A_anchor[k * n_anchor : (k + 1) * n_anchor, k] = rng.uniform(0.4, 0.8, n_anchor)
@@ -187,22 +276,28 @@ def _expression_program(z, programs, n_anchor, n_mixed, regulators, mixing, rng)
     A = np.vstack([A_anchor, A_mixed, np.zeros((len(regulators), K))])
     base = rng.normal(0.0, 0.8, A.shape[0])
     base[K * n_anchor : K * n_anchor + n_background] += 2.0  # they dominate the library, as in real cells
-    log_mu = base + h @ A.T
-    if mixing == "nonlinear" and n_mixed:
-        i, j = rng.choice(K, size=2, replace=False)
-        log_mu[:, K * n_anchor : K * n_anchor + n_mixed] += 0.3 * (h[:, [i]] * h[:, [j]])
+    pair = rng.choice(K, size=2, replace=False) if mixing == "nonlinear" and n_mixed else None
     width = len(str(A.shape[0]))
     genes = [f"GENE{g + 1:0{width}d}" for g in range(K * n_anchor + n_mixed)] + list(regulators)
     gene_sets = {p: genes[k * n_anchor : (k + 1) * n_anchor] for k, p in enumerate(programs)}
-    assert log_mu.shape == (n_cells, len(genes))
-    return genes, log_mu, gene_sets
+    return genes, A, base, pair, gene_sets
 
 
-def _negative_binomial(log_mu, mean_library_size, dispersion, rng):
-    """NB counts with cell library sizes ~ LogNormal around ``mean_library_size``."""
+def _negative_binomial(log_mu, mean_library_size, dispersion, rng, float32=False):
+    """NB counts with cell library sizes ~ LogNormal around ``mean_library_size``.
+
+    ``float32``: compute the rates and draw the gamma variates in single precision (twice as fast;
+    large screens).
+    """
+    dtype = np.float32 if float32 else np.float64
+    log_mu = log_mu.astype(dtype, copy=False)
     props = np.exp(log_mu - log_mu.max(axis=1, keepdims=True))
     props /= props.sum(axis=1, keepdims=True)
-    library = rng.lognormal(np.log(mean_library_size), 0.3, size=(log_mu.shape[0], 1))
+    library = rng.lognormal(np.log(mean_library_size), 0.3, size=(log_mu.shape[0], 1)).astype(dtype, copy=False)
     mean = library * props
     # NB as a Gamma-Poisson mixture (numpy's negative_binomial needs integer-friendly p near 1).
-    return rng.poisson(rng.gamma(dispersion, mean / dispersion)).astype(np.int32)
+    if float32:
+        rate = rng.standard_gamma(dispersion, size=mean.shape, dtype=np.float32) * (mean / dispersion)
+    else:
+        rate = rng.gamma(dispersion, mean / dispersion)
+    return rng.poisson(rate).astype(np.int32)

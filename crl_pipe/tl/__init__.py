@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from ._baselines import BASELINES, baseline_graph, fit_baseline
 from ._evaluate import evaluate, graph_metrics, map_latents, mean_correlation, predicted_targets, target_accuracy
 from ._graph import bootstrap_rows, recover_graph
 from ._identifiability import identifiability
+from ._knockdown import knockdown
 from ._train import train
 
 __all__ = [
+    "BASELINES",
+    "baseline_graph",
     "bootstrap_rows",
     "evaluate",
+    "fit_baseline",
     "graph_metrics",
     "identifiability",
+    "knockdown",
     "map_latents",
     "mean_correlation",
     "predicted_targets",

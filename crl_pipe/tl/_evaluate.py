@@ -2,7 +2,8 @@
 
 Latents carry no inherent meaning, so they are first mapped to the true programs *through the
 interventions*: the one-to-one map that agrees with the most single-target perturbations
-(Hungarian assignment). Without true targets, latents are matched to true variables by name.
+(Hungarian assignment). Latents that no intervention maps (all of them without true targets; on a
+robot, variables nobody commands) are matched to true variables by name.
 """
 
 from __future__ import annotations
@@ -37,10 +38,9 @@ def evaluate(
     latent_names = [c for c in latents.columns if c != "sample_id"]
     predicted = predicted_targets(targets)
     truth_nodes = set() if true_graph is None else set(true_graph["source"]) | set(true_graph["target"])
-    if true_targets is not None:
-        mapping = map_latents(predicted, true_targets)
-    else:
-        mapping = {name: name for name in latent_names if name in truth_nodes}
+    mapping = map_latents(predicted, true_targets) if true_targets is not None else {}
+    taken = set(mapping.values())
+    mapping |= {n: n for n in latent_names if n in truth_nodes and n not in mapping and n not in taken}
     rows = [("n_latents", len(latent_names)), ("n_mapped_latents", len(mapping))]
     # observed graph nodes that are not latents (e.g. robot actions) keep their own names
     observed = (set(graph["source"]) | set(graph["target"])) - set(latent_names)
@@ -51,6 +51,7 @@ def evaluate(
         rows += list(graph_metrics(graph, true_graph, mapping).items())
     if true_latents is not None:
         rows.append(("mcc", mean_correlation(latents, true_latents)))
+        rows += list(r2_summary(latents, true_latents, mapping).items())
     return pd.DataFrame(rows, columns=["metric", "value"]).astype({"value": float})
 
 
@@ -102,6 +103,42 @@ def graph_metrics(graph: pd.DataFrame, true_graph: pd.DataFrame, mapping: dict[s
         "edge_precision": len(correct) / len(est) if est else float("nan"),
         "edge_recall": len(correct) / len(true) if true else float("nan"),
     }
+
+
+def r2_matrix(latents: pd.DataFrame, true_latents: pd.DataFrame) -> pd.DataFrame:
+    """R² of a linear fit of each true variable (columns) on each latent (rows), over shared samples."""
+    merged = latents.merge(true_latents, on="sample_id", suffixes=("", "__true"))
+    est_cols = [c for c in latents.columns if c != "sample_id"]
+    true_names = [c for c in true_latents.columns if c != "sample_id"]
+    true_cols = [c if c not in latents.columns else f"{c}__true" for c in true_names]
+    est, tru = merged[est_cols].to_numpy(dtype=float), merged[true_cols].to_numpy(dtype=float)
+    if len(merged) < 2:
+        return pd.DataFrame(np.nan, index=est_cols, columns=true_names)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant column has no R²
+        corr = np.corrcoef(est.T, tru.T)[: len(est_cols), len(est_cols) :]
+    return pd.DataFrame(corr**2, index=est_cols, columns=true_names)
+
+
+def r2_summary(latents: pd.DataFrame, true_latents: pd.DataFrame, mapping: dict[str, str]) -> dict[str, float]:
+    """``r2_diag``: mean R² of each latent with its matched true variable; ``r2_offdiag_max``: the
+    largest R² of a latent with any other true variable (CITRIS-style; a true variable driven by
+    another legitimately raises the off-diagonal).
+
+    Latents are matched by ``mapping`` (interventions, names), else by the best one-to-one R².
+    """
+    r2 = r2_matrix(latents, true_latents)
+    pairs = [(lat, tru) for lat, tru in mapping.items() if lat in r2.index and tru in r2.columns]
+    if not pairs:
+        rows, cols = linear_sum_assignment(-np.nan_to_num(r2.to_numpy()))
+        pairs = [(r2.index[r], r2.columns[c]) for r, c in zip(rows, cols, strict=True)]
+    if not pairs:
+        return {"r2_diag": float("nan"), "r2_offdiag_max": float("nan")}
+    diag = [r2.at[lat, tru] for lat, tru in pairs]
+    off = r2.loc[[lat for lat, _ in pairs]].copy()
+    for lat, tru in pairs:
+        off.at[lat, tru] = np.nan
+    off_max = float(np.nanmax(off.to_numpy())) if np.isfinite(off.to_numpy()).any() else float("nan")
+    return {"r2_diag": float(np.nanmean(diag)), "r2_offdiag_max": off_max}
 
 
 def mean_correlation(latents: pd.DataFrame, true_latents: pd.DataFrame) -> float:

@@ -14,4 +14,5 @@ run_step(
     exclusive=smk.params.exclusive,
     n_programs=smk.params.n_programs,
     kind=smk.params.kind,
+    format=smk.params.format,
 )

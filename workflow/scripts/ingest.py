@@ -14,4 +14,5 @@ run_step(
     format=smk.params.format,
     options=smk.params.options,
     guide_calling=smk.params.guide_calling,
+    kind=smk.params.kind,
 )

@@ -14,4 +14,5 @@ run_step(
     min_cells=smk.params.min_cells,
     kind=smk.params.kind,
     robot_labels=smk.params.robot_labels,
+    target_map=smk.params.target_map,
 )

@@ -15,4 +15,7 @@ run_step(
     target_sum=smk.params.target_sum,
     kind=smk.params.kind,
     channel_kinds=smk.params.channel_kinds,
+    format=smk.params.format,
+    transform=smk.params.transform,
+    cofactor=smk.params.cofactor,
 )

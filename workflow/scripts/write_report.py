@@ -13,6 +13,9 @@ run_step(
     qc=smk.input.qc,
     anchors=smk.input.anchors,
     model_dirs=smk.params.model_dirs,
+    baseline_dirs=smk.params.baseline_dirs,
     truth_graph=smk.input.get("truth_graph"),
+    guides=smk.input.get("guides"),
+    expression=smk.input.get("expression"),
     config=smk.params.config,
 )

@@ -1,0 +1,139 @@
+"""Classical causal discovery on the observed variables (causal-learn's PC and GES), as baselines for the CRL models.
+
+Both return a CPDAG: edges whose direction the data do not decide stay undirected. In the graph
+table an undirected edge ``a - b`` is written as the two rows ``a -> b`` and ``b -> a`` with
+``undirected = True``, so the evaluation scores it as two directed guesses (see
+:func:`crl_pipe.tl.graph_metrics`): over a true edge it earns the recall of that edge, adds one
+false positive to the precision and one to the SHD (the orientation left open); over a pair
+that is not an edge of the truth it counts as two extra edges.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .._errors import ConfigError, ModelError
+from ..models import CRLData
+from ._graph import bootstrap_rows
+
+log = logging.getLogger("crl_pipe")
+
+#: Baseline name -> its default parameters (config ``baselines.<name>``).
+BASELINES: dict[str, dict[str, Any]] = {
+    "pc": {"alpha": 0.05, "samples": "control"},
+    "ges": {"lambda_value": None, "samples": "control"},
+}
+#: Which rows a baseline fits: the control (observational) samples, i.i.d. as PC and GES assume, or all pooled.
+SAMPLES = ("control", "all")
+#: PC and GES grow fast with the number of variables; they are meant for observed-variable tables.
+MAX_VARIABLES = 100
+
+
+def fit_baseline(data: CRLData, method: str, *, samples: str = "control", **params: Any) -> pd.DataFrame:
+    """Fit the baseline ``method`` (``"pc"`` or ``"ges"``) on ``data.X`` (samples x variables).
+
+    Parameters
+    ----------
+    data
+        The preprocessed variables with their intervention labels (:meth:`CRLData.from_artifacts`).
+    method
+        ``"pc"``: PC-stable with Fisher-z tests at level ``alpha``; ``"ges"``: GES with the linear
+        Gaussian BIC score (``lambda_value``: its penalty, default ``log(n) / 2``).
+    samples
+        ``"control"``: the control samples only; ``"all"``: every sample pooled (interventions
+        then violate the i.i.d. assumption; mean shifts can create spurious dependences).
+
+    Returns
+    -------
+    Edge table ``source, target, weight, undirected``: ``weight`` is the least-squares coefficient
+    of the source in the regression of the target on its parents and undirected neighbours
+    (standardised variables); an undirected edge is one row per direction.
+    """
+    X = _rows(data, samples, method)
+    names = list(data.features)
+    if method == "pc":
+        from causallearn.search.ConstraintBased.PC import pc
+
+        alpha = float(params.get("alpha", 0.05))
+        if not 0 < alpha < 1:
+            raise ConfigError(f"baseline pc: alpha={alpha!r}; expected a test level between 0 and 1")
+        graph = pc(X, alpha=alpha, indep_test="fisherz", stable=True, show_progress=False).G.graph
+    elif method == "ges":
+        from causallearn.search.ScoreBased.GES import ges
+
+        graph = ges(X, score_func="local_score_BIC", lambda_value=params.get("lambda_value"))["G"].graph
+    else:
+        raise ConfigError(f"unknown baseline {method!r}; expected one of {sorted(BASELINES)}")
+    return _edges(graph, X, names)
+
+
+def baseline_graph(
+    data: CRLData, method: str, params: dict[str, Any] | None = None, *, n_refits: int = 20, seed: int = 0
+) -> pd.DataFrame:
+    """The baseline's graph on all of ``data`` with each edge's stability over bootstrap refits.
+
+    Refits resample samples within each intervention group (:func:`crl_pipe.tl.bootstrap_rows`),
+    as the CRL models' refits do. Returns the graph table ``source, target, weight, stability,
+    undirected``, most stable edges first.
+    """
+    params = dict(params or {})
+    edges = fit_baseline(data, method, **params)
+    rng = np.random.default_rng(seed)
+    kept = pd.Series(0.0, index=pd.MultiIndex.from_frame(edges[["source", "target"]]))
+    for _ in tqdm(range(n_refits), desc=f"{method} refits", disable=not sys.stderr.isatty()):
+        refit = fit_baseline(data.subset(bootstrap_rows(data, rng)), method, **params)
+        found = set(zip(refit["source"], refit["target"], strict=True))
+        kept += [pair in found for pair in kept.index]
+    stability = (kept / n_refits).to_numpy() if n_refits else np.full(len(edges), np.nan)
+    edges = edges.assign(stability=stability)[["source", "target", "weight", "stability", "undirected"]]
+    return edges.sort_values(["stability", "weight"], key=lambda c: -c.abs(), kind="stable").reset_index(drop=True)
+
+
+def _rows(data: CRLData, samples: str, method: str) -> np.ndarray:
+    if samples not in SAMPLES:
+        raise ConfigError(f"baseline {method}: samples={samples!r}; expected one of {list(SAMPLES)}")
+    if len(data.features) > MAX_VARIABLES:
+        raise ModelError(
+            f"baseline {method}: {len(data.features)} variables; it runs on observed-variable tables "
+            f"(at most {MAX_VARIABLES} variables), not on a gene expression matrix"
+        )
+    X = data.X[data.is_control] if samples == "control" else data.X
+    if X.shape[0] <= len(data.features) + 2:
+        raise ModelError(
+            f"baseline {method}: {X.shape[0]} {samples} samples for {len(data.features)} variables; "
+            "expected more samples than variables"
+        )
+    X = np.asarray(X, dtype=np.float64)
+    sd = X.std(axis=0)
+    flat = [data.features[j] for j in np.flatnonzero(sd <= 0)]
+    if flat:
+        raise ModelError(f"baseline {method}: variable(s) {flat[:10]} are constant in the {samples} samples")
+    return (X - X.mean(axis=0)) / sd
+
+
+def _edges(graph: np.ndarray, X: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """causal-learn's endpoint matrix -> edge rows (``graph[j, i] == 1 and graph[i, j] == -1``: i -> j)."""
+    directed = (graph.T == 1) & (graph == -1)
+    # tails at both ends: undirected; arrowheads at both ends (conflicting orientations): left open too
+    undirected = ((graph == -1) & (graph.T == -1)) | ((graph == 1) & (graph.T == 1))
+    parents = directed | undirected  # parents[i, j]: i is a parent or an undirected neighbour of j
+    weights = np.zeros(graph.shape)
+    for j in range(len(names)):
+        pa = np.flatnonzero(parents[:, j])
+        if pa.size:
+            weights[pa, j] = np.linalg.lstsq(X[:, pa], X[:, j], rcond=None)[0]
+    src, dst = np.nonzero(parents)
+    return pd.DataFrame(
+        {
+            "source": [names[i] for i in src],
+            "target": [names[j] for j in dst],
+            "weight": weights[src, dst].astype(float),
+            "undirected": undirected[src, dst].astype(bool),
+        }
+    )

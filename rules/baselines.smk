@@ -1,0 +1,64 @@
+# Classical causal discovery (causal-learn's PC and GES) on the preprocessed variables, beside the
+# CRL models: same graph.parquet and metrics.parquet contract, so collect_benchmark and the report
+# list them next to the models. Datasets pick them with `baselines: [pc]`.
+
+
+wildcard_constraints:
+    baseline=one_of(BASELINES),
+
+
+rule fit_baseline:
+    """Causal graph of the observed variables by a classical method, with each edge's stability."""
+    input:
+        preprocessed="results/{dataset}/preprocessed.h5ad",
+        interventions="results/{dataset}/interventions.parquet",
+    output:
+        graph=report(
+            "results/{dataset}/{baseline}/graph.parquet",
+            caption="../workflow/report/graph.rst",
+            category="Causal graph",
+            subcategory="{dataset}",
+            labels={
+                "dataset": "{dataset}",
+                "model": "{baseline}",
+                "format": "Parquet",
+            },
+        ),
+        graphml="results/{dataset}/{baseline}/graph.graphml",
+        meta="results/{dataset}/{baseline}/model.json",
+    log:
+        "logs/fit_baseline/{dataset}/{baseline}.log",
+    benchmark:
+        "benchmarks/out/fit_baseline/{dataset}/{baseline}.tsv"
+    conda:
+        "../envs/crl-pipe.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        baseline_params=lambda wildcards: dict(config["baselines"][wildcards.baseline]),
+        n_refits=config["graph"]["n_refits"],
+        seed=config["seed"],
+    script:
+        "../workflow/scripts/fit_baseline.py"
+
+
+rule evaluate_baseline:
+    """SHD, edge precision and recall of a baseline's graph against the true graph."""
+    input:
+        unpack(get_truth_graph),
+        graph="results/{dataset}/{baseline}/graph.parquet",
+    output:
+        metrics=report(
+            "results/{dataset}/{baseline}/metrics.parquet",
+            caption="../workflow/report/metrics.rst",
+            category="Evaluation",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{baseline}"},
+        ),
+    log:
+        "logs/evaluate_baseline/{dataset}/{baseline}.log",
+    conda:
+        "../envs/crl-pipe.yaml"
+    script:
+        "../workflow/scripts/evaluate_baseline.py"
