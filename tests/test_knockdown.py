@@ -108,7 +108,7 @@ def test_report_section_shows_calls_and_knockdown_only_when_there_are_some(tmp_p
         **kwargs,
     )
     page = out.read_text(encoding="utf-8")
-    section = page.split(f">{html.escape(dict(SECTIONS)['guides'])}</h2>")[1].split("</section>")[0]
+    section = page.split(f". {html.escape(dict(SECTIONS)['guides'])}</h2>")[1].split("</section>")[0]
     assert "<b>93.3%</b>cells with exactly one guide" in section  # 70 of 75 cells: 5 doubles carry two
     assert len(re.findall(r'<img src="data:image/png;base64,', section)) == 3  # calls, UMIs, knockdown
     assert "2 of 2 measured target genes are lower in their perturbed cells than in the controls" in section
@@ -121,6 +121,6 @@ def test_report_section_shows_calls_and_knockdown_only_when_there_are_some(tmp_p
     page = write_report(
         tmp_path / "plain.html", dataset="plain", guides=tmp_path / "none.parquet", **kwargs
     ).read_text()
-    section = page.split(f">{html.escape(dict(SECTIONS)['guides'])}</h2>")[1].split("</section>")[0]
+    section = page.split(f". {html.escape(dict(SECTIONS)['guides'])}</h2>")[1].split("</section>")[0]
     assert "No guides were called for this dataset" in section and "cannot be checked here" in section
     assert "<img" not in section

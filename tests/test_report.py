@@ -180,8 +180,8 @@ def full_report(tmp_path_factory) -> tuple[str, dict]:
 def test_report_is_complete(full_report):
     page, kwargs = full_report
     assert page.startswith("<!DOCTYPE html>") or page.lstrip().startswith("<!DOCTYPE html>")
-    for _, heading in SECTIONS:
-        assert f">{html.escape(heading)}</h2>" in page
+    for number, (_, heading) in enumerate(SECTIONS, start=1):
+        assert f">{number}. {html.escape(heading)}</h2>" in page
     assert "K562 pilot screen" in page
     for label in ["control", "GATA1", "TP53", "MYC", "SPI1", "GATA1+TP53"]:
         assert f">{label}<" in page
@@ -221,8 +221,8 @@ def test_report_without_metrics_truth_or_config(tmp_path):
     kwargs["config"] = None
     out = write_report(tmp_path / "sub" / "report.html", dataset="plain", **kwargs)
     page = _html(out)
-    for _, heading in SECTIONS:
-        assert f">{html.escape(heading)}</h2>" in page
+    for number, (_, heading) in enumerate(SECTIONS, start=1):
+        assert f">{number}. {html.escape(heading)}</h2>" in page
     assert "has no ground truth" in page
     titles = dict(SECTIONS)
     assert "ground truth</" not in page.split(titles["graph"])[1].split(titles["metrics"])[0]

@@ -100,6 +100,9 @@ def test_benchmark_and_report_show_the_robot_metrics(robot_run):
     assert {"shd", "r2_diag", "r2_offdiag_max"} <= set(bench["metric"])
     html = (robot_run.folder / f"results/{ARM}/report.html").read_text()
     assert "r2_offdiag_max" in html and "gate" in html and "light" in html
+    # a robot log has no guides: that section is left out and the others are numbered without a gap
+    assert "Guides and knockdown" not in html and 'id="guides"' not in html
+    assert ">2. Which variable each intervention hits<" in html and ">7. How this was run<" in html
 
 
 def test_robot_simulation_config_errors(tmp_path):

@@ -35,17 +35,19 @@ from ..pl._common import HEATMAP_MAX_ROWS, assigned_targets, ordered_unique, req
 
 PathLike = str | os.PathLike
 
-#: Section anchors and headings, in page order (the table of contents).
+#: Section anchors and headings, in page order (the table of contents); numbered when rendered.
 SECTIONS: list[tuple[str, str]] = [
-    ("inputs", "1. What went in"),
-    ("guides", "2. Guides and knockdown"),
-    ("targets", "3. Which program each perturbation hits"),
-    ("programs", "4. Programs"),
-    ("graph", "5. Causal graph among programs"),
-    ("metrics", "6. Metrics"),
-    ("training", "7. Training curves"),
-    ("run", "8. How this was run"),
+    ("inputs", "What went in"),
+    ("guides", "Guides and knockdown"),
+    ("targets", "Which program each perturbation hits"),
+    ("programs", "Programs"),
+    ("graph", "Causal graph among programs"),
+    ("metrics", "Metrics"),
+    ("training", "Training curves"),
+    ("run", "How this was run"),
 ]
+#: Sections a robot log's report leaves out (it has no guides).
+ROBOT_OMITS = {"guides"}
 
 #: Packages whose versions the report records (looked up without importing them).
 VERSION_PACKAGES = [
@@ -226,7 +228,8 @@ def render_report(
         "dataset": dataset,
         "version": __version__,
         "robot": robot,
-        "sections": [(key, _robot_words(title)) for key, title in SECTIONS] if robot else SECTIONS,
+        "sections": _numbered_sections(robot),
+        "titles": dict(_numbered_sections(robot)),
         "glance": _at_a_glance(dataset, labels, anchor_table, models + baselines, truth is not None, robot=robot),
         "inputs": _inputs_section(dataset, labels, qc_table, robot=robot),
         "guides": guides_section(dataset, labels, len(qc_table), guides, expression),
@@ -315,6 +318,12 @@ _ROBOT_TITLES = {
     "programs": "variables",
     "program": "variable",
 }
+
+
+def _numbered_sections(robot: bool) -> list[tuple[str, str]]:
+    """``(anchor, "N. Title")`` of the sections this report shows, in the words of its data."""
+    shown = [(key, _robot_words(title) if robot else title) for key, title in SECTIONS if not (robot and key in ROBOT_OMITS)]
+    return [(key, f"{i}. {title}") for i, (key, title) in enumerate(shown, start=1)]
 
 
 def _robot_words(title: str) -> str:
