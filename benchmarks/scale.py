@@ -9,9 +9,9 @@ that process. Stages: simulate, ingest, label, preprocess, anchors, train (``lin
 ``sparse_vae`` for ``--vae-epochs`` epochs), graph (``linear``, no bootstrap refits) and evaluate, so
 that the table also says whether the model still recovers the truth at that size.
 
-Rows (stage, cells, genes, stored counts, wall s, peak RSS GB, load average, ...) are appended to
-``--out`` (CSV) as each stage finishes, so a run cut short keeps what it measured; ``--markdown``
-prints the table. Each N's folder is deleted afterwards unless ``--keep``.
+Rows (stage, cells, wall s, peak RSS GB, load average, stored counts, ...) are added to ``--out``
+(CSV) as each stage finishes, and printed as JSON lines, so a run cut short keeps what it measured;
+``--markdown`` prints the table. Each N's folder is deleted afterwards unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -108,6 +108,9 @@ def facts(n_cells: int, d: Path) -> dict:
                 out[f"{key}_nnz"] = f.nnz()
                 out[f"{key}_genes"] = f.var.shape[0]
             out[f"{key}_file_gb"] = round(path.stat().st_size / 2**30, 2)
+    qc = d / "res/qc.parquet"
+    if qc.exists():
+        out["umis_per_cell"] = round(float(pd.read_parquet(qc, columns=["total_counts"])["total_counts"].mean()), 1)
     return out
 
 
@@ -145,10 +148,18 @@ def main(argv: list[str] | None = None) -> None:
             row.update(facts(n, d))
             if name.startswith("evaluate"):
                 row.update(metrics(d))
-            pd.DataFrame([row]).to_csv(args.out, mode="a", header=not args.out.exists(), index=False)
+            _append(row, args.out)
             print(json.dumps(row), flush=True)
         if not args.keep:
             shutil.rmtree(d)
+
+
+def _append(row: dict, path: Path) -> None:
+    """Add a row to the CSV, rewritten whole: rows of later stages have more columns."""
+    table = pd.DataFrame([row])
+    if path.exists():
+        table = pd.concat([pd.read_csv(path), table], ignore_index=True)
+    table.to_csv(path, index=False)
 
 
 def markdown(table: pd.DataFrame) -> str:

@@ -130,12 +130,12 @@ def test_writer_switches_to_64_bit_row_pointers_for_large_matrices(tmp_path):
             out.append(block, counts=block)
     back = ad.read_h5ad(tmp_path / "x.h5ad")
     assert back.X.indptr.dtype == np.int64 and (back.X != sp.vstack(blocks)).nnz == 0
-    with io.H5adRows(tmp_path / "x.h5ad") as rows:
-        assert (rows.take(np.array([0, 3]), "layers/counts") != sp.vstack(blocks)[[0, 3]]).nnz == 0
+    with io.H5adRows(tmp_path / "x.h5ad") as f:
+        assert (f.rows(1, 4, "layers/counts") != sp.vstack(blocks)[1:4]).nnz == 0
 
 
 def test_models_fit_a_sparse_x_as_a_dense_one():
-    screen = simulate_screen(n_genes=100, anchors_per_program=5, n_control=600, cells_per_perturbation=150, seed=2)
+    screen = simulate_screen(n_genes=80, anchors_per_program=5, n_control=400, cells_per_perturbation=100, seed=2)
     dense = screen_to_crl_data(screen, with_counts=False)
     sparse = screen_to_crl_data(screen, with_counts=False)
     sparse.X = sp.csr_matrix(dense.X)

@@ -29,7 +29,7 @@ from ._h5ad import check_h5ad_path
 STREAM_BYTES = 512 << 20
 #: Memory one row chunk of a streamed matrix takes (before any processing).
 CHUNK_BYTES = 128 << 20
-#: HDF5 storage of appended matrices: gzip as :func:`write_h5ad`, 1 Mi-element chunks.
+#: HDF5 storage of appended matrices: gzip as :func:`write_h5ad`, in chunks of 2**18 entries (1 MiB of float32).
 _DATASET = {"compression": "gzip", "chunks": (1 << 18,)}
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -67,17 +67,6 @@ class H5adRows:
     def n_obs(self) -> int:
         return len(self.obs)
 
-    def has(self, key: str) -> bool:
-        return key in self._file
-
-    def encoding(self, key: str = "X") -> str:
-        """``"csr_matrix"``, ``"csc_matrix"`` or ``"array"`` (dense)."""
-        return _encoding(self._file[key])
-
-    def dtype(self, key: str = "X") -> np.dtype:
-        elem = self._file[key]
-        return elem.dtype if isinstance(elem, h5py.Dataset) else elem["data"].dtype
-
     def nnz(self, key: str = "X") -> int:
         """Stored entries: non-zeros of a sparse matrix, every entry of a dense one."""
         elem = self._file[key]
@@ -93,18 +82,6 @@ class H5adRows:
         if isinstance(elem, h5py.Dataset):
             return sp.csr_matrix(elem[start:stop])
         return sp.csr_matrix(sparse_dataset(elem)[start:stop])
-
-    def take(self, rows: np.ndarray, key: str = "X") -> sp.csr_matrix:
-        """The rows ``rows`` (sorted positions) as CSR, read chunk by chunk."""
-        rows = np.asarray(rows, dtype=np.int64)
-        parts = []
-        for start, stop in self.chunk_bounds(key):
-            sel = rows[(rows >= start) & (rows < stop)]
-            if sel.size:
-                parts.append(self.rows(start, stop, key)[sel - start])
-        if not parts:
-            return sp.csr_matrix((0, self.var.shape[0]), dtype=self.dtype(key))
-        return sp.csr_matrix(sp.vstack(parts, format="csr"))
 
     def chunk_bounds(self, key: str = "X", chunk_rows: int | None = None) -> list[tuple[int, int]]:
         """``(start, stop)`` of row chunks of about :data:`CHUNK_BYTES` each (or ``chunk_rows`` rows)."""

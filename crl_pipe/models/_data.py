@@ -141,14 +141,15 @@ def column_stats(X: np.ndarray | sp.spmatrix, rows: np.ndarray | None = None) ->
     if not sp.issparse(X):
         sub = X if rows is None else X[rows]
         return sub.mean(axis=0, dtype=np.float64), sub.std(axis=0, dtype=np.float64)
-    rows = np.arange(X.shape[0]) if rows is None else _positions(rows)
+    rows = None if rows is None else _positions(rows)
+    n = X.shape[0] if rows is None else rows.size
     total, squares = np.zeros(X.shape[1]), np.zeros(X.shape[1])
-    for start in range(0, rows.size, ROW_CHUNK):
-        block = X[rows[start : start + ROW_CHUNK]]
+    for start in range(0, n, ROW_CHUNK):
+        block = X[start : start + ROW_CHUNK] if rows is None else X[rows[start : start + ROW_CHUNK]]
         data = block.data.astype(np.float64)
         total += np.bincount(block.indices, weights=data, minlength=X.shape[1])
         squares += np.bincount(block.indices, weights=data * data, minlength=X.shape[1])
-    n = max(rows.size, 1)
+    n = max(n, 1)
     mean = total / n
     return mean, np.sqrt(np.maximum(squares / n - mean**2, 0.0))
 

@@ -53,6 +53,9 @@ def preprocess(
     counts; ``obs`` gains ``intervention`` and ``is_control``; ``var`` gains ``highly_variable``,
     ``perturbed`` and ``in_gene_set`` (plus scanpy's ``means``, ``dispersions``,
     ``dispersions_norm``); the parameters and counts land in ``uns["crl_pipe_preprocess"]``.
+
+    A screen larger than memory goes through :func:`preprocess_chunked` instead (file to file, in
+    blocks of cells; the workflow picks it for inputs above 512 MiB), which writes the same artifact.
     """
     import scanpy as sc
 
