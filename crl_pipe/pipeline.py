@@ -299,7 +299,8 @@ def train(
     if model == "temporal" and "actions" not in params:
         params["actions"] = _action_channels(preprocessed)
     # run settings, not model parameters: they stay out of model.json and the provenance
-    run = {"checkpoint_dir": str(out_dir / "checkpoints"), "threads": threads} if model == "sparse_vae" else {}
+    deep = model in ("sparse_vae", "causal_vae")
+    run = {"checkpoint_dir": str(out_dir / "checkpoints"), "threads": threads} if deep else {}
     fitted = tl.train(data, model=model, params={**params, **run}, seed=seed)
     fitted.save(out_dir)
     prov = provenance(

@@ -7,6 +7,7 @@ from ._evaluate import evaluate, graph_metrics, map_latents, mean_correlation, p
 from ._graph import bootstrap_rows, recover_graph
 from ._identifiability import identifiability
 from ._knockdown import knockdown
+from ._prediction import evaluate_combinations
 from ._train import train
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "baseline_graph",
     "bootstrap_rows",
     "evaluate",
+    "evaluate_combinations",
     "fit_baseline",
     "graph_metrics",
     "identifiability",
