@@ -85,3 +85,14 @@ def test_needs_anchors_and_controls():
 def test_unknown_model_name():
     with pytest.raises(Exception, match="unknown model 'lineer'"):
         get_model("lineer")
+
+
+def test_torch_models_list_matches_the_models_that_take_a_device():
+    """crl_pipe.config.TORCH_MODELS (what the workflow gives a GPU) is exactly the models with a ``device``."""
+    import inspect
+
+    from crl_pipe.config import TORCH_MODELS
+    from crl_pipe.models import MODELS
+
+    takes_device = {name for name, cls in MODELS.items() if "device" in inspect.signature(cls).parameters}
+    assert takes_device == set(TORCH_MODELS)
