@@ -56,10 +56,8 @@ from ._data import CRLData, dense_columns
 from ._training import (
     CellBatches,
     EpochCallback,
-    TrainingPlan,
     cpu_threads,
     deterministic,
-    fingerprint,
     resolve_device,
     seed_everything,
     split_cells,
@@ -487,17 +485,6 @@ class CausalVAE(CRLModel):
             if rows.size:
                 module.shift[a] = float(np.average(exo[rows, atom_target[a]], weights=counts[rows]))
 
-    def _plan(self) -> TrainingPlan:
-        p = self.params
-        return TrainingPlan(
-            epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], patience=p["patience"],
-            val_fraction=p["val_fraction"], checkpoint_dir=self.checkpoint_dir, checkpoint_every=self.checkpoint_every,
-        )  # fmt: skip
-
-    def _fingerprint(self, data: CRLData, seed: int) -> str:
-        cells = fingerprint(ids=data.sample_ids.tolist(), labels=data.intervention.tolist())
-        return fingerprint(model=self.name, params=self.params, seed=seed, features=self.features, cells=cells)
-
     @torch.no_grad()
     def _posterior_means(self, batches: CellBatches, batch_size: int = 8192) -> np.ndarray:
         """Posterior means of the latents given each cell's expression and label (``label`` or ``atoms``)."""
@@ -518,6 +505,9 @@ class CausalVAE(CRLModel):
         return rows
 
     # control standardisation and sign of the latents, loadings: as in sparse_vae
+    # the training plan, checkpoint fingerprint and latent scaling are sparse_vae's
+    _plan = SparseVAE._plan
+    _fingerprint = SparseVAE._fingerprint
     _standardise_latents = SparseVAE._standardise_latents
     _scale = SparseVAE._scale
     get_loadings = SparseVAE.get_loadings
