@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from _screens import screen_and_data
+from _screens import assert_same_state, screen_and_data
 from test_models import _metrics
 
 from crl_pipe import ModelError, tl
@@ -33,17 +33,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-class Interrupted(Exception):
-    """Stands in for a kill of the training process."""
-
-
-def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        assert torch.equal(sa[key], sb[key]), key
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +145,7 @@ def test_fit_is_deterministic_on_cpu():
     _, data = screen_and_data(**SMALL, seed=3)
     a = CausalVAE(epochs=5, hidden=32, device="cpu").fit(data, seed=7)
     b = CausalVAE(epochs=5, hidden=32, device="cpu").fit(data, seed=7)
-    _assert_same_state(a, b)
+    assert_same_state(a, b)
     pd.testing.assert_frame_equal(a.history, b.history)
     assert not torch.are_deterministic_algorithms_enabled()  # the global flag is restored
 
@@ -197,7 +186,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming after epoch 5" in rerun.stderr
     full, resumed = load_model(tmp_path / "full"), load_model(tmp_path / "resumed")
-    _assert_same_state(full, resumed)
+    assert_same_state(full, resumed)
     history = [pd.read_csv(tmp_path / name / "history.csv") for name in ("full", "resumed")]
     pd.testing.assert_frame_equal(*history)
     pd.testing.assert_frame_equal(full.get_adjacency(), resumed.get_adjacency())

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from _screens import screen_and_data
+from _screens import assert_same_state, screen_and_data
 from test_models import _metrics
 
 from crl_pipe import ModelError
@@ -35,13 +35,6 @@ def _interrupt_after(n: int):
             raise Interrupted
 
     return callback
-
-
-def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        assert torch.equal(sa[key], sb[key]), key
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +117,7 @@ def test_fit_is_deterministic_on_cpu():
     _, data = screen_and_data(**SMALL, seed=3)
     a = SparseVAE(epochs=5, device="cpu").fit(data, seed=7)
     b = SparseVAE(epochs=5, device="cpu").fit(data, seed=7)
-    _assert_same_state(a, b)
+    assert_same_state(a, b)
     pd.testing.assert_frame_equal(a.history, b.history)
     assert not torch.are_deterministic_algorithms_enabled()  # the global flag is restored
 
@@ -140,7 +133,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_parameters(tmp_path):
     ckpt = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)  # plain tensors and numbers only
     assert ckpt["epoch"] == 5 and len(ckpt["history"]["epoch"]) == 10
     resumed = SparseVAE(**params, checkpoint_dir=tmp_path, checkpoint_every=5).fit(data, seed=1)
-    _assert_same_state(full, resumed)
+    assert_same_state(full, resumed)
     pd.testing.assert_frame_equal(full.history, resumed.history)
 
 
@@ -149,7 +142,7 @@ def test_checkpoint_of_another_fit_is_not_resumed(tmp_path):
     params = dict(epochs=3, hidden=32, device="cpu", checkpoint_dir=tmp_path)
     SparseVAE(**params).fit(data, seed=1)
     other = SparseVAE(**params).fit(data, seed=2)  # different seed: starts afresh
-    _assert_same_state(other, SparseVAE(epochs=3, hidden=32, device="cpu").fit(data, seed=2))
+    assert_same_state(other, SparseVAE(epochs=3, hidden=32, device="cpu").fit(data, seed=2))
 
 
 def test_early_stopping_ends_before_the_last_epoch():
