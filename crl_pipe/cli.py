@@ -28,6 +28,7 @@ STEPS: dict[str, Callable[..., None]] = {
     "anchors": pipeline.anchors,
     "train": pipeline.train,
     "graph": pipeline.graph,
+    "predict": pipeline.predict,
     "evaluate": pipeline.evaluate,
     "report": pipeline.report,
 }

@@ -27,11 +27,14 @@ from referencing import Registry, Resource
 
 from ._errors import ConfigError
 
-__all__ = ["TORCH_MODELS", "config_error_message", "load_schema", "model_device", "validate_config"]
+__all__ = ["PREDICTING_MODELS", "TORCH_MODELS", "config_error_message", "load_schema", "model_device", "validate_config"]
 
 #: Models that train with PyTorch on ``device`` (the others are numpy/scipy and ignore it). Kept
 #: here, free of torch, for the Snakemake process; tests check it against the model classes.
 TORCH_MODELS = ("sparse_vae", "causal_vae")
+#: Models that generate cells (``predict``), so that held-out combinations can be scored; tests
+#: check it against the model classes too.
+PREDICTING_MODELS = ("causal_vae",)
 
 
 def model_device(config: MutableMapping[str, Any], model: str) -> str | None:

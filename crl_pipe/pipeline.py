@@ -63,11 +63,15 @@ def simulate_robot(*, out_dir: PathLike, out_truth_dir: PathLike, params: Mappin
 
     kwargs = {k: v for k, v in params.items() if k not in ("kind", "simulator")}
     simulator = params.get("simulator", "arm")
-    if simulator == "arm" and "n_joints" in kwargs:
+    linear_only = [k for k in ("n_joints", "n_instantaneous") if k in kwargs]
+    if simulator == "arm" and linear_only:
         raise ConfigError(
-            f"simulate_robot: n_joints={kwargs['n_joints']} with simulator 'arm' (4 joints); "
-            "expected n_joints only with simulator: linear"
+            f"simulate_robot: {linear_only[0]}={kwargs[linear_only[0]]} with simulator 'arm' (4 joints); "
+            f"expected {linear_only[0]} only with simulator: linear"
         )
+    arm_only = [k for k in ("observation", "sensor_noise", "light_delay") if k in kwargs]
+    if simulator == "linear" and arm_only:
+        raise ConfigError(f"simulate_robot: {arm_only[0]} with simulator 'linear'; expected it only with simulator: arm")
     robot = (sim.simulate_arm if simulator == "arm" else sim.simulate_robot)(**kwargs)
     sim.write_robot_simulation(robot, out_dir=out_dir, out_truth_dir=out_truth_dir, params=params)
 
@@ -277,8 +281,12 @@ def train(
     seed: int = 0,
     threads: int | None = None,
     require_device: bool = False,
+    held_out: Sequence[str] = (),
 ) -> None:
     """Fit ``model``; write the checkpoint, ``latents``, ``targets``, ``loadings`` and ``training`` tables into ``out_dir``.
+
+    The cells of the ``held_out`` combinations (e.g. ``["A+B"]``) are left out of the fit and of
+    ``latents`` (:func:`crl_pipe.tl.hold_out`), to be predicted from their parts by :func:`predict`.
 
     A PyTorch model whose ``params["device"]`` (``cuda``) is not there trains on the CPU with a
     warning, or stops here, before reading anything, when ``require_device`` is true.
@@ -294,7 +302,7 @@ def train(
         from .models._training import resolve_device
 
         resolve_device(params.get("device", "auto"), strict=True)
-    data = _load_data(preprocessed, interventions, anchors, counts=_uses_counts(model))
+    data = _load_data(preprocessed, interventions, anchors, counts=_uses_counts(model), held_out=held_out)
     out_dir = Path(out_dir)
     if model == "temporal" and "actions" not in params:
         params["actions"] = _action_channels(preprocessed)
@@ -306,7 +314,7 @@ def train(
     prov = provenance(
         "train",
         {"preprocessed": preprocessed, "interventions": interventions, "anchors": anchors},
-        {"model": model, "params": dict(params or {}), "seed": seed},
+        {"model": model, "params": dict(params or {}), "seed": seed, **_held_out_param(held_out)},
     )
     write_table(fitted.get_latent_representation(data), out_dir / "latents.parquet", "latents", prov)
     write_table(fitted.get_targets(), out_dir / "targets.parquet", "targets", prov)
@@ -324,23 +332,20 @@ def graph(
     out_graphml: PathLike,
     n_refits: int = 20,
     seed: int = 0,
+    held_out: Sequence[str] = (),
 ) -> None:
-    """Latent causal graph of the trained model, with each edge's stability over bootstrap refits."""
+    """Latent causal graph of the trained model, with each edge's stability over bootstrap refits
+    (on the cells it was trained on: without the ``held_out`` combinations)."""
     from . import tl
     from .io import write_graphml
     from .models import load_model
 
-    params = {"n_refits": n_refits, "seed": seed}
+    params = {"n_refits": n_refits, "seed": seed, **_held_out_param(held_out)}
     fitted = load_model(model_dir)
-    data = _load_data(preprocessed, interventions, anchors, counts=getattr(fitted, "uses_counts", True))
+    counts = getattr(fitted, "uses_counts", True)
+    data = _load_data(preprocessed, interventions, anchors, counts=counts, held_out=held_out)
     edges = tl.recover_graph(fitted, data, n_refits=n_refits, seed=seed)
-    inputs = {
-        "preprocessed": preprocessed,
-        "interventions": interventions,
-        "anchors": anchors,
-        "model": Path(model_dir) / "model.pt",
-        "model_meta": Path(model_dir) / "model.json",
-    }
+    inputs = _model_inputs(preprocessed, interventions, anchors, model_dir)
     prov = provenance("graph", inputs, params)
     write_table(edges, out_parquet, "graph", prov)
     write_graphml(edges, out_graphml)
@@ -353,8 +358,11 @@ def evaluate(
     latents: PathLike,
     out: PathLike,
     truth: Mapping[str, PathLike | None],
+    predictions: PathLike | None = None,
 ) -> None:
-    """Compare the recovered model with the ground truth (target accuracy, SHD, MCC)."""
+    """Compare the recovered model with the ground truth (target accuracy, SHD, MCC); with the
+    ``predictions.parquet`` of :func:`predict`, add its held-out scores averaged over the labels
+    (``heldout_r2_top20``, ``heldout_mmd``, ... and the baselines' ``heldout_r2_top20_additive`` ...)."""
     from . import io, tl
 
     truth = {k: v for k, v in truth.items() if v}
@@ -367,7 +375,50 @@ def evaluate(
         true_latents=read_table(truth["latents"]) if "latents" in truth else None,
     )
     inputs = {"graph": graph, "targets": targets, "latents": latents, **{f"truth_{k}": v for k, v in truth.items()}}
+    if predictions:
+        metrics = pd.concat([metrics, tl.held_out_metrics(read_table(predictions, "predictions"))], ignore_index=True)
+        inputs["predictions"] = predictions
     write_table(metrics, out, "metrics", provenance("evaluate", inputs))
+
+
+def _model_inputs(preprocessed: PathLike, interventions: PathLike, anchors: PathLike, model_dir: PathLike) -> dict:
+    """Provenance inputs of a step that reads a trained model and the data it was trained on."""
+    return {
+        "preprocessed": preprocessed,
+        "interventions": interventions,
+        "anchors": anchors,
+        "model": Path(model_dir) / "model.pt",
+        "model_meta": Path(model_dir) / "model.json",
+    }
+
+
+def predict(
+    *,
+    preprocessed: PathLike,
+    interventions: PathLike,
+    anchors: PathLike,
+    model_dir: PathLike,
+    out: PathLike,
+    held_out: Sequence[str],
+    n_cells: int = 1000,
+    top_n: int = 20,
+    seed: int = 0,
+) -> None:
+    """Score a trained model's predicted cells of the ``held_out`` combinations against the observed
+    ones, beside the control-mean and additive baselines, into ``predictions.parquet``
+    (:func:`crl_pipe.tl.evaluate_combinations`: ``intervention, predictor, metric, value``)."""
+    from . import tl
+    from .models import load_model
+
+    fitted = load_model(model_dir)
+    if not hasattr(fitted, "predict"):
+        raise ConfigError(f"{model_dir}: model {fitted.name} cannot predict held-out cells; expected causal_vae")
+    data = _load_data(preprocessed, interventions, anchors, counts=False)
+    labels = tl.resolve_held_out(data, held_out, source=str(interventions))
+    scores = tl.evaluate_combinations(fitted, data, labels, n_cells=n_cells, top_n=top_n, seed=seed)
+    inputs = _model_inputs(preprocessed, interventions, anchors, model_dir)
+    params = {"held_out": labels, "n_cells": n_cells, "top_n": top_n, "seed": seed}
+    write_table(scores, out, "predictions", provenance("predict", inputs, params))
 
 
 def baseline(
@@ -381,9 +432,11 @@ def baseline(
     params: Mapping[str, Any] | None = None,
     n_refits: int = 20,
     seed: int = 0,
+    held_out: Sequence[str] = (),
 ) -> None:
     """Fit a classical causal-discovery baseline (``pc``, ``ges``; :func:`crl_pipe.tl.baseline_graph`) on the
-    preprocessed variables; writes ``graph.parquet``/``graph.graphml`` as ``graph`` does, and ``model.json``."""
+    preprocessed variables (without the ``held_out`` combinations, as the models); writes
+    ``graph.parquet``/``graph.graphml`` as ``graph`` does, and ``model.json``."""
     import json
 
     from . import tl
@@ -393,9 +446,11 @@ def baseline(
 
     params = dict(params or {})
     data = CRLData.from_artifacts(read_h5ad(preprocessed), read_table(interventions, "interventions"))
+    data = _held_out_dropped(data, held_out, interventions)
     edges = tl.baseline_graph(data, method, params, n_refits=n_refits, seed=seed)
     inputs = {"preprocessed": preprocessed, "interventions": interventions}
-    prov = provenance("baseline", inputs, {"method": method, "params": params, "n_refits": n_refits, "seed": seed})
+    settings = {"method": method, "params": params, "n_refits": n_refits, "seed": seed, **_held_out_param(held_out)}
+    prov = provenance("baseline", inputs, settings)
     write_table(edges, out_parquet, "graph", prov)
     write_graphml(edges, out_graphml)
     meta = {"model": method, "kind": "baseline", "params": params, "latent_names": list(data.features)}
@@ -469,8 +524,15 @@ def _action_channels(preprocessed: PathLike) -> list[str]:
     return [str(c) for c in var.index[var["kind"] == "action"]] if "kind" in var else []
 
 
-def _load_data(preprocessed: PathLike, interventions: PathLike, anchors: PathLike, counts: bool = True):
-    """CRLData of the stage artifacts; a large screen is read without its raw counts unless ``counts``."""
+def _load_data(
+    preprocessed: PathLike,
+    interventions: PathLike,
+    anchors: PathLike,
+    counts: bool = True,
+    held_out: Sequence[str] = (),
+):
+    """CRLData of the stage artifacts; a large screen is read without its raw counts unless ``counts``;
+    without the cells of the ``held_out`` combinations (what every model trains on)."""
     from . import io
     from .models import CRLData
 
@@ -478,7 +540,20 @@ def _load_data(preprocessed: PathLike, interventions: PathLike, anchors: PathLik
         adata = io.read_h5ad_parts(preprocessed, layers=["counts"] if counts else [])
     else:
         adata = read_h5ad(preprocessed)
-    return CRLData.from_artifacts(adata, read_table(interventions, "interventions"), read_table(anchors, "anchors"))
+    data = CRLData.from_artifacts(adata, read_table(interventions, "interventions"), read_table(anchors, "anchors"))
+    return _held_out_dropped(data, held_out, interventions)
+
+
+def _held_out_dropped(data, held_out: Sequence[str], interventions: PathLike):
+    """The one place where held-out combinations leave the training data (train, graph, baseline)."""
+    from . import tl
+
+    return tl.hold_out(data, held_out, source=str(interventions)) if held_out else data
+
+
+def _held_out_param(held_out: Sequence[str]) -> dict[str, list[str]]:
+    """``{"held_out": [...]}`` for the provenance when labels are held out, else nothing (unchanged provenance)."""
+    return {"held_out": [str(x) for x in held_out]} if held_out else {}
 
 
 def _uses_counts(model: str) -> bool:

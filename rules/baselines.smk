@@ -39,6 +39,7 @@ rule fit_baseline:
         baseline_params=lambda wildcards: dict(config["baselines"][wildcards.baseline]),
         n_refits=config["graph"]["n_refits"],
         seed=config["seed"],
+        held_out=get_held_out,
     script:
         "../workflow/scripts/fit_baseline.py"
 

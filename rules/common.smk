@@ -18,7 +18,7 @@ if workflow.basedir not in sys.path:
 
 from crl_pipe import ConfigError
 from crl_pipe._provenance import source_digest
-from crl_pipe.config import model_device, validate_config
+from crl_pipe.config import PREDICTING_MODELS, model_device, validate_config
 
 # ---- configuration -------------------------------------------------------------------------------
 # Checked against the schema (defaults filled in) by the same function the tests call; an error is
@@ -271,6 +271,26 @@ def get_truth(wildcards):
     return {f"truth_{kind}": path for kind, path in truth.items()}
 
 
+# ---- held-out combinations (train_model, recover_graph, fit_baseline, predict_held_out) -----------
+def get_held_out(wildcards):
+    """Combination labels whose cells no model trains on (config datasets.<ds>.held_out)."""
+    return list(_dataset(wildcards).get("held_out", []))
+
+
+def predicts(dataset, model):
+    """Whether ``model`` generates the held-out cells of ``dataset`` (rule predict_held_out)."""
+    return bool(DATASETS[dataset].get("held_out")) and model in PREDICTING_MODELS
+
+
+def get_predictions(wildcards):
+    """``{"predictions": path}`` when the model predicts held-out cells, else nothing (use with unpack)."""
+    if not predicts(wildcards.dataset, wildcards.model):
+        return {}
+    return {
+        "predictions": f"results/{wildcards.dataset}/{wildcards.model}/predictions.parquet"
+    }
+
+
 # ---- write_report --------------------------------------------------------------------------------
 def _model_files(dataset):
     ds = DATASETS[dataset]
@@ -281,6 +301,11 @@ def _model_files(dataset):
         names.append("metrics.parquet")
     files = [
         f"results/{dataset}/{model}/{name}" for model in ds["models"] for name in names
+    ]
+    files += [
+        f"results/{dataset}/{model}/predictions.parquet"
+        for model in ds["models"]
+        if predicts(dataset, model)
     ]
     files += [
         f"results/{dataset}/{baseline}/{name}"

@@ -2,6 +2,7 @@ rule evaluate:
     """Compare the recovered model with the ground truth (datasets with config truth only)."""
     input:
         unpack(get_truth),
+        unpack(get_predictions),
         graph="results/{dataset}/{model}/graph.parquet",
         targets="results/{dataset}/{model}/targets.parquet",
         latents="results/{dataset}/{model}/latents.parquet",
@@ -19,3 +20,35 @@ rule evaluate:
         "../envs/crl-pipe.yaml"
     script:
         "../workflow/scripts/evaluate.py"
+
+
+rule predict_held_out:
+    """Cells of the held-out combinations predicted by a model that generates cells (causal_vae),
+    scored against the observed cells beside the control-mean and additive baselines."""
+    input:
+        preprocessed="results/{dataset}/preprocessed.h5ad",
+        interventions="results/{dataset}/interventions.parquet",
+        anchors="results/{dataset}/anchors.parquet",
+        model="results/{dataset}/{model}/model.pt",
+        meta="results/{dataset}/{model}/model.json",
+    output:
+        predictions=report(
+            "results/{dataset}/{model}/predictions.parquet",
+            caption="../workflow/report/predictions.rst",
+            category="Evaluation",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "table": "held out"},
+        ),
+    log:
+        "logs/predict_held_out/{dataset}/{model}.log",
+    conda:
+        "../envs/crl-pipe.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        held_out=get_held_out,
+        seed=config["seed"],
+        model_dir=subpath(input.model, parent=True),
+    script:
+        "../workflow/scripts/predict_held_out.py"

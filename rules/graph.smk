@@ -38,6 +38,7 @@ rule recover_graph:
     params:
         n_refits=get_n_refits,
         seed=config["seed"],
+        held_out=get_held_out,
         model_dir=subpath(input.model, parent=True),
     script:
         "../workflow/scripts/recover_graph.py"

@@ -39,6 +39,7 @@ rule train_model:
         model_params=get_model_params,
         seed=config["seed"],
         require_device=config["require_device"],
+        held_out=get_held_out,
         out_dir=subpath(output.model, parent=True),
     script:
         "../workflow/scripts/train_model.py"

@@ -248,7 +248,8 @@ def test_read_graph_csv_tsv_and_parquet(tmp_path):
     assert read_graph(tmp_path / "g.tsv")["weight"].tolist() == [0.5]
     table = pd.DataFrame({"source": ["L1"], "target": ["L2"], "weight": [0.3], "stability": [0.9]})
     pq = read_graph(write_table(table, tmp_path / "g.parquet", "graph"))
-    assert pq.to_dict("records") == [{"source": "L1", "target": "L2", "weight": 0.3, "stability": 0.9}]
+    assert pq["lag"].isna().all()  # the graph artifact's lag, null without a time axis
+    assert pq.drop(columns="lag").to_dict("records") == [{"source": "L1", "target": "L2", "weight": 0.3, "stability": 0.9}]
 
 
 def test_read_graph_errors(tmp_path):

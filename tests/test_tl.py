@@ -12,7 +12,8 @@ def test_recover_graph_stability_separates_true_edges():
     screen, data = screen_and_data(n_programs=6, n_control=3000, cells_per_perturbation=400, seed=1)
     model = LinearSEM().fit(data)
     edges = tl.recover_graph(model, data, n_refits=10, seed=0)
-    assert list(edges.columns) == ["source", "target", "weight", "stability"]
+    assert list(edges.columns) == ["source", "target", "weight", "stability", "lag"]
+    assert edges["lag"].isna().all()  # a model without a time axis
     assert edges["stability"].between(0, 1).all()
     true = set(zip(screen.graph["source"], screen.graph["target"]))
     found = edges[[(s, t) in true for s, t in zip(edges["source"], edges["target"])]]

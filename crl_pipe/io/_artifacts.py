@@ -35,18 +35,32 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
     "anchors": {"program": pa.string(), "feature": pa.string(), "weight": pa.float64()},
     "latents": {"sample_id": pa.string()},
     "targets": {"intervention": pa.string(), "latent": pa.string(), "score": pa.float64()},
-    "graph": {"source": pa.string(), "target": pa.string(), "weight": pa.float64(), "stability": pa.float64()},
+    # lag: frames from source to target (0 instantaneous, >= 1 lagged); null where the model has no time axis
+    "graph": {
+        "source": pa.string(),
+        "target": pa.string(),
+        "weight": pa.float64(),
+        "stability": pa.float64(),
+        "lag": pa.int64(),
+    },
     "loadings": {"latent": pa.string(), "feature": pa.string(), "loading": pa.float64()},
     "metrics": {"metric": pa.string(), "value": pa.float64()},
     "training": {"epoch": pa.int64(), "split": pa.string(), "loss": pa.float64()},
     "truth_targets": {"intervention": pa.string(), "program": pa.string()},
     "benchmark": {"dataset": pa.string(), "model": pa.string(), "metric": pa.string(), "value": pa.float64()},
+    # held-out combinations scored by rule predict_held_out: predictor is model, control or additive
+    "predictions": {"intervention": pa.string(), "predictor": pa.string(), "metric": pa.string(), "value": pa.float64()},
 }
+
+#: Contract columns added after their table kind was first written, with the value a table without
+#: them gets (on write, and on reading an older artifact): old files and writers stay valid.
+DEFAULTS: dict[str, dict[str, Any]] = {"graph": {"lag": None}}
 
 
 def to_table(df: pd.DataFrame, kind: str) -> pa.Table:
     """Convert ``df`` to Arrow, casting the contract's columns to their types (others kept as they are)."""
     schema = SCHEMAS[kind]
+    df = _with_defaults(df, kind)
     missing = [c for c in schema if c not in df.columns]
     if missing:
         raise InputError(f"{kind} table: missing column(s) {missing}; expected at least {list(schema)}")
@@ -61,6 +75,11 @@ def to_table(df: pd.DataFrame, kind: str) -> pa.Table:
     if kind == "latents":
         _check_latent_columns(table)
     return table
+
+
+def _with_defaults(df: pd.DataFrame, kind: str) -> pd.DataFrame:
+    missing = {c: v for c, v in DEFAULTS.get(kind, {}).items() if c not in df.columns}
+    return df.assign(**{c: pd.Series([v] * len(df), index=df.index, dtype=object) for c, v in missing.items()})
 
 
 def _check_latent_columns(table: pa.Table) -> None:
@@ -92,12 +111,18 @@ def read_table(path: str | os.PathLike, kind: str | None = None) -> pd.DataFrame
         raise InputError(f"{path}: not a readable Parquet file ({err})") from None
     if kind is not None:
         check_table(table, kind, path)
+        for name, value in DEFAULTS.get(kind, {}).items():
+            if name not in table.column_names:
+                typ = SCHEMAS[kind][name]
+                table = table.append_column(pa.field(name, typ), pa.array([value] * len(table), typ))
     return table.to_pandas()
 
 
 def check_table(table: pa.Table, kind: str, path: str | os.PathLike = "<table>") -> None:
     """Raise :class:`InputError` unless ``table`` has the contract's columns with the contract's types."""
     for name, typ in SCHEMAS[kind].items():
+        if name not in table.column_names and name in DEFAULTS.get(kind, {}):
+            continue  # an older artifact: the reader fills the default
         if name not in table.column_names:
             raise InputError(f"{path}: missing column {name!r} expected in a {kind} table")
         found = table.schema.field(name).type

@@ -65,7 +65,10 @@ def write_graphml(edges: pd.DataFrame, path: str | os.PathLike) -> Path:
     for row in edges.itertuples(index=False):
         row = row._asdict()
         # GraphML needs plain Python scalars, not numpy ones.
-        data = {c: (bool(row[c]) if pd.api.types.is_bool_dtype(edges[c]) else float(row[c])) for c in attrs}
+        # GraphML has no null: a missing value (a model without lags) leaves the attribute out.
+        data = {
+            c: (bool(row[c]) if pd.api.types.is_bool_dtype(edges[c]) else float(row[c])) for c in attrs if pd.notna(row[c])
+        }
         graph.add_edge(str(row["source"]), str(row["target"]), **data)
     with atomic_path(path) as tmp:
         nx.write_graphml(graph, tmp)

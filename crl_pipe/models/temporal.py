@@ -7,6 +7,7 @@ episode, so the transition is fitted in velocity form, ``dz_t = z_t - z_{t-1}``:
     dz_t[j] = sum_{l=1..p} sum_k B_l[k, j] dz_{t-l}[k]      (state -> state, lagged)
             + sum_{l=1..K} sum_k W_l[k, j] da_{t-l}[k]      (action -> state, lagged; actuator delay)
             + delta[j] I_{t-1}[j]                           (intervention on j switches its mechanism)
+            + sum_{k before j} B_0[k, j] dz_t[k]            (instantaneous, with instantaneous=True)
             + c[j] + noise
 
 which is a levels transition ``z_t = z_{t-1} + f(z_{t-1}, ..., a_{t-1}, ...)`` with a unit root.
@@ -19,9 +20,39 @@ Sparsity (minimality). Inputs and outputs are standardised; a group lasso with o
 group is non-zero. A latent's own lags are assumed (persistence), not penalised, and left out of
 the graph unless ``self_loops=True``. Solved by FISTA on the Gram matrix (deterministic, CPU).
 
-Graph. Rows = sources (action channels, then latents), columns = latents (targets); every edge is
-lagged by >= 1 frame; the weight is the sum of the edge's standardised lag coefficients (the
-cumulated effect of a one-SD source step on the target's velocity, in target SDs).
+Instantaneous edges (``instantaneous=True``). At a finite frame rate some effects land within
+the frame: a rigid or compliant contact, a light wired straight to its switch. ``B_0`` holds them:
+a lag-0 edge ``k -> j`` regresses j's velocity on k's velocity of the same frame, along an acyclic
+order, with the same lasso (one coefficient per pair). The order is learned in three steps
+(``_instantaneous_dag``): (1) candidates: a fit in which every latent may use every other's
+current velocity (cyclic) names the pairs with within-frame dependence left after the lags (none
+on data without it, so nothing changes there); (2) direction: each candidate pair is oriented the
+way with the lower penalised objective. Both directions fit a frame equally well (two
+factorisations of one Gaussian law), but only the true one is sparse: if ``k -> j``, j's equation
+needs k's current velocity alone, while ``j -> k`` needs k's drivers (its commands, interventions
+and lagged parents) in j's equation as well. This is the interventional asymmetry (a command to k
+moves k's instantaneous children in the same frame, not its parents) extended to every driver
+with variation of its own; it needs no non-Gaussian noise (VAR-LiNGAM does, and the simulators'
+and servo logs' innovations are near Gaussian); (3) acyclicity: while the oriented pairs hold a
+cycle, its edge with the least evidence (objective gap) is dropped; the final fit may use only
+the remaining DAG. It cannot orient a pair neither of whose ends has drivers of its own, and
+smooth (strongly autocorrelated) velocities make lag 0 and lag 1 hard to tell apart: the lagged
+edge may then stand in for the instantaneous one. Off by default: on the Unitree G1 logs it adds
+~50 lag-0 edges among fingers closed together by the teleoperator's glove, which then outrank
+some joints' own commands (20/26 instead of 26/26), and costs ~8x the fit time.
+
+Graph. Rows = sources (action channels, then latents), columns = latents (targets); a lagged
+edge's weight is the sum of its standardised lag coefficients (the cumulated effect of a one-SD
+source step on the target's velocity, in target SDs), an instantaneous edge's weight its lag-0
+coefficient. :meth:`TemporalSEM.get_adjacency` adds the two; :meth:`TemporalSEM.get_edges` (the
+graph artifact) lists them apart with their ``lag``: 0, or the lagged edge's strongest lag (``l``:
+a change of the source first logged at frame f moves the target from frame f + l on).
+
+Learned latents. With ``sensors`` the state channels are sensors that mix the causal variables
+(:func:`crl_pipe.simulate.simulate_arm` with ``observation="sensors"``); an encoder learns the
+latents first (iVAE-style, the commands as auxiliary variables; see
+:mod:`crl_pipe.models._temporal_encoder` for what is identified) and everything above runs on
+them; checkpoints carry the encoder's weights.
 
 Time order comes from ``CRLData.obs`` (``episode``, ``frame``): a new segment starts wherever the
 episode changes or the frame does not advance by one, so resampled episodes (bootstrap copies)
@@ -67,8 +98,23 @@ class TemporalSEM(CRLModel):
         Report each latent's own lag as an edge (it is always in the model).
     intervention_shift
         Learn ``delta[j]``, the shift of latent j's mechanism on frames labelled as intervening on j.
+    instantaneous
+        Also learn instantaneous (lag-0) edges among latents, ``dz_t[k] -> dz_t[j]``, kept acyclic
+        (see the module docstring). Off by default: on the simulators without within-frame effects
+        and on the Unitree G1 logs the lagged graph is unchanged either way, and the lag-0 search
+        costs a few extra fits.
     max_iter, tol
         FISTA iterations and convergence tolerance (max coefficient change).
+    sensors
+        Sensor features (a name prefix such as ``"sensor."`` or a list) that mix the causal
+        variables: the latents are then learned, ``z_t = enc(x_t)``, by an autoencoder with a
+        prior that explains latent j by the history of the commands labelled as intervening on j only
+        (:mod:`crl_pipe.models._temporal_encoder`); the graph is fitted on those latents.
+    n_latents
+        With ``sensors``: latents to learn; the variables the intervention labels target come first,
+        named after them, extra ones are ``z1``, ``z2`` ... (default: the targeted variables only).
+    encoder_hidden, encoder_epochs
+        With ``sensors``: hidden units of the encoder/decoder MLPs, full-batch training steps.
     """
 
     name = "temporal"
@@ -83,8 +129,13 @@ class TemporalSEM(CRLModel):
         edge_threshold: float = 0.0,
         self_loops: bool = False,
         intervention_shift: bool = True,
+        instantaneous: bool = False,
         max_iter: int = 5000,
         tol: float = 1e-7,
+        sensors: str | list[str] | None = None,
+        n_latents: int | None = None,
+        encoder_hidden: int = 64,
+        encoder_epochs: int = 1000,
     ) -> None:
         super().__init__(
             actions=actions,
@@ -95,9 +146,16 @@ class TemporalSEM(CRLModel):
             edge_threshold=edge_threshold,
             self_loops=self_loops,
             intervention_shift=intervention_shift,
+            instantaneous=instantaneous,
             max_iter=max_iter,
             tol=tol,
+            sensors=sensors,
+            n_latents=n_latents,
+            encoder_hidden=encoder_hidden,
+            encoder_epochs=encoder_epochs,
         )
+        self.encoder: torch.nn.Module | None = None
+        self.sensor_names: list[str] = []
         self.action_names: list[str] = []
         self.alpha_: float = float("nan")
 
@@ -108,9 +166,15 @@ class TemporalSEM(CRLModel):
         _check_params(p, K, self.params["alpha"])
         self.action_names, self.latent_names = _split_features(data, self.params["actions"], self.params["latents"])
         z, a = _columns(data, self.latent_names), _columns(data, self.action_names)
+        if self.params.get("sensors") is not None:  # learn the latents from sensors that mix them
+            from ._temporal_encoder import learn_latents
+
+            self.encoder, self.sensor_names, self.latent_names, z = learn_latents(
+                data, self.params["sensors"], self.action_names, _segments(data), self.params, seed
+            )
         shift = _intervention_matrix(data, self.latent_names) if self.params["intervention_shift"] else None
         segments = _segments(data)
-        design = _Design(z, a, shift, segments, p, K)
+        design = _Design(z, a, shift, segments, p, K, instantaneous=bool(self.params["instantaneous"]))
         if design.n_rows < 2 * design.n_inputs:
             raise ModelError(
                 f"model temporal: {design.n_rows} complete windows of {max(p, K) + 2} frames "
@@ -118,7 +182,15 @@ class TemporalSEM(CRLModel):
                 "expected longer episodes in time order (refits must resample whole episodes, see bootstrap_episodes)"
             )
         self.alpha_ = _resolve_alpha(self.params["alpha"], design)
-        coef = _group_lasso(design, self.alpha_, self.params["max_iter"], self.params["tol"])
+        solve = dict(alpha=self.alpha_, max_iter=self.params["max_iter"], tol=self.params["tol"])
+        coef = _group_lasso(design, **solve)
+        if design.n_inst:
+            dag = _instantaneous_dag(design, coef, self.params["edge_threshold"], solve)
+            allowed = np.zeros((design.m, design.m))
+            for k, j in dag:
+                allowed[k, j] = 1.0
+            if allowed.any():
+                coef = _group_lasso(design, inst=allowed, **solve)
         self._store(design, coef)
         self._store_target_scores(data, design, shift)
         return self
@@ -130,11 +202,15 @@ class TemporalSEM(CRLModel):
         active = np.vstack([_active(coef[p * m : p * m + K * q], K, q, m), _active(coef[: p * m], p, m, m)])
         weights = np.vstack([action, state]) * active
         weights[np.abs(weights) < self.params["edge_threshold"]] = 0.0
+        inst = coef[design.inst_rows] if design.n_inst else np.zeros((m, m))
+        inst = np.where(np.abs(inst) < self.params["edge_threshold"], 0.0, inst)
         self.register_buffer("coef", torch.tensor(coef))
         self.register_buffer("adjacency", torch.tensor(weights))
+        self.register_buffer("instantaneous", torch.tensor(inst))
+        self.register_buffer("lag", torch.tensor(_dominant_lags(coef, design)))
         # shift of an intervened frame in target velocity SDs (the indicator column was standardised)
         shift = (
-            np.diag(coef[p * m + K * q :]) / np.where(design.sd_shift > 0, design.sd_shift, 1.0)
+            np.diag(coef[design.shift_rows]) / np.where(design.sd_shift > 0, design.sd_shift, 1.0)
             if design.n_shift
             else np.zeros(m)
         )
@@ -159,7 +235,8 @@ class TemporalSEM(CRLModel):
 
     # -- outputs ----------------------------------------------------------------------------------
     def get_latent_representation(self, data: CRLData) -> pd.DataFrame:
-        frame = pd.DataFrame(_columns(data, self.latent_names).astype(np.float64), columns=self.latent_names)
+        z = self.encoder.transform(_columns(data, self.sensor_names)) if self.encoder else _columns(data, self.latent_names)
+        frame = pd.DataFrame(z.astype(np.float64), columns=self.latent_names)
         frame.insert(0, "sample_id", data.sample_ids)
         return frame
 
@@ -173,22 +250,58 @@ class TemporalSEM(CRLModel):
         return pd.DataFrame(rows, columns=["intervention", "latent", "score", "is_target"])
 
     def get_adjacency(self) -> pd.DataFrame:
-        weights = self.adjacency.numpy().copy()
-        q = len(self.action_names)
-        if not self.params["self_loops"]:
-            np.fill_diagonal(weights[q:], 0.0)
+        """Sources x latents: lagged weight plus instantaneous weight (one entry per pair; lags: :meth:`get_edges`)."""
+        weights = self._lagged_weights()
+        weights[len(self.action_names) :] += self._instantaneous_weights()
         return pd.DataFrame(weights, index=self.action_names + self.latent_names, columns=self.latent_names)
 
+    def get_edges(self) -> pd.DataFrame:
+        """Edge list ``source, target, weight, lag``: a lagged edge (lag = its strongest lag, >= 1) and an
+        instantaneous one (lag 0) between the same pair are two rows."""
+        names = self.action_names + self.latent_names
+        lagged, lags = self._lagged_weights(), self._lags()
+        src, dst = np.nonzero(lagged)
+        rows = [(names[s], self.latent_names[t], lagged[s, t], int(lags[s, t])) for s, t in zip(src, dst, strict=True)]
+        inst = self._instantaneous_weights()
+        src, dst = np.nonzero(inst)
+        rows += [(self.latent_names[s], self.latent_names[t], inst[s, t], 0) for s, t in zip(src, dst, strict=True)]
+        edges = pd.DataFrame(rows, columns=["source", "target", "weight", "lag"])
+        return edges.astype({"weight": float, "lag": "int64"})
+
+    def _lagged_weights(self) -> np.ndarray:
+        weights = self.adjacency.numpy().copy()
+        if not self.params["self_loops"]:
+            np.fill_diagonal(weights[len(self.action_names) :], 0.0)
+        return weights
+
+    def _instantaneous_weights(self) -> np.ndarray:
+        # checkpoints written before lag-0 edges existed have no such buffer
+        inst = getattr(self, "instantaneous", None)
+        return inst.numpy().copy() if inst is not None else np.zeros((len(self.latent_names),) * 2)
+
+    def _lags(self) -> np.ndarray:
+        lag = getattr(self, "lag", None)
+        return lag.numpy() if lag is not None else np.ones(self.adjacency.shape, dtype=np.int64)
+
     def get_loadings(self) -> pd.DataFrame:
+        if self.encoder is not None:  # mean |d sensor / d latent| of the decoder
+            table = pd.DataFrame(self.encoder.loadings.numpy(), index=self.latent_names, columns=self.sensor_names)
+            return table.rename_axis(index="latent", columns="feature").stack().reset_index(name="loading")
         # latents are the state channels themselves: each loads on its own feature only
         return pd.DataFrame({"latent": self.latent_names, "feature": self.latent_names, "loading": 1.0})
 
     def _extra_state_json(self) -> dict[str, Any]:
-        return {"action_names": self.action_names, "alpha": self.alpha_}
+        return {"action_names": self.action_names, "alpha": self.alpha_, "sensor_names": self.sensor_names}
 
     def _load_extra_state_json(self, extra: dict[str, Any]) -> None:
         self.action_names = list(extra["action_names"])
         self.alpha_ = float(extra["alpha"])
+        self.sensor_names = list(extra.get("sensor_names", []))
+        if self.sensor_names:  # the encoder's weights come with the state dict
+            from ._temporal_encoder import TemporalEncoder
+
+            sizes = (len(self.sensor_names), len(self.latent_names), int(self.params["encoder_hidden"]))
+            self.encoder = TemporalEncoder(*sizes)
 
 
 def bootstrap_episodes(data: CRLData, rng: np.random.Generator) -> np.ndarray:
@@ -255,21 +368,27 @@ class _Design:
 
     Rows: every frame with a full window of lags inside its segment. Input columns: p lags x m
     latent velocities, K lags x q action steps, m intervention indicators (indicator j may act on
-    latent j only). Velocities and action steps are scaled by their SD over all frames.
+    latent j only) and, with ``instantaneous``, the m contemporaneous latent velocities (which a
+    fit may use only along an allowed DAG). Velocities and action steps are scaled by their SD
+    over all frames.
     """
 
-    def __init__(self, z, a, shift, segments, p: int, K: int) -> None:
+    def __init__(self, z, a, shift, segments, p: int, K: int, instantaneous: bool = False) -> None:
         self.m, self.q, self.p, self.K = z.shape[1], a.shape[1], p, K
         dz, da = _steps(z, segments), _steps(a, segments)
         self.sd_z = _sd(dz)
         self.sd_a = _sd(da) if self.q else np.zeros(0)
         self.n_shift = self.m if shift is not None else 0
+        self.n_inst = self.m if instantaneous else 0
         self.sd_shift = shift.std(axis=0) if shift is not None else np.zeros(self.m)
         # action step of each frame (row i: a_i - a_{i-1}, standardised; 0 on a segment's first frame)
         self.action_steps = _frame_steps(a, segments) / np.where(self.sd_a > 0, self.sd_a, 1.0) if self.q else None
         blocks = [self._rows(z, a, shift, s, e) for s, e in segments if e - s > max(p, K) + 1]
         self.n_rows = sum(len(y) for _, y in blocks)
-        self.n_inputs = p * self.m + K * self.q + self.n_shift
+        self.n_lagged = p * self.m + K * self.q + self.n_shift  # inputs known before the frame
+        self.n_inputs = self.n_lagged + self.n_inst
+        self.shift_rows = slice(p * self.m + K * self.q, self.n_lagged)
+        self.inst_rows = slice(self.n_lagged, self.n_inputs)
         if self.n_rows == 0:
             self.gram, self.cross, self.yy = np.zeros((self.n_inputs,) * 2), np.zeros((self.n_inputs, self.m)), 0.0
             return
@@ -280,6 +399,8 @@ class _Design:
         scale = np.concatenate([np.tile(self.sd_z, p), np.tile(self.sd_a, K), self.sd_shift[: self.n_shift]])
         X /= np.where(scale > 0, scale, 1.0)
         Y /= np.where(self.sd_z > 0, self.sd_z, 1.0)
+        if self.n_inst:
+            X = np.hstack([X, Y])
         n = len(Y)
         self.gram, self.cross, self.yy = X.T @ X / n, X.T @ Y / n, float((Y**2).sum() / n)
 
@@ -339,41 +460,128 @@ def _resolve_alpha(alpha: float | str, design: _Design) -> float:
     return float(alpha)
 
 
-def _group_lasso(design: _Design, alpha: float, max_iter: int, tol: float) -> np.ndarray:
-    """FISTA for 0.5 * mean squared residual + alpha * sum_groups sqrt(|g|) ||coef_g||."""
-    G, C = design.gram, design.cross
-    m, q, p, K = design.m, design.q, design.p, design.K
-    allowed = np.ones_like(C, dtype=bool)
-    if design.n_shift:
-        allowed[p * m + K * q :] = np.eye(m, dtype=bool)  # indicator j acts on latent j only
+def _group_lasso(
+    design: _Design,
+    alpha: float,
+    max_iter: int,
+    tol: float,
+    inst: np.ndarray | None = None,
+    targets: np.ndarray | None = None,
+) -> np.ndarray:
+    """FISTA for 0.5 * mean squared residual + alpha * sum_groups sqrt(|g|) ||coef_g||, one column per target.
+
+    ``targets``: the latent each column predicts (default: each latent once). ``inst``: (latents x
+    columns) 0/1, the contemporaneous velocities each column may use (default: none).
+    """
+    targets = np.arange(design.m) if targets is None else np.asarray(targets)
+    use_inst = inst is not None and bool(np.any(inst))
+    rows = np.arange(design.n_inputs if use_inst else design.n_lagged)
+    G, C = design.gram[np.ix_(rows, rows)], design.cross[np.ix_(rows, targets)]
+    allowed = _allowed(design, targets, inst if use_inst else None)[rows]
     step = 1.0 / max(float(np.linalg.eigvalsh(G)[-1]), 1e-12)
     coef = np.zeros_like(C)
     moment, t = coef.copy(), 1.0
     for _ in range(int(max_iter)):
-        new = _prox(moment - step * (G @ moment - C), step * alpha, design) * allowed
+        new = _prox(moment - step * (G @ moment - C), step * alpha, design, targets) * allowed
         t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
         moment = new + (t - 1.0) / t_next * (new - coef)
         done = np.max(np.abs(new - coef)) < tol
         coef, t = new, t_next
         if done:
             break
-    return coef
+    out = np.zeros((design.n_inputs, len(targets)))
+    out[rows] = coef
+    return out
 
 
-def _prox(coef: np.ndarray, thresh: float, design: _Design) -> np.ndarray:
-    """Group soft-thresholding: state groups (self lags exempt), then action groups; indicators untouched."""
+def _allowed(design: _Design, targets: np.ndarray, inst: np.ndarray | None) -> np.ndarray:
+    """Inputs x columns mask: indicator j acts on latent j only; contemporaneous inputs as ``inst`` allows."""
+    allowed = np.ones((design.n_inputs, len(targets)))
+    own = (np.arange(design.m)[:, None] == targets[None, :]).astype(float)
+    if design.n_shift:
+        allowed[design.shift_rows] = own
+    if design.n_inst:
+        allowed[design.inst_rows] = (inst if inst is not None else 0.0) * (1.0 - own)
+    return allowed
+
+
+def _prox(coef: np.ndarray, thresh: float, design: _Design, targets: np.ndarray) -> np.ndarray:
+    """Group soft-thresholding: state groups (own lags exempt), action groups, single contemporaneous
+    coefficients; indicators untouched."""
     m, q, p, K = design.m, design.q, design.p, design.K
     out = coef.copy()
-    state = out[: p * m].reshape(p, m, m)
+    state = out[: p * m].reshape(p, m, -1)
     keep = _shrink(state, thresh * np.sqrt(p))
-    keep[np.arange(m), np.arange(m)] = 1.0
-    out[: p * m] = (state * keep).reshape(p * m, m)
+    keep[targets, np.arange(len(targets))] = 1.0
+    out[: p * m] = (state * keep).reshape(p * m, -1)
     if q and K:
-        action = out[p * m : p * m + K * q].reshape(K, q, m)
-        out[p * m : p * m + K * q] = (action * _shrink(action, thresh * np.sqrt(K))).reshape(K * q, m)
+        action = out[p * m : p * m + K * q].reshape(K, q, -1)
+        out[p * m : p * m + K * q] = (action * _shrink(action, thresh * np.sqrt(K))).reshape(K * q, -1)
+    if design.n_inst and len(out) > design.n_lagged:
+        inst = out[design.inst_rows]
+        out[design.inst_rows] = np.sign(inst) * np.maximum(np.abs(inst) - thresh, 0.0)
     return out
 
 
 def _shrink(block: np.ndarray, thresh: float) -> np.ndarray:
     norm = np.sqrt((block**2).sum(axis=0))
     return np.maximum(0.0, 1.0 - thresh / np.maximum(norm, 1e-300))
+
+
+def _objective(coef: np.ndarray, design: _Design, targets: np.ndarray, alpha: float) -> np.ndarray:
+    """Penalised objective of each column (up to the target's constant 0.5 * mean y^2)."""
+    m, q, p, K = design.m, design.q, design.p, design.K
+    cols = np.arange(len(targets))
+    fit = 0.5 * np.sum(coef * (design.gram @ coef), axis=0) - np.sum(coef * design.cross[:, targets], axis=0)
+    state = np.sqrt((coef[: p * m].reshape(p, m, -1) ** 2).sum(axis=0))
+    state[targets, cols] = 0.0  # own lags are not penalised
+    penalty = np.sqrt(p) * state.sum(axis=0) + np.abs(coef[design.inst_rows]).sum(axis=0)
+    if q and K:
+        penalty += np.sqrt(K) * np.sqrt((coef[p * m : p * m + K * q].reshape(K, q, -1) ** 2).sum(axis=0)).sum(axis=0)
+    return fit + alpha * penalty
+
+
+def _instantaneous_dag(design: _Design, lagged: np.ndarray, threshold: float, solve: dict) -> list[tuple[int, int]]:
+    """Oriented, acyclic lag-0 edges ``(k, j)`` among latents.
+
+    1. Candidates: pairs linked by a contemporaneous coefficient when every latent may use every
+       other's velocity (a cyclic dependency network; nothing is a candidate without within-frame
+       dependence left after the lags).
+    2. Direction: the order of the pair with the lower penalised objective. Both orders fit the
+       frame equally well (Gaussian factorisations of one joint law); they differ in sparsity: if
+       k -> j, j's equation needs k's velocity only, while in the other order k's drivers (actions,
+       interventions, lagged parents) show up in j's equation and j's in k's.
+    3. Acyclicity: while the oriented pairs hold a cycle, drop its edge with the weakest evidence.
+    """
+    import networkx as nx
+
+    m, alpha = design.m, solve["alpha"]
+    full = _group_lasso(design, inst=np.ones((m, m)), **solve)[design.inst_rows]
+    strong = np.abs(full) >= max(threshold, 1e-12)
+    pairs = sorted({(min(k, j), max(k, j)) for k, j in zip(*np.nonzero(strong), strict=True)})
+    if not pairs:
+        return []
+    base = _objective(lagged, design, np.arange(m), alpha)
+    # columns: (target j, may use k) and (target k, may use j) for each candidate pair
+    targets = np.array([t for k, j in pairs for t in (j, k)])
+    inst = np.zeros((m, len(targets)))
+    for c, (k, j) in enumerate(pairs):
+        inst[k, 2 * c], inst[j, 2 * c + 1] = 1.0, 1.0
+    gain = base[targets] - _objective(_group_lasso(design, inst=inst, targets=targets, **solve), design, targets, alpha)
+    graph = nx.DiGraph()
+    for c, (k, j) in enumerate(pairs):
+        forward, backward = gain[2 * c], gain[2 * c + 1]  # objective drop of j using k, of k using j
+        src, dst = (k, j) if forward >= backward else (j, k)
+        graph.add_edge(src, dst, evidence=abs(forward - backward))
+    while not nx.is_directed_acyclic_graph(graph):
+        cycle = nx.find_cycle(graph)
+        graph.remove_edge(*min(cycle, key=lambda e: graph.edges[e[0], e[1]]["evidence"])[:2])
+    return [(int(k), int(j)) for k, j in graph.edges]
+
+
+def _dominant_lags(coef: np.ndarray, design: _Design) -> np.ndarray:
+    """(actions + latents) x latents: the lag (frames, >= 1) of each lagged edge's largest coefficient."""
+    m, q, p, K = design.m, design.q, design.p, design.K
+    state = np.abs(coef[: p * m].reshape(p, m, m)).argmax(axis=0) + 1
+    action = np.abs(coef[p * m : p * m + K * q].reshape(K, q, m)).argmax(axis=0) + 1 if q and K else np.ones((q, m))
+    return np.vstack([action, state]).astype(np.int64)

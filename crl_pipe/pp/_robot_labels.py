@@ -33,6 +33,7 @@ def robot_interventions(
     change_threshold: float = 3.0,
     environment_key: str | None = None,
     control_label: str = CONTROL_LABEL,
+    unmeasured: Sequence[str] = (),
 ) -> pd.DataFrame:
     """One row per frame in the ``interventions`` schema, plus ``episode``, ``frame`` and ``timestamp``.
 
@@ -62,6 +63,10 @@ def robot_interventions(
         tokens are targets; control tokens (``control``, ``ctrl``, ...) and empty values add none.
     control_label
         ``intervention`` of frames without any target.
+    unmeasured
+        Variables that no channel measures (e.g. joint angles seen only through sensors that mix
+        them, learned by ``temporal`` with ``sensors``): ``action_map`` may name them, and by default
+        ``action.<name>`` drives the unmeasured variable ``<name>`` when no state channel has that name.
 
     Returns
     -------
@@ -82,15 +87,18 @@ def robot_interventions(
         raise InputError(f"change_threshold={change_threshold}; expected a non-negative number of RMS changes")
     hits: list[tuple[np.ndarray, str]] = []  # (frame mask, target)
     hits += _event_hits(adata, events)
-    hits += _action_hits(adata, actions, action_map, change_threshold)
+    hits += _action_hits(adata, actions, action_map, change_threshold, list(unmeasured))
     targets = _collect(adata.n_obs, hits)
     if environment_key is not None:
         _add_environment(adata, environment_key, targets)
     return _table(adata, targets, control_label)
 
 
-def default_action_map(adata: ad.AnnData, actions: Sequence[str] | None = None) -> dict[str, str]:
-    """Action channel -> the state channel of the same ``channel`` name (and ``field``, to break ties).
+def default_action_map(
+    adata: ad.AnnData, actions: Sequence[str] | None = None, unmeasured: Sequence[str] = ()
+) -> dict[str, str]:
+    """Action channel -> the state channel of the same ``channel`` name (and ``field``, to break ties),
+    else the ``unmeasured`` variable of that name.
 
     Raises :class:`InputError` naming the actions that have no such state channel, or more than one.
     """
@@ -105,6 +113,8 @@ def default_action_map(adata: ad.AnnData, actions: Sequence[str] | None = None) 
             match = match[states.loc[match, "field"] == var.at[action, "field"]]
         if len(match) == 1:
             mapping[action] = str(match[0])
+        elif len(match) == 0 and var.at[action, "channel"] in unmeasured:
+            mapping[action] = str(var.at[action, "channel"])
         else:
             unmatched.append(action)
     if unmatched:
@@ -154,11 +164,12 @@ def _event_hits(adata: ad.AnnData, events) -> list[tuple[np.ndarray, str]]:
     return hits
 
 
-def _action_hits(adata, actions, action_map, threshold: float) -> list[tuple[np.ndarray, str]]:
+def _action_hits(adata, actions, action_map, threshold: float, unmeasured: list[str]) -> list[tuple[np.ndarray, str]]:
     if action_map is not None:
         mapping = {a: [t] if isinstance(t, str) else list(t) for a, t in action_map.items()}
         _check_channels(adata, list(mapping), "action_map channel(s)")
-        _check_channels(adata, [t for ts in mapping.values() for t in ts], "action_map driven variable(s)")
+        driven = [t for ts in mapping.values() for t in ts if t not in unmeasured]
+        _check_channels(adata, driven, "action_map driven variable(s)")
         if actions is not None:
             _check_channels(adata, actions, "action channel(s)")
             unmapped = [a for a in actions if a not in mapping]
@@ -169,7 +180,7 @@ def _action_hits(adata, actions, action_map, threshold: float) -> list[tuple[np.
                 )
             mapping = {a: mapping[a] for a in actions}
     else:
-        mapping = {a: [s] for a, s in default_action_map(adata, actions).items()}
+        mapping = {a: [s] for a, s in default_action_map(adata, actions, unmeasured).items()}
     if not mapping:
         return []
     names = list(mapping)

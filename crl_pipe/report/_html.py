@@ -66,10 +66,17 @@ VERSION_PACKAGES = [
 
 #: What a metric means and which way is better, matched on the lower-cased metric name.
 METRIC_HELP: list[tuple[str, str]] = [
+    ("heldout_r2_delta", "held-out combinations: R² of predicted vs observed changes from the control mean of the "
+     "20 most changed genes; 1 = perfect (suffix _control, _additive: the baselines)"),
+    ("heldout_r2", "held-out combinations: R² of predicted vs observed mean expression (all genes, or the 20 most "
+     "changed); 1 = perfect (suffix _control, _additive: the baselines)"),
+    ("heldout_n_labels", "held-out combinations scored (averaged in the heldout_ rows)"),
     ("r2_offdiag", "largest R² of a latent with a true variable other than its own; low = disentangled "
      "(a true variable driven by another raises it legitimately)"),
     ("r2_diag", "mean R² of each latent with its matched true variable; 1 = perfect"),
     ("mcc", "mean correlation between recovered and true programs after matching; 1 = perfect"),
+    ("instantaneous_recall", "fraction of the true instantaneous (lag-0) edges recovered as lag-0 edges; 1 = perfect"),
+    ("instantaneous_precision", "fraction of the recovered lag-0 edges that are true lag-0 edges; 1 = perfect"),
     ("shd", "structural Hamming distance to the true graph (edges to add, remove or flip); 0 = perfect"),
     ("target", "fraction of perturbations assigned to their true program; 1 = perfect"),
     ("mmd", "maximum mean discrepancy between predicted and held-out cells; 0 = perfect"),
@@ -131,6 +138,7 @@ class ModelArtifacts:
     meta: dict[str, Any]
     latent_names: list[str]
     files: dict[str, Path]
+    predictions: pd.DataFrame | None = None
 
 
 def write_report(
@@ -237,6 +245,7 @@ def render_report(
         "programs": _programs_section(anchor_table, read_provenance(anchors), models),
         "graphs": _graph_section(dataset, models + baselines, truth, _identifiability(labels, anchor_table, models)),
         "metrics": _metrics_section(models + baselines),
+        "heldout": _held_out_section(models),
         "training": _training_section(dataset, models),
         "run": _run_section(config, models + baselines, artifacts),
     }
@@ -251,7 +260,7 @@ def _load_model(name: str, directory: Path) -> ModelArtifacts:
         raise InputError(f"{directory}: model folder of {name!r} does not exist")
     files = {
         kind: directory / f"{kind}.parquet"
-        for kind in ("targets", "graph", "training", "latents", "metrics", "loadings")
+        for kind in ("targets", "graph", "training", "latents", "metrics", "loadings", "predictions")
     }
     files = {k: p for k, p in files.items() if p.exists() or k in ("targets", "graph")}
     targets = read_table(files["targets"], "targets")
@@ -276,7 +285,10 @@ def _load_model(name: str, directory: Path) -> ModelArtifacts:
         latent_names = [c for c in read_table(files["latents"], "latents").columns if c != "sample_id"]
     if not latent_names:
         latent_names = ordered_unique(targets["latent"])
-    return ModelArtifacts(name, directory, targets, graph, training, metrics, loadings, meta, latent_names, files)
+    predictions = read_table(files["predictions"], "predictions") if "predictions" in files else None
+    return ModelArtifacts(
+        name, directory, targets, graph, training, metrics, loadings, meta, latent_names, files, predictions
+    )
 
 
 def _load_baseline(name: str, directory: Path) -> ModelArtifacts:
@@ -633,6 +645,15 @@ def _graph_section(
             summary=f"{m.name}: edges ({len(edges)}), most stable first",
             numeric=[2, 3],
         )  # fmt: skip
+        if "lag" in edges and edges["lag"].notna().any():  # a model with a time axis: which edges are instantaneous
+            lags = ["" if pd.isna(lag) else ("0 (instantaneous)" if lag == 0 else str(int(lag))) for lag in edges["lag"]]
+            table = Table(
+                [*table.headers[:3], "lag (frames)", *table.headers[3:]],
+                [[*row[:3], lag, *row[3:]] for row, lag in zip(table.rows, lags, strict=True)],
+                summary=table.summary,
+                numeric=[2, 4],
+            )
+            text += " In the table, lag 0 marks an instantaneous (same-frame) edge; a pair can have a lagged edge too."
         block = {"id": f"graph-{i + 1}", "model": m.name, "figure": _figure(fig, text), "table": table, "drivers": None}
         # anchors and single-target perturbations identify screen programs; a robot's variables are measured
         block["identifiability"] = (
@@ -671,6 +692,36 @@ def _metrics_section(models: list[ModelArtifacts]) -> Table | None:
         rows,
         numeric=list(range(1, len(with_metrics) + 1)),
     )
+
+
+#: Columns of the held-out table: metric of crl_pipe.tl.evaluate_combinations -> header.
+HELD_OUT_COLUMNS = {
+    "r2_all_genes": "R² all genes",
+    "r2_top20_genes": "R² top-20 genes",
+    "r2_delta_top20_genes": "R² top-20 changes",
+    "mmd": "MMD",
+}
+#: How the baselines of predictions.parquet are named in the report.
+HELD_OUT_BASELINES = {"control": "control mean (baseline)", "additive": "additive (baseline)"}
+
+
+def _held_out_section(models: list[ModelArtifacts]) -> Table | None:
+    """Held-out combinations: each predicting model beside the control-mean and additive baselines (shown once)."""
+    scored = [m for m in models if m.predictions is not None and len(m.predictions)]
+    if not scored:
+        return None
+    frames = [m.predictions.assign(predictor=m.predictions["predictor"].replace({"model": m.name})) for m in scored]
+    table = pd.concat(frames, ignore_index=True).drop_duplicates(["intervention", "predictor", "metric"])
+    wide = table.pivot_table(index=["intervention", "predictor"], columns="metric", values="value", sort=False)
+    order = [m.name for m in scored] + list(HELD_OUT_BASELINES)
+    rows = []
+    for label in _natural_sorted(ordered_unique(table["intervention"])):
+        for predictor in order:
+            if (label, predictor) in wide.index:
+                values = wide.loc[(label, predictor)]
+                name = HELD_OUT_BASELINES.get(predictor, predictor)
+                rows.append([label, name, *[_num(values.get(metric)) for metric in HELD_OUT_COLUMNS]])
+    return Table(["combination", "predicted by", *HELD_OUT_COLUMNS.values()], rows, numeric=[2, 3, 4, 5])
 
 
 def _training_section(dataset: str, models: list[ModelArtifacts]) -> dict[str, Any]:

@@ -4,13 +4,16 @@ Generative model (one episode, frames t = 0..T-1, joints j = 1..J):
 
     a_j(t)      piecewise-constant commands: at each frame a joint gets a new set-point with
                 probability ``step_rate`` (a jump of ``N(0, step_size^2)``)
-    v(t+1)    = (1 - gain) v(t) + gain * (a(t-delay) - a(t-delay-1)) + C^T v(t) + noise * eps(t)
+    v(t+1)    = (1 - gain) v(t) + gain * (a(t-delay) - a(t-delay-1)) + C^T v(t) + C0^T v(t+1) + noise * eps(t)
     z(t+1)    = z(t) + v(t+1)
 
 Without coupling this is a joint position controller that tracks its command with a first-order
 lag after ``delay`` frames (z(t+1) - z(t) = gain * (a(t-delay) - z(t))). ``C`` couples joint
 velocities along a random DAG (a moving parent drags its child), so the true graph is
-``action.j -> j`` for every joint plus the coupling edges ``k -> j``.
+``action.j -> j`` for every joint plus the coupling edges ``k -> j``. ``C0`` holds the couplings
+that act within the frame (``n_instantaneous`` of them, along the same DAG, e.g. a rigid link).
+The truth's ``lag`` column gives the frames from a change of the source to the first change of the
+target: ``delay + 1`` for commands, 1 for couplings, 0 for instantaneous couplings.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def simulate_robot(
     gain: float = 0.3,
     n_couplings: int = 3,
     coupling: float = 0.3,
+    n_instantaneous: int = 0,
     step_rate: float = 0.03,
     step_size: float = 0.5,
     noise: float = 0.005,
@@ -72,6 +76,9 @@ def simulate_robot(
         Number of joint -> joint velocity couplings (edges of a random DAG).
     coupling
         Their weight: velocity of the child added per unit velocity of the parent, per frame.
+    n_instantaneous
+        How many of the couplings act within the frame (lag 0: the child moves with its parent's
+        velocity of the same frame) instead of one frame later.
     step_rate
         Probability per frame and joint of a new set-point (an intervention on that joint).
     step_size
@@ -81,18 +88,22 @@ def simulate_robot(
     seed
         Seed of every random draw.
     """
-    if not 0 < gain <= 1 or delay < 0 or n_joints < 1 or n_frames < delay + 3:
+    if not 0 < gain <= 1 or delay < 0 or n_joints < 1 or n_frames < delay + 3 or n_instantaneous < 0:
         raise ConfigError(
-            f"simulate_robot: gain={gain}, delay={delay}, n_joints={n_joints}, n_frames={n_frames}; "
-            "expected 0 < gain <= 1, delay >= 0, n_joints >= 1, n_frames > delay + 2"
+            f"simulate_robot: gain={gain}, delay={delay}, n_joints={n_joints}, n_frames={n_frames}, "
+            f"n_instantaneous={n_instantaneous}; "
+            "expected 0 < gain <= 1, delay >= 0, n_joints >= 1, n_frames > delay + 2, n_instantaneous >= 0"
         )
     rng = np.random.default_rng(seed)
     C, edges = _coupling(rng, n_joints, n_couplings, coupling)
+    C0 = np.zeros_like(C)  # the first n_instantaneous couplings act within the frame
+    for k, j, w in edges[:n_instantaneous]:
+        C0[k, j], C[k, j] = w, 0.0
     joints = [f"joint_{j}" for j in range(n_joints)]
     states, actions, obs = [], [], []
     for e in range(n_episodes):
         a = _commands(rng, n_frames, n_joints, step_rate, step_size)
-        states.append(_roll_out(rng, a, C, delay, gain, noise))
+        states.append(_roll_out(rng, a, C, delay, gain, noise, C0))
         actions.append(a)
         obs.append(
             pd.DataFrame({"episode": str(e), "frame": np.arange(n_frames), "timestamp": np.arange(n_frames) / fps})
@@ -108,10 +119,11 @@ def simulate_robot(
     )
     X = np.hstack([np.vstack(states), np.vstack(actions)])
     adata = frames_to_anndata(X, pd.concat(obs, ignore_index=True), var, path="<simulate_robot>")
-    truth = [(f"action.{j}", j, gain) for j in joints] + [(joints[k], joints[j], w) for k, j, w in edges]
+    truth = [(f"action.{j}", j, gain, delay + 1) for j in joints]
+    truth += [(joints[k], joints[j], w, 0 if i < n_instantaneous else 1) for i, (k, j, w) in enumerate(edges)]
     latents = pd.DataFrame(np.vstack(states), columns=joints)  # no sensor noise: the states are the variables
     latents.insert(0, "sample_id", adata.obs_names.to_numpy())
-    graph = pd.DataFrame(truth, columns=["source", "target", "weight"])
+    graph = pd.DataFrame(truth, columns=["source", "target", "weight", "lag"])
     return SimulatedRobot(adata=adata, graph=graph, fps=fps, latents=latents)
 
 
@@ -135,15 +147,17 @@ def _commands(rng: np.random.Generator, T: int, J: int, rate: float, size: float
     return np.cumsum(jumps, axis=0)
 
 
-def _roll_out(rng, a: np.ndarray, C: np.ndarray, delay: int, gain: float, noise: float) -> np.ndarray:
+def _roll_out(rng, a: np.ndarray, C: np.ndarray, delay: int, gain: float, noise: float, C0=None) -> np.ndarray:
     T, J = a.shape
+    # within-frame couplings: v = rest + C0^T v, solved once (C0 is a DAG, so I - C0^T is invertible)
+    within = np.linalg.inv(np.eye(J) - C0.T) if C0 is not None and C0.any() else np.eye(J)
     z = np.zeros((T, J))
     z[0] = a[0]  # start at rest on the first set-point
     v = np.zeros(J)
     da = np.diff(a, axis=0, prepend=a[:1])
     for t in range(T - 1):
         drive = da[t - delay] if t >= delay else np.zeros(J)
-        v = (1 - gain) * v + gain * drive + C.T @ v + noise * rng.normal(size=J)
+        v = within @ ((1 - gain) * v + gain * drive + C.T @ v + noise * rng.normal(size=J))
         z[t + 1] = z[t] + v
     return z
 
@@ -245,7 +259,10 @@ def simulate_arm(
     step_rate: float = 0.03,
     setpoint_range: float = 1.5,
     light_threshold: float = 0.6,
+    light_delay: int = 1,
     noise: float = 0.001,
+    observation: str = "state",
+    sensor_noise: float = 0.002,
     seed: int = 0,
 ) -> SimulatedRobot:
     """Simulate a MuJoCo arm that pushes a spring-loaded gate, which switches a light.
@@ -259,9 +276,10 @@ def simulate_arm(
     the gate open (a one-sided spring; the damped gate follows with a lag of ~0.1 s); the gate's
     own spring closes it again, against its stop at 0.3 rad, when the pusher backs away. A ``light``
     is switched by a limit switch on the gate: its controller reads the switch once per frame and
-    turns the light on (1) on the next frame while the gate is open past ``light_threshold`` rad,
-    else off (0). Everything is sampled at ``fps``; joint and gate angles carry Gaussian sensor
-    noise (``noise``, rad).
+    turns the light on (1) ``light_delay`` frames later (default 1; 0: in the same frame, a light
+    wired straight to the switch) while the gate is open past ``light_threshold`` rad, else off
+    (0). Everything is sampled at ``fps``; joint and gate angles carry Gaussian sensor noise
+    (``noise``, rad).
 
     Causal variables and true graph (:attr:`SimulatedRobot.graph`, ``ARM_EDGES``)::
 
@@ -269,11 +287,31 @@ def simulate_arm(
         shoulder_yaw -> gate   (the pusher on the base opens the gate)
         gate -> light          (the switch reads the gate only)
 
-    Every effect takes at least one frame (servo lag, the gate's damping, the light's controller),
-    as the ``temporal`` model assumes. The load of the pusher on the yaw servo and the inertial
-    coupling of the links (a swinging shoulder jolts the elbow) are physics too, but small: they
+    The truth's ``lag`` column gives the frames between a change of the source and the first change
+    of the target: 1 for a command (the servo acts from the next frame on); 0 for the pusher (a
+    continuous contact: a yaw step moves the gate within the same 1/fps interval, though the damped
+    gate goes on following for ~0.1 s); ``light_delay`` for the light (default 1; 0 makes
+    ``gate -> light`` instantaneous too). ``temporal`` recovers lag-0 edges with
+    ``instantaneous: true``; without it, its lagged edges stand in for them. The load of the pusher
+    on the yaw servo and the inertial coupling of the links (a swinging shoulder jolts the elbow) are physics too, but small: they
     are not in the truth, so a method that reports them pays for it.
     :attr:`SimulatedRobot.latents` holds the noise-free causal variables.
+
+    Observations. ``observation="state"`` logs the causal variables themselves (``noise`` added).
+    ``observation="sensors"`` logs, instead, 16 sensor channels that mix them (a model must learn
+    the variables back: ``temporal`` with ``sensors``), each with Gaussian noise ``sensor_noise``
+    (details and the physics in :mod:`crl_pipe.simulate._sensors`):
+
+    * ``sensor.{elbow,wrist,tip}_{x,y,z}``: MuJoCo ``framepos`` sensors on sites at the elbow, the
+      wrist and the tip of a 0.3 m tool in the hand, in the frame of a tilted motion-capture camera
+      (m): forward kinematics, so each mixes 2, 3 or all 4 joint angles through sines and cosines;
+    * ``sensor.tool_{u,v,w}``: the tool's tip seen by a tilted camera on the upper arm: elbow and
+      wrist only (the wrist turns about its own axis, so only an offset point such as the tip shows it);
+    * ``sensor.gate_{u,v,w}``: the gate's tip in the frame of the upper arm: gate, yaw and pitch;
+    * ``sensor.photodiode``: lamp light through the gate's shadow plus ambient light,
+      ``0.3 + 0.15 sin(slow drift) + light * (1 - 0.7 sigmoid((gate - 1.6) / 0.25))``.
+
+    The truth (graph, targets, latents) is the same in both modes; the actions are logged as they are.
 
     Needs the ``mujoco`` package (``pip install 'crl-pipe[robot]'``).
     """
@@ -281,6 +319,10 @@ def simulate_arm(
         import mujoco
     except ImportError:
         raise ImportError("simulate_arm needs the 'mujoco' package: pip install mujoco") from None
+    if observation not in ("state", "sensors"):
+        raise ConfigError(f"simulate_arm: observation={observation!r}; expected 'state' or 'sensors'")
+    if light_delay < 0:
+        raise ConfigError(f"simulate_arm: light_delay={light_delay}; expected an integer >= 0 (frames)")
     if not 0 < step_rate <= 1 or setpoint_range <= 0 or n_frames < 2 or n_episodes < 1:
         raise ConfigError(
             f"simulate_arm: step_rate={step_rate}, setpoint_range={setpoint_range}, n_frames={n_frames}, "
@@ -292,7 +334,7 @@ def simulate_arm(
     states, actions, obs = [], [], []
     for e in range(n_episodes):
         a = _setpoints(rng, n_frames, len(ARM_JOINTS), step_rate, setpoint_range)
-        states.append(_arm_roll_out(mujoco, model, a, substeps, light_threshold))
+        states.append(_arm_roll_out(mujoco, model, a, substeps, light_threshold, light_delay))
         actions.append(a)
         obs.append(
             pd.DataFrame({"episode": str(e), "frame": np.arange(n_frames), "timestamp": np.arange(n_frames) / fps})
@@ -301,6 +343,11 @@ def simulate_arm(
     true = np.vstack(states)
     measured = true.copy()
     measured[:, :-1] += noise * rng.normal(size=(len(true), len(variables) - 1))  # the light is read exactly
+    if observation == "sensors":
+        from ._sensors import ARM_SENSORS, arm_sensors
+
+        measured = arm_sensors(mujoco, _ARM_XML, true, ARM_JOINTS, [n_frames] * n_episodes, rng, sensor_noise, fps)
+        variables = list(ARM_SENSORS)
     n, joints = len(variables), list(ARM_JOINTS)
     var = pd.DataFrame(
         {
@@ -313,10 +360,11 @@ def simulate_arm(
     )
     X = np.hstack([measured, np.vstack(actions)])
     adata = frames_to_anndata(X, pd.concat(obs, ignore_index=True), var, path="<simulate_arm>")
-    latents = pd.DataFrame(true, columns=variables)
+    latents = pd.DataFrame(true, columns=[*ARM_JOINTS, "gate", "light"])
     latents.insert(0, "sample_id", adata.obs_names.to_numpy())
     edges = [(f"action.{j}", j) for j in joints] + list(ARM_EDGES)
-    truth = pd.DataFrame(edges, columns=["source", "target"]).assign(weight=1.0)
+    lags = [1] * len(joints) + [0, light_delay]  # commands; the pusher (within the frame); the light
+    truth = pd.DataFrame(edges, columns=["source", "target"]).assign(weight=1.0, lag=lags)
     return SimulatedRobot(adata=adata, graph=truth, fps=fps, latents=latents)
 
 
@@ -329,7 +377,9 @@ def _setpoints(rng: np.random.Generator, T: int, J: int, rate: float, size: floa
     return np.take_along_axis(draws, last, axis=0)
 
 
-def _arm_roll_out(mujoco, model, a: np.ndarray, substeps: int, light_threshold: float) -> np.ndarray:
+def _arm_roll_out(
+    mujoco, model, a: np.ndarray, substeps: int, light_threshold: float, light_delay: int = 1
+) -> np.ndarray:
     """Frames x (joint angles, gate angle, light); the command of frame t acts until frame t+1."""
     data = mujoco.MjData(model)
     arm = [model.joint(name).qposadr[0] for name in ARM_JOINTS]
@@ -342,5 +392,5 @@ def _arm_roll_out(mujoco, model, a: np.ndarray, substeps: int, light_threshold: 
         data.ctrl[:] = a[t]
         mujoco.mj_step(model, data, nstep=substeps)
     switch = out[:, -2] > light_threshold
-    out[:, -1] = np.r_[switch[0], switch[:-1]]  # the light follows its switch one frame later
+    out[:, -1] = np.r_[np.repeat(switch[:1], light_delay), switch][: len(switch)]  # light_delay frames later
     return out

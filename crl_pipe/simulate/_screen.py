@@ -78,7 +78,7 @@ def simulate_screen(
         Probability of each forward edge of a random topological order.
     mixing
         ``"linear"`` (log-expression linear in the programs) or ``"nonlinear"`` (saturating
-        programs and pairwise interactions on mixed genes).
+        programs and a pairwise interaction on the regulated mixed genes).
     shift
         Mean shift of the targeted program's noise, in noise standard deviations.
     noise_scale
@@ -160,8 +160,11 @@ class _Design:
         h = z if self.mixing == "linear" else 1.5 * np.tanh(z / 1.5) + 0.3 * z**2 / (1 + z**2)
         log_mu = self.base + h @ self.A.T
         if self.pair is not None:
+            # the interaction acts on regulated mixed genes; housekeeping genes depend on no program
             i, j = self.pair
-            log_mu[:, self.mixed] += 0.3 * (h[:, [i]] * h[:, [j]])
+            regulated = np.flatnonzero(np.abs(self.A).sum(axis=1) > 0)
+            regulated = regulated[(regulated >= self.mixed.start) & (regulated < self.mixed.stop)]
+            log_mu[:, regulated] += 0.3 * (h[:, [i]] * h[:, [j]])
         n_regulators = self.knocked.shape[1]
         log_mu[:, -n_regulators:] += np.log(np.where(self.knocked[cells], 0.15, 1.0))  # CRISPRi knockdown
         return log_mu

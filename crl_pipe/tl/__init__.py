@@ -7,7 +7,7 @@ from ._evaluate import evaluate, graph_metrics, map_latents, mean_correlation, p
 from ._graph import bootstrap_rows, recover_graph
 from ._identifiability import identifiability
 from ._knockdown import knockdown
-from ._prediction import evaluate_combinations
+from ._prediction import evaluate_combinations, held_out_metrics, hold_out, resolve_held_out
 from ._train import train
 
 __all__ = [
@@ -18,12 +18,15 @@ __all__ = [
     "evaluate_combinations",
     "fit_baseline",
     "graph_metrics",
+    "held_out_metrics",
+    "hold_out",
     "identifiability",
     "knockdown",
     "map_latents",
     "mean_correlation",
     "predicted_targets",
     "recover_graph",
+    "resolve_held_out",
     "target_accuracy",
     "train",
 ]

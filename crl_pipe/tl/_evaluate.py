@@ -89,7 +89,10 @@ def target_accuracy(predicted: pd.Series, true_targets: pd.DataFrame, mapping: d
 def graph_metrics(graph: pd.DataFrame, true_graph: pd.DataFrame, mapping: dict[str, str]) -> dict[str, float]:
     """SHD (a reversed edge counts once), edge precision and recall after mapping latents to programs.
 
-    Edges touching an unmapped latent cannot match anything and count as extra edges.
+    Edges touching an unmapped latent cannot match anything and count as extra edges. An edge is a
+    pair: its ``lag`` does not matter here (a pair found at another lag, or at two lags, is right
+    once); where both tables have lags, ``instantaneous_recall`` and ``instantaneous_precision``
+    score the lag-0 edges alone.
     """
     est = {(mapping.get(s, f"?{s}"), mapping.get(t, f"?{t}")) for s, t in zip(graph["source"], graph["target"], strict=True)}
     true = set(zip(true_graph["source"], true_graph["target"], strict=True))
@@ -102,7 +105,23 @@ def graph_metrics(graph: pd.DataFrame, true_graph: pd.DataFrame, mapping: dict[s
         "n_edges_predicted": float(len(est)),
         "edge_precision": len(correct) / len(est) if est else float("nan"),
         "edge_recall": len(correct) / len(true) if true else float("nan"),
+    } | _instantaneous_metrics(graph, true_graph, mapping)
+
+
+def _instantaneous_metrics(graph: pd.DataFrame, true_graph: pd.DataFrame, mapping: dict[str, str]) -> dict[str, float]:
+    if "lag" not in graph or "lag" not in true_graph or graph["lag"].isna().all() or true_graph["lag"].isna().all():
+        return {}
+    est = {(mapping.get(s, f"?{s}"), mapping.get(t, f"?{t}")) for s, t in _lag0(graph)}
+    true = set(_lag0(true_graph))
+    return {
+        "instantaneous_recall": len(est & true) / len(true) if true else float("nan"),
+        "instantaneous_precision": len(est & true) / len(est) if est else float("nan"),
     }
+
+
+def _lag0(edges: pd.DataFrame) -> list[tuple[str, str]]:
+    lag0 = edges["lag"].fillna(-1).to_numpy() == 0
+    return list(zip(edges["source"][lag0], edges["target"][lag0], strict=True))
 
 
 def r2_matrix(latents: pd.DataFrame, true_latents: pd.DataFrame) -> pd.DataFrame:

@@ -25,6 +25,29 @@ def bootstrap_rows(data: CRLData, rng: np.random.Generator) -> np.ndarray:
     return np.sort(np.concatenate(rows))
 
 
+def _edge_list(model: CRLModel) -> pd.DataFrame:
+    """``source, target, weight, lag`` of the model's non-zero edges (lag null without a time axis)."""
+    if hasattr(model, "get_edges"):
+        edges = model.get_edges()
+        return edges.assign(lag=edges["lag"].astype("Int64")).reset_index(drop=True)
+    adjacency = model.get_adjacency()
+    src, dst = np.nonzero(adjacency.to_numpy())
+    return pd.DataFrame(
+        {
+            "source": adjacency.index[src].astype(str),
+            "target": adjacency.columns[dst].astype(str),
+            "weight": adjacency.to_numpy()[src, dst].astype(float),
+            "lag": pd.array([pd.NA] * len(src), dtype="Int64"),
+        }
+    )
+
+
+def _keys(edges: pd.DataFrame) -> list[tuple[str, str, object]]:
+    """Identity of each edge over refits: the pair, and whether it is instantaneous (None: no time axis)."""
+    kinds = [None if pd.isna(lag) else lag == 0 for lag in edges["lag"]]
+    return list(zip(edges["source"].astype(str), edges["target"].astype(str), kinds, strict=True))
+
+
 def _groups(labels: np.ndarray) -> list[np.ndarray]:
     _, inverse = np.unique(labels, return_inverse=True)
     return [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
@@ -46,23 +69,19 @@ def recover_graph(model: CRLModel, data: CRLData, *, n_refits: int = 20, seed: i
 
     Returns
     -------
-    Table ``source, target, weight, stability`` (the graph artifact), strongest edges first.
+    Table ``source, target, weight, stability, lag`` (the graph artifact), strongest edges first.
+    ``lag`` (frames) comes from models with a time axis (``get_edges``; ``temporal``): 0 for an
+    instantaneous edge, >= 1 for a lagged one (its strongest lag), and a pair with both is two rows;
+    a refit keeps such an edge if it has the pair with the same kind (instantaneous or lagged, at
+    any lag). Other models give one row per pair, ``lag`` null.
     """
-    adjacency = model.get_adjacency()
-    kept = np.zeros(adjacency.shape)
+    edges = _edge_list(model)
+    kept = dict.fromkeys(_keys(edges), 0)
     rng = np.random.default_rng(seed)
     for r in tqdm(range(n_refits), desc="bootstrap refits", disable=not sys.stderr.isatty()):
         refit = type(model)(**model.params).fit(data.subset(bootstrap_rows(data, rng)), seed=seed + r)
-        aligned = refit.get_adjacency().reindex(index=adjacency.index, columns=adjacency.columns, fill_value=0.0)
-        kept += aligned.to_numpy() != 0
-    stability = kept / n_refits if n_refits else np.full(adjacency.shape, np.nan)
-    src, dst = np.nonzero(adjacency.to_numpy())
-    edges = pd.DataFrame(
-        {
-            "source": adjacency.index[src].astype(str),
-            "target": adjacency.columns[dst].astype(str),
-            "weight": adjacency.to_numpy()[src, dst].astype(float),
-            "stability": stability[src, dst].astype(float),
-        }
-    )
+        for key in set(_keys(_edge_list(refit))) & kept.keys():
+            kept[key] += 1
+    edges["stability"] = [kept[k] / n_refits if n_refits else np.nan for k in _keys(edges)]
+    edges = edges[["source", "target", "weight", "stability", "lag"]]
     return edges.sort_values(["stability", "weight"], key=lambda c: -c.abs(), kind="stable").reset_index(drop=True)

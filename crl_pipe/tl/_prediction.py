@@ -8,12 +8,77 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._errors import InputError, ModelError
+from .._errors import ConfigError, InputError, ModelError
 from ..models import CRLData, CRLModel
 
 #: predictors scored side by side: the model, the control mean, and the additive baseline
 #: (control mean plus the observed single-perturbation changes), the usual bar in combination prediction
 PREDICTORS = ("model", "control", "additive")
+
+
+def hold_out(data: CRLData, held_out: Sequence[str], *, where: str = "held_out", source: str = "the data") -> CRLData:
+    """``data`` without the cells of the ``held_out`` combinations, which the models must never see.
+
+    The labels are checked by :func:`resolve_held_out`; a bad one is a :class:`ConfigError` naming it.
+    """
+    labels = resolve_held_out(data, held_out, where=where, source=source)
+    return data.subset(~(np.isin(data.intervention, labels) & ~data.is_control))
+
+
+def resolve_held_out(
+    data: CRLData, held_out: Sequence[str], *, where: str = "held_out", source: str = "the data"
+) -> list[str]:
+    """The ``held_out`` labels as ``data`` names them, checked for prediction from their parts.
+
+    A label is taken as written, else as the labelling step writes it (``"B,A"`` is ``"A+B"``).
+    Each must have cells in ``data``, combine two or more perturbations, and each of its parts
+    must keep cells once every held-out label is dropped, so that a model trained without them can
+    predict it. Anything else is a :class:`ConfigError` naming the label (``where``: the config key;
+    ``source``: where the labels come from).
+    """
+    from ..pp import parse_perturbation
+
+    held_out = [held_out] if isinstance(held_out, str) else list(held_out)
+    present = set(data.intervention[~data.is_control])
+    labels = []
+    for given in held_out:
+        targets = parse_perturbation(given)
+        label = given if given in present else "+".join(targets or ())
+        if label not in present:
+            combos = sorted(p for p in present if "+" in p)
+            shown = ", ".join(map(repr, combos[:5])) or "none in this data"
+            raise ConfigError(f"{where}: {given!r} has no cells in {source}; expected a combination label ({shown})")
+        if len(label.split("+")) < 2:
+            raise ConfigError(
+                f"{where}: {given!r} is not a combination; expected a label such as 'A+B' whose parts are trained"
+            )
+        labels.append(label)
+    seen = present - set(labels)
+    for given, label in zip(held_out, labels, strict=True):
+        unseen = [part for part in label.split("+") if part not in seen]
+        if unseen:
+            raise ConfigError(
+                f"{where}: {given!r} cannot be predicted from its parts: {', '.join(map(repr, unseen))} "
+                "not trained on its own (absent from the data or held out too)"
+            )
+    return labels
+
+
+def held_out_metrics(scores: pd.DataFrame) -> pd.DataFrame:
+    """``metric, value`` rows of :func:`evaluate_combinations` scores, averaged over the held-out labels.
+
+    The model's metrics are ``heldout_<metric>`` (``heldout_r2_top20``, ``heldout_mmd`` ...), the
+    baselines' ``heldout_<metric>_control`` and ``heldout_<metric>_additive``.
+    """
+    if scores.empty:
+        return pd.DataFrame({"metric": pd.Series([], dtype=str), "value": pd.Series([], dtype=float)})
+    means = scores.groupby(["predictor", "metric"], sort=False)["value"].mean()
+    rows = []
+    for (predictor, metric), value in means.items():
+        name = "heldout_" + metric.removesuffix("_genes")
+        rows.append((name if predictor == "model" else f"{name}_{predictor}", float(value)))
+    rows.append(("heldout_n_labels", float(scores["intervention"].nunique())))
+    return pd.DataFrame(rows, columns=["metric", "value"])
 
 
 def evaluate_combinations(

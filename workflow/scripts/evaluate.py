@@ -12,4 +12,5 @@ run_step(
     latents=smk.input.latents,
     out=smk.output.metrics,
     truth={kind: smk.input.get(f"truth_{kind}") for kind in ("graph", "targets", "latents")},
+    predictions=smk.input.get("predictions"),
 )

@@ -16,4 +16,5 @@ run_step(
     params=smk.params.baseline_params,
     n_refits=smk.params.n_refits,
     seed=smk.params.seed,
+    held_out=smk.params.held_out,
 )

@@ -15,4 +15,5 @@ run_step(
     out_graphml=smk.output.graphml,
     n_refits=smk.params.n_refits,
     seed=smk.params.seed,
+    held_out=smk.params.held_out,
 )

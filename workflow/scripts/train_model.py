@@ -16,4 +16,5 @@ run_step(
     seed=smk.params.seed,
     threads=smk.threads,
     require_device=smk.params.require_device,
+    held_out=smk.params.held_out,
 )
