@@ -67,9 +67,9 @@ VERSION_PACKAGES = [
 #: What a metric means and which way is better, matched on the lower-cased metric name.
 METRIC_HELP: list[tuple[str, str]] = [
     ("heldout_r2_delta", "held-out combinations: R² of predicted vs observed changes from the control mean of the "
-     "20 most changed genes; 1 = perfect (suffix _control, _additive: the baselines)"),
+     "20 most changed genes; 1 = perfect; the baselines: Held-out combinations below"),
     ("heldout_r2", "held-out combinations: R² of predicted vs observed mean expression (all genes, or the 20 most "
-     "changed); 1 = perfect (suffix _control, _additive: the baselines)"),
+     "changed); 1 = perfect; the baselines: Held-out combinations below"),
     ("heldout_n_labels", "held-out combinations scored (averaged in the heldout_ rows)"),
     ("r2_offdiag", "largest R² of a latent with a true variable other than its own; low = disentangled "
      "(a true variable driven by another raises it legitimately)"),
@@ -686,6 +686,8 @@ def _metrics_section(models: list[ModelArtifacts]) -> Table | None:
     for m in with_metrics:
         names += [n for n in ordered_unique(m.metrics["metric"]) if n not in set(names)]
     values = {m.name: m.metrics.groupby("metric", sort=False)["value"].mean() for m in with_metrics}
+    # the held-out baselines have their own table (Held-out combinations); one row per model score here
+    names = [n for n in names if not (n.startswith("heldout_") and n.endswith(("_control", "_additive")))]
     rows = [[name, *[_num(values[m.name].get(name)) for m in with_metrics], _metric_help(name)] for name in names]
     return Table(
         ["metric", *[m.name for m in with_metrics], "what it means"],
