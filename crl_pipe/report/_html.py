@@ -242,7 +242,7 @@ def render_report(
         "inputs": _inputs_section(dataset, labels, qc_table, robot=robot),
         "guides": guides_section(dataset, labels, len(qc_table), guides, expression),
         "targets": _targets_section(dataset, labels, models),
-        "programs": _programs_section(anchor_table, read_provenance(anchors), models),
+        "programs": _programs_section(anchor_table, read_provenance(anchors), models, robot=robot),
         "graphs": _graph_section(dataset, models + baselines, truth, _identifiability(labels, anchor_table, models)),
         "metrics": _metrics_section(models + baselines),
         "heldout": _held_out_section(models),
@@ -478,7 +478,7 @@ def _targets_section(dataset: str, labels: pd.DataFrame, models: list[ModelArtif
 
 
 def _programs_section(
-    anchors: pd.DataFrame, provenance: Mapping[str, Any], models: list[ModelArtifacts]
+    anchors: pd.DataFrame, provenance: Mapping[str, Any], models: list[ModelArtifacts], *, robot: bool = False
 ) -> dict[str, Any]:
     anchors = anchors.assign(program=anchors["program"].astype(str), feature=anchors["feature"].astype(str))
     rows = []
@@ -520,18 +520,18 @@ def _programs_section(
         for latent in order:
             genes = list(top.loc[top["latent"] == latent, "feature"])
             lrows.append([latent, [Token(g, g in all_anchors) for g in genes], _best_program(genes, anchor_sets)])
+        # robots: the "anchors" are the channels themselves, so the closest-program column says nothing
+        header = ["latent", f"top {TOP_GENES} {'channels' if robot else 'genes'} by |loading|"]
+        if not robot:
+            header = [header[0], f"{header[1]} (anchor genes in bold)", "closest program (anchors among top genes)"]
+        else:
+            lrows = [row[:2] for row in lrows]
+        unit = "channels" if robot else "genes"
         loadings.append(
             {
                 "model": m.name,
-                "table": Table(
-                    [
-                        "latent",
-                        f"top {TOP_GENES} genes by |loading| (anchor genes in bold)",
-                        "closest program (anchors among top genes)",
-                    ],
-                    lrows,
-                    summary=f"{m.name}: top genes per latent ({len(lrows)} latents)",
-                ),
+                "unit": unit,
+                "table": Table(header, lrows, summary=f"{m.name}: top {unit} per latent ({len(lrows)} latents)"),
             }
         )
     return {
