@@ -166,14 +166,14 @@ class TemporalSEM(CRLModel):
         _check_params(p, K, self.params["alpha"])
         self.action_names, self.latent_names = _split_features(data, self.params["actions"], self.params["latents"])
         z, a = _columns(data, self.latent_names), _columns(data, self.action_names)
+        segments = _segments(data)
         if self.params.get("sensors") is not None:  # learn the latents from sensors that mix them
             from ._temporal_encoder import learn_latents
 
             self.encoder, self.sensor_names, self.latent_names, z = learn_latents(
-                data, self.params["sensors"], self.action_names, _segments(data), self.params, seed
+                data, self.params["sensors"], self.action_names, segments, self.params, seed
             )
         shift = _intervention_matrix(data, self.latent_names) if self.params["intervention_shift"] else None
-        segments = _segments(data)
         design = _Design(z, a, shift, segments, p, K, instantaneous=bool(self.params["instantaneous"]))
         if design.n_rows < 2 * design.n_inputs:
             raise ModelError(
