@@ -22,3 +22,20 @@ def assert_same_state(a, b) -> None:
     assert sa.keys() == sb.keys()
     for key in sa:
         assert torch.equal(sa[key], sb[key]), key
+
+
+def assert_round_trip(model, data, path) -> object:
+    """``model`` saved (weights-only loadable) and loaded back gives the same outputs; returns the loaded model."""
+    import pandas as pd
+    import torch
+
+    from crl_pipe.models import load_model
+
+    model.save(path)
+    torch.load(path / "model.pt", weights_only=True)
+    loaded = load_model(path)
+    assert type(loaded) is type(model) and loaded.params == model.params
+    pd.testing.assert_frame_equal(loaded.get_latent_representation(data), model.get_latent_representation(data))
+    for output in ("get_targets", "get_adjacency", "get_loadings"):
+        pd.testing.assert_frame_equal(getattr(loaded, output)(), getattr(model, output)())
+    return loaded

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from _screens import assert_same_state, screen_and_data
+from _screens import assert_round_trip, assert_same_state, screen_and_data
 from test_models import _metrics
 
 from crl_pipe import ModelError, tl
@@ -194,14 +194,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(tmp_path):
 
 def test_save_and_load_round_trip(nonlinear_fit, tmp_path):
     _, data, model = nonlinear_fit
-    model.save(tmp_path)
-    torch.load(tmp_path / "model.pt", weights_only=True)
-    loaded = load_model(tmp_path)
-    assert isinstance(loaded, CausalVAE) and loaded.params == model.params
-    pd.testing.assert_frame_equal(loaded.get_latent_representation(data), model.get_latent_representation(data))
-    pd.testing.assert_frame_equal(loaded.get_targets(), model.get_targets())
-    pd.testing.assert_frame_equal(loaded.get_adjacency(), model.get_adjacency())
-    pd.testing.assert_frame_equal(loaded.get_loadings(), model.get_loadings())
+    loaded = assert_round_trip(model, data, tmp_path)
     np.testing.assert_array_equal(loaded.predict("REG1+REG2", n_cells=5), model.predict("REG1+REG2", n_cells=5))
 
 

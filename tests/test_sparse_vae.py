@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from _screens import assert_same_state, screen_and_data
+from _screens import assert_round_trip, assert_same_state, screen_and_data
 from test_models import _metrics
 
 from crl_pipe import ModelError
-from crl_pipe.models import SparseVAE, get_model, load_model
+from crl_pipe.models import SparseVAE, get_model
 from crl_pipe.models._training import CHECKPOINT_FILE
 
 SMALL = dict(n_programs=4, n_control=1500, cells_per_perturbation=200, n_genes=120)
@@ -154,14 +154,7 @@ def test_early_stopping_ends_before_the_last_epoch():
 
 def test_save_and_load_round_trip(nonlinear_fit, tmp_path):
     _, data, model = nonlinear_fit
-    model.save(tmp_path)
-    torch.load(tmp_path / "model.pt", weights_only=True)
-    loaded = load_model(tmp_path)
-    assert isinstance(loaded, SparseVAE) and loaded.params == model.params
-    pd.testing.assert_frame_equal(loaded.get_latent_representation(data), model.get_latent_representation(data))
-    pd.testing.assert_frame_equal(loaded.get_targets(), model.get_targets())
-    pd.testing.assert_frame_equal(loaded.get_adjacency(), model.get_adjacency())
-    pd.testing.assert_frame_equal(loaded.get_loadings(), model.get_loadings())
+    assert_round_trip(model, data, tmp_path)
 
 
 def test_negative_binomial_likelihood_on_counts():
