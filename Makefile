@@ -33,6 +33,8 @@ report: demo
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf results resources logs benchmarks/out .snakemake report.zip

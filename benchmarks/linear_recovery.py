@@ -27,8 +27,13 @@ def demo_data(seed: int):
 def score(model: LinearSEM, screen, data) -> dict[str, float]:
     adjacency = model.get_adjacency().stack()
     graph = adjacency[adjacency != 0].rename_axis(["source", "target"]).reset_index(name="weight")
-    metrics = tl.evaluate(graph=graph, targets=model.get_targets(), latents=model.get_latent_representation(data),
-                          true_graph=screen.graph, true_targets=screen.targets)
+    metrics = tl.evaluate(
+        graph=graph,
+        targets=model.get_targets(),
+        latents=model.get_latent_representation(data),
+        true_graph=screen.graph,
+        true_targets=screen.targets,
+    )
     return metrics.set_index("metric")["value"].to_dict()
 
 
@@ -42,11 +47,14 @@ def main() -> None:
         screen, data = demo_data(seed)
         for threshold in args.thresholds:
             m = score(LinearSEM(edge_threshold=threshold).fit(data, seed=0), screen, data)
-            rows.append({"seed": seed, "edge_threshold": threshold, "target_accuracy": m["target_accuracy"], "shd": m["shd"]})
+            rows.append(
+                {"seed": seed, "edge_threshold": threshold, "target_accuracy": m["target_accuracy"], "shd": m["shd"]}
+            )
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     summary = table.groupby("edge_threshold").agg(
-        seeds_shd_le_1=("shd", lambda s: int((s <= 1).sum())), mean_shd=("shd", "mean"),
+        seeds_shd_le_1=("shd", lambda s: int((s <= 1).sum())),
+        mean_shd=("shd", "mean"),
         min_target_accuracy=("target_accuracy", "min"),
     )
     print(summary.to_string())

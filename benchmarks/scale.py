@@ -54,29 +54,125 @@ def screen_params(n_cells: int, seed: int) -> dict:
 def stages(n_cells: int, d: Path, args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     """(name, crl-pipe arguments) of every stage, in order."""
     sim, res = d / "sim", d / "res"
-    pre, labels, anchors, gmt = res / "preprocessed.h5ad", res / "interventions.parquet", res / "anchors.parquet", sim / "programs.gmt"
+    pre, labels, anchors, gmt = (
+        res / "preprocessed.h5ad",
+        res / "interventions.parquet",
+        res / "anchors.parquet",
+        sim / "programs.gmt",
+    )
     data = ["--preprocessed", pre, "--interventions", labels, "--anchors", anchors]
     vae = {"epochs": args.vae_epochs, "device": "cpu", "patience": 0}
     out = [
-        ("simulate", ["simulate", "--out-h5ad", sim / "screen.h5ad", "--out-gmt", gmt, "--out-truth-dir", sim / "truth",
-                      "--params", json.dumps(screen_params(n_cells, args.seed)), "--chunk-cells", "5000"]),
-        ("ingest", ["ingest", "--path", sim / "screen.h5ad", "--out-h5ad", res / "ingested.h5ad", "--out-qc", res / "qc.parquet"]),
-        ("label", ["label", "--ingested", res / "ingested.h5ad", "--out", labels, "--perturbation-key", "perturbation",
-                   "--control-values", "[non-targeting]"]),
-        ("preprocess", ["preprocess", "--ingested", res / "ingested.h5ad", "--interventions", labels, "--out", pre,
-                        "--gene-sets", gmt, "--n-top-genes", "2000"]),
+        (
+            "simulate",
+            [
+                "simulate",
+                "--out-h5ad",
+                sim / "screen.h5ad",
+                "--out-gmt",
+                gmt,
+                "--out-truth-dir",
+                sim / "truth",
+                "--params",
+                json.dumps(screen_params(n_cells, args.seed)),
+                "--chunk-cells",
+                "5000",
+            ],
+        ),
+        (
+            "ingest",
+            [
+                "ingest",
+                "--path",
+                sim / "screen.h5ad",
+                "--out-h5ad",
+                res / "ingested.h5ad",
+                "--out-qc",
+                res / "qc.parquet",
+            ],
+        ),
+        (
+            "label",
+            [
+                "label",
+                "--ingested",
+                res / "ingested.h5ad",
+                "--out",
+                labels,
+                "--perturbation-key",
+                "perturbation",
+                "--control-values",
+                "[non-targeting]",
+            ],
+        ),
+        (
+            "preprocess",
+            [
+                "preprocess",
+                "--ingested",
+                res / "ingested.h5ad",
+                "--interventions",
+                labels,
+                "--out",
+                pre,
+                "--gene-sets",
+                gmt,
+                "--n-top-genes",
+                "2000",
+            ],
+        ),
         ("anchors", ["anchors", "--preprocessed", pre, "--out", anchors, "--gene-sets", gmt]),
         ("train linear", ["train", *data, "--out-dir", res / "linear", "--model", "linear"]),
-        ("graph linear", ["graph", *data, "--model-dir", res / "linear", "--out-parquet", res / "linear/graph.parquet",
-                          "--out-graphml", res / "linear/graph.graphml", "--n-refits", "0"]),
-        ("evaluate linear", ["evaluate", "--graph", res / "linear/graph.parquet", "--targets", res / "linear/targets.parquet",
-                             "--latents", res / "linear/latents.parquet", "--out", res / "linear/metrics.parquet",
-                             "--truth", json.dumps({k: str(sim / "truth" / f"{k}.parquet") for k in ("graph", "targets", "latents")})]),
+        (
+            "graph linear",
+            [
+                "graph",
+                *data,
+                "--model-dir",
+                res / "linear",
+                "--out-parquet",
+                res / "linear/graph.parquet",
+                "--out-graphml",
+                res / "linear/graph.graphml",
+                "--n-refits",
+                "0",
+            ],
+        ),
+        (
+            "evaluate linear",
+            [
+                "evaluate",
+                "--graph",
+                res / "linear/graph.parquet",
+                "--targets",
+                res / "linear/targets.parquet",
+                "--latents",
+                res / "linear/latents.parquet",
+                "--out",
+                res / "linear/metrics.parquet",
+                "--truth",
+                json.dumps({k: str(sim / "truth" / f"{k}.parquet") for k in ("graph", "targets", "latents")}),
+            ],
+        ),
     ]
     if args.vae_epochs:
-        out.append((f"train sparse_vae ({args.vae_epochs} epoch{'s' if args.vae_epochs > 1 else ''})",
-                    ["train", *data, "--out-dir", res / "sparse_vae", "--model", "sparse_vae", "--params", json.dumps(vae),
-                     "--threads", "1"]))
+        out.append(
+            (
+                f"train sparse_vae ({args.vae_epochs} epoch{'s' if args.vae_epochs > 1 else ''})",
+                [
+                    "train",
+                    *data,
+                    "--out-dir",
+                    res / "sparse_vae",
+                    "--model",
+                    "sparse_vae",
+                    "--params",
+                    json.dumps(vae),
+                    "--threads",
+                    "1",
+                ],
+            )
+        )
     return [(name, [str(a) for a in argv]) for name, argv in out]
 
 
@@ -167,8 +263,10 @@ def markdown(table: pd.DataFrame) -> str:
     table = table.drop_duplicates(["stage", "cells"], keep="last")
     order = list(dict.fromkeys(table["stage"]))
     cells = sorted(table["cells"].unique())
-    lines = ["| stage | " + " | ".join(f"{n:,} cells: wall s / peak RSS GB" for n in cells) + " |",
-             "| --- |" + " --- |" * len(cells)]
+    lines = [
+        "| stage | " + " | ".join(f"{n:,} cells: wall s / peak RSS GB" for n in cells) + " |",
+        "| --- |" + " --- |" * len(cells),
+    ]
     for stage in order:
         cols = []
         for n in cells:

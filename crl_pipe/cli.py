@@ -128,8 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
             flag = "--" + param.name.replace("_", "-")
             required = param.default is inspect.Parameter.empty
             default = None if required else param.default
-            step.add_argument(flag, dest=param.name, type=_converter(param.annotation), required=required,
-                              default=default, help="required" if required else f"default: {default!r}")
+            step.add_argument(
+                flag,
+                dest=param.name,
+                type=_converter(param.annotation),
+                required=required,
+                default=default,
+                help="required" if required else f"default: {default!r}",
+            )
     return parser
 
 
@@ -145,8 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"crl-pipe {args.step}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"crl-pipe {args.step}: interrupted; artifacts are written whole or not at all, rerun to continue",
-              file=sys.stderr)
+        print(
+            f"crl-pipe {args.step}: interrupted; artifacts are written whole or not at all, rerun to continue",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

@@ -27,7 +27,14 @@ from referencing import Registry, Resource
 
 from ._errors import ConfigError
 
-__all__ = ["PREDICTING_MODELS", "TORCH_MODELS", "config_error_message", "load_schema", "model_device", "validate_config"]
+__all__ = [
+    "PREDICTING_MODELS",
+    "TORCH_MODELS",
+    "config_error_message",
+    "load_schema",
+    "model_device",
+    "validate_config",
+]
 
 #: Models that train with PyTorch on ``device`` (the others are numpy/scipy and ignore it). Kept
 #: here, free of torch, for the Snakemake process; tests check it against the model classes.
@@ -102,7 +109,9 @@ def load_schema(schema_path: str | os.PathLike) -> tuple[dict[str, Any], Registr
         from urllib.parse import urlparse
         from urllib.request import url2pathname
 
-        return Resource.from_contents(yaml.safe_load(Path(url2pathname(urlparse(uri).path)).read_text(encoding="utf-8")))
+        return Resource.from_contents(
+            yaml.safe_load(Path(url2pathname(urlparse(uri).path)).read_text(encoding="utf-8"))
+        )
 
     registry = Registry(retrieve=retrieve).with_resource(uri=path.as_uri(), resource=Resource.from_contents(schema))
     return schema, registry

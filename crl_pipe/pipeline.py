@@ -71,7 +71,9 @@ def simulate_robot(*, out_dir: PathLike, out_truth_dir: PathLike, params: Mappin
         )
     arm_only = [k for k in ("observation", "sensor_noise", "light_delay") if k in kwargs]
     if simulator == "linear" and arm_only:
-        raise ConfigError(f"simulate_robot: {arm_only[0]} with simulator 'linear'; expected it only with simulator: arm")
+        raise ConfigError(
+            f"simulate_robot: {arm_only[0]} with simulator 'linear'; expected it only with simulator: arm"
+        )
     robot = (sim.simulate_arm if simulator == "arm" else sim.simulate_robot)(**kwargs)
     sim.write_robot_simulation(robot, out_dir=out_dir, out_truth_dir=out_truth_dir, params=params)
 
@@ -100,7 +102,9 @@ def ingest(
 
     options = dict(options or {})
     if format == "h5ad" and set(options) <= {"counts_layer"} and io.is_large_screen(path, options.get("counts_layer")):
-        prov = provenance("ingest", {"input": path}, {"format": format, **options, "guide_calling": dict(guide_calling or {})})
+        prov = provenance(
+            "ingest", {"input": path}, {"format": format, **options, "guide_calling": dict(guide_calling or {})}
+        )
         _ingest_in_blocks(path, out_h5ad, out_qc, out_guides, prov, options.get("counts_layer"))
         return
     if _is_table(kind, format):
@@ -217,8 +221,12 @@ def preprocess(
         # larger than memory: two passes over blocks of cells (crl_pipe.pp.preprocess_chunked)
         params = {"n_top_genes": n_top_genes, "target_sum": target_sum}
         keep = sorted({g for s in io.read_gmt(gene_sets).values() for g in s}) if gene_sets else []
-        prov = provenance("preprocess", {"ingested": ingested, "interventions": interventions, "gene_sets": gene_sets}, params)
-        pp.preprocess_chunked(ingested, read_table(interventions, "interventions"), out, prov, keep_genes=keep, **params)
+        prov = provenance(
+            "preprocess", {"ingested": ingested, "interventions": interventions, "gene_sets": gene_sets}, params
+        )
+        pp.preprocess_chunked(
+            ingested, read_table(interventions, "interventions"), out, prov, keep_genes=keep, **params
+        )
         return
     adata = read_h5ad(ingested)
     labels = read_table(interventions, "interventions")
@@ -283,7 +291,8 @@ def train(
     require_device: bool = False,
     held_out: Sequence[str] = (),
 ) -> None:
-    """Fit ``model``; write the checkpoint, ``latents``, ``targets``, ``loadings`` and ``training`` tables into ``out_dir``.
+    """Fit ``model``; write the checkpoint, ``latents``, ``targets``, ``loadings`` and ``training`` tables
+    into ``out_dir``.
 
     The cells of the ``held_out`` combinations (e.g. ``["A+B"]``) are left out of the fit and of
     ``latents`` (:func:`crl_pipe.tl.hold_out`), to be predicted from their parts by :func:`predict`.
@@ -509,8 +518,17 @@ def collect_benchmark(*, metrics: Mapping[str, PathLike], out: PathLike) -> None
     for key, path in metrics.items():
         dataset, model = key.split("/", 1)
         frames.append(read_table(path, "metrics").assign(dataset=dataset, model=model))
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "model", "metric", "value"])
-    write_table(table[["dataset", "model", "metric", "value"]], out, "benchmark", provenance("benchmark", {"metrics": list(metrics.values())}))
+    table = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["dataset", "model", "metric", "value"])
+    )
+    write_table(
+        table[["dataset", "model", "metric", "value"]],
+        out,
+        "benchmark",
+        provenance("benchmark", {"metrics": list(metrics.values())}),
+    )
 
 
 def _is_table(kind: str, format: str) -> bool:

@@ -52,7 +52,11 @@ def _kwargs() -> dict[str, dict[str, Any]]:
             "gene_sets": f"{SIM}/programs.gmt",
             "n_top_genes": 60,
         },
-        "anchors": {"preprocessed": f"{RES}/preprocessed.h5ad", "out": f"{RES}/anchors.parquet", "gene_sets": f"{SIM}/programs.gmt"},
+        "anchors": {
+            "preprocessed": f"{RES}/preprocessed.h5ad",
+            "out": f"{RES}/anchors.parquet",
+            "gene_sets": f"{SIM}/programs.gmt",
+        },
         "train": {
             "preprocessed": f"{RES}/preprocessed.h5ad",
             "interventions": f"{RES}/interventions.parquet",
@@ -102,8 +106,17 @@ OUTPUTS: dict[str, list[str]] = {
     "label": [f"{RES}/interventions.parquet"],
     "preprocess": [f"{RES}/preprocessed.h5ad"],
     "anchors": [f"{RES}/anchors.parquet"],
-    "train": [f"{MODEL}/{name}" for name in
-              ("model.pt", "model.json", "latents.parquet", "targets.parquet", "loadings.parquet", "training.parquet")],
+    "train": [
+        f"{MODEL}/{name}"
+        for name in (
+            "model.pt",
+            "model.json",
+            "latents.parquet",
+            "targets.parquet",
+            "loadings.parquet",
+            "training.parquet",
+        )
+    ],
     "graph": [f"{MODEL}/graph.parquet", f"{MODEL}/graph.graphml"],
     "evaluate": [f"{MODEL}/metrics.parquet"],
     "report": [f"{RES}/report.html"],
@@ -120,9 +133,24 @@ INPUTS: dict[str, list[str]] = {
     + [f"{MODEL}/model.pt", f"{MODEL}/model.json"],
     "evaluate": [f"{MODEL}/graph.parquet", f"{MODEL}/targets.parquet", f"{MODEL}/latents.parquet"]
     + [f"{SIM}/truth/{k}.parquet" for k in ("graph", "targets", "latents")],
-    "report": [f"{RES}/interventions.parquet", f"{RES}/qc.parquet", f"{RES}/anchors.parquet", f"{SIM}/truth/graph.parquet"]
-    + [f"{MODEL}/{n}" for n in ("model.json", "latents.parquet", "targets.parquet", "loadings.parquet",
-                                "training.parquet", "graph.parquet", "metrics.parquet")],
+    "report": [
+        f"{RES}/interventions.parquet",
+        f"{RES}/qc.parquet",
+        f"{RES}/anchors.parquet",
+        f"{SIM}/truth/graph.parquet",
+    ]
+    + [
+        f"{MODEL}/{n}"
+        for n in (
+            "model.json",
+            "latents.parquet",
+            "targets.parquet",
+            "loadings.parquet",
+            "training.parquet",
+            "graph.parquet",
+            "metrics.parquet",
+        )
+    ],
 }
 
 

@@ -26,16 +26,29 @@ def venv_bin() -> Path:
     return exe
 
 
-@pytest.fixture(scope="session")
-def snakefmt_bin() -> Path:
-    """The ``snakefmt`` executable (the test that needs it is skipped where it is missing)."""
-    exe = Path(sys.executable).parent / "snakefmt"
+def test_tool(name: str) -> Path:
+    """The executable ``name`` beside this interpreter or on PATH (the test that needs it is
+    skipped where it is missing)."""
+    exe = Path(sys.executable).parent / name
     if exe.exists():
         return exe
-    found = shutil.which("snakefmt")
+    found = shutil.which(name)
     if found is None:
-        pytest.skip("snakefmt is not installed (pip install -e .[test])")
+        pytest.skip(f"{name} is not installed (pip install -e .[test])")
     return Path(found)
+
+
+test_tool.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="session")
+def snakefmt_bin() -> Path:
+    return test_tool("snakefmt")
+
+
+@pytest.fixture(scope="session")
+def ruff_bin() -> Path:
+    return test_tool("ruff")
 
 
 @pytest.fixture(scope="session")

@@ -101,11 +101,20 @@ def good(tmp_path_factory) -> Good:
     )
     pipeline.anchors(preprocessed=g.preprocessed, out=g.anchors, gene_sets=g.gmt)
     pipeline.train(
-        preprocessed=g.preprocessed, interventions=g.interventions, anchors=g.anchors, out_dir=g.model_dir, model="linear"
+        preprocessed=g.preprocessed,
+        interventions=g.interventions,
+        anchors=g.anchors,
+        out_dir=g.model_dir,
+        model="linear",
     )
     pipeline.graph(
-        preprocessed=g.preprocessed, interventions=g.interventions, anchors=g.anchors, model_dir=g.model_dir,
-        out_parquet=g.model_dir / "graph.parquet", out_graphml=g.model_dir / "graph.graphml", n_refits=2,
+        preprocessed=g.preprocessed,
+        interventions=g.interventions,
+        anchors=g.anchors,
+        model_dir=g.model_dir,
+        out_parquet=g.model_dir / "graph.parquet",
+        out_graphml=g.model_dir / "graph.graphml",
+        n_refits=2,
     )
     return g
 
@@ -263,14 +272,24 @@ def _robot_log(tmp: Path, edit: Callable[[pd.DataFrame], pd.DataFrame] = lambda 
 
 
 def robot_args(path: Path, **options):
-    return ingest_args(path, format="table", kind="robot", options={"episode_key": "episode", "time_key": "t",
-                                                       "actions": ["action.elbow"], **options})
+    return ingest_args(
+        path,
+        format="table",
+        kind="robot",
+        options={"episode_key": "episode", "time_key": "t", "actions": ["action.elbow"], **options},
+    )
 
 
 def _robot_ingested(tmp: Path) -> Path:
     out = tmp / "robot.h5ad"
-    pipeline.ingest(path=_robot_log(tmp), out_h5ad=out, out_qc=tmp / "robot_qc.parquet", format="table", kind="robot",
-                    options={"episode_key": "episode", "time_key": "t", "actions": ["action.elbow"]})
+    pipeline.ingest(
+        path=_robot_log(tmp),
+        out_h5ad=out,
+        out_qc=tmp / "robot_qc.parquet",
+        format="table",
+        kind="robot",
+        options={"episode_key": "episode", "time_key": "t", "actions": ["action.elbow"]},
+    )
     return out
 
 
@@ -308,200 +327,484 @@ OUTPUTS: dict[str, Callable[[Path], dict[str, Path]]] = {
 
 CATALOGUE: list[Case] = [
     # -- ingest: the raw screen ------------------------------------------------------------------
-    Case("ingest-truncated-h5ad", "ingest", lambda g, t: ingest_args(_truncated(g, t)),
-         ["{bad}: not a readable h5ad file", "truncated file"]),
-    Case("ingest-text-file-named-h5ad", "ingest", lambda g, t: ingest_args(_text_file(t, "notes.h5ad", "cell,gene\n")),
-         ["{bad}: not a readable h5ad file", "file signature not found"]),
-    Case("ingest-parquet-given-as-h5ad", "ingest", lambda g, t: ingest_args(g.qc),
-         ["{bad}: not a readable h5ad file"]),
-    Case("ingest-empty-file", "ingest", lambda g, t: ingest_args(_bytes_file(t, "empty.h5ad", b"")),
-         ["{bad}: file is empty, expected an h5ad (HDF5) file"]),
-    Case("ingest-path-does-not-exist", "ingest", lambda g, t: ingest_args(t / "no_such_screen.h5ad"),
-         ["{bad}: file does not exist"]),
-    Case("ingest-path-is-a-folder", "ingest", lambda g, t: ingest_args(t),
-         ["{bad}: is a folder, expected an h5ad (HDF5) file"]),
-    Case("ingest-unknown-format", "ingest", lambda g, t: ingest_args(g.screen, format="csv"),
-         ["{bad}: unknown screen format 'csv'; supported formats:", "'h5ad'"]),
-    Case("ingest-unknown-reader-option", "ingest", lambda g, t: ingest_args(g.screen, options={"countslayer": "raw"}),
-         ["{bad}: option(s) ['countslayer'] not understood by format 'h5ad'; it takes none"]),
-    Case("ingest-normalised-not-counts", "ingest",
-         lambda g, t: ingest_args(screen_with(g, t / "lognorm.h5ad", X=np.log1p(dense(g)) + 0.1)),
-         ["{bad}: X holds", "non-integer value(s)", "expected raw counts (non-negative integers), not normalised"]),
-    Case("ingest-negative-counts", "ingest",
-         lambda g, t: ingest_args(screen_with(g, t / "negative.h5ad", X=_x_with(g, 3, 4, -2, np.int32))),
-         ["{bad}: X holds 1 negative value(s) (e.g. -2); expected raw counts (non-negative integers)"]),
-    Case("ingest-nan-counts", "ingest",
-         lambda g, t: ingest_args(screen_with(g, t / "nan.h5ad", X=_x_with(g, 0, 0, np.nan))),
-         ["{bad}: X holds 1 NaN/Inf value(s); expected raw counts"]),
-    Case("ingest-inf-counts", "ingest",
-         lambda g, t: ingest_args(screen_with(g, t / "inf.h5ad", X=_x_with(g, 5, 1, np.inf))),
-         ["{bad}: X holds 1 NaN/Inf value(s); expected raw counts"]),
-    Case("ingest-text-counts", "ingest",
-         lambda g, t: ingest_args(screen_with(g, t / "text.h5ad", X=dense(g).astype(str))),
-         ["{bad}: X has dtype object; expected raw counts (non-negative integers)"]),
-    Case("ingest-bad-counts-in-layer", "ingest",
-         lambda g, t: ingest_args(screen_with(g, t / "layer.h5ad", layers={"counts": dense(g) / 3})),
-         ["{bad}: layers['counts'] holds", "non-integer value(s)"]),
-    Case("ingest-missing-counts-layer", "ingest", lambda g, t: ingest_args(g.screen, options={"counts_layer": "umis"}),
-         ["{bad}: layers['umis'] not found; expected raw counts there (available layers: []"]),
-    Case("ingest-duplicate-cell-ids", "ingest", lambda g, t: ingest_args(_dup_cells(g, t)),
-         ["{bad}: obs index (cell IDs) has 1 duplicated name(s) (cell000000); expected unique names"]),
-    Case("ingest-duplicate-genes", "ingest", lambda g, t: ingest_args(_dup_genes(g, t)),
-         ["{bad}: var index (gene symbols) has 1 duplicated name(s)", "expected unique names"]),
-    Case("ingest-no-cells", "ingest", lambda g, t: ingest_args(_no_cells(g, t)),
-         ["{bad}: screen has 0 cells x 60 genes; expected at least one of each"]),
+    Case(
+        "ingest-truncated-h5ad",
+        "ingest",
+        lambda g, t: ingest_args(_truncated(g, t)),
+        ["{bad}: not a readable h5ad file", "truncated file"],
+    ),
+    Case(
+        "ingest-text-file-named-h5ad",
+        "ingest",
+        lambda g, t: ingest_args(_text_file(t, "notes.h5ad", "cell,gene\n")),
+        ["{bad}: not a readable h5ad file", "file signature not found"],
+    ),
+    Case("ingest-parquet-given-as-h5ad", "ingest", lambda g, t: ingest_args(g.qc), ["{bad}: not a readable h5ad file"]),
+    Case(
+        "ingest-empty-file",
+        "ingest",
+        lambda g, t: ingest_args(_bytes_file(t, "empty.h5ad", b"")),
+        ["{bad}: file is empty, expected an h5ad (HDF5) file"],
+    ),
+    Case(
+        "ingest-path-does-not-exist",
+        "ingest",
+        lambda g, t: ingest_args(t / "no_such_screen.h5ad"),
+        ["{bad}: file does not exist"],
+    ),
+    Case(
+        "ingest-path-is-a-folder",
+        "ingest",
+        lambda g, t: ingest_args(t),
+        ["{bad}: is a folder, expected an h5ad (HDF5) file"],
+    ),
+    Case(
+        "ingest-unknown-format",
+        "ingest",
+        lambda g, t: ingest_args(g.screen, format="csv"),
+        ["{bad}: unknown screen format 'csv'; supported formats:", "'h5ad'"],
+    ),
+    Case(
+        "ingest-unknown-reader-option",
+        "ingest",
+        lambda g, t: ingest_args(g.screen, options={"countslayer": "raw"}),
+        ["{bad}: option(s) ['countslayer'] not understood by format 'h5ad'; it takes none"],
+    ),
+    Case(
+        "ingest-normalised-not-counts",
+        "ingest",
+        lambda g, t: ingest_args(screen_with(g, t / "lognorm.h5ad", X=np.log1p(dense(g)) + 0.1)),
+        ["{bad}: X holds", "non-integer value(s)", "expected raw counts (non-negative integers), not normalised"],
+    ),
+    Case(
+        "ingest-negative-counts",
+        "ingest",
+        lambda g, t: ingest_args(screen_with(g, t / "negative.h5ad", X=_x_with(g, 3, 4, -2, np.int32))),
+        ["{bad}: X holds 1 negative value(s) (e.g. -2); expected raw counts (non-negative integers)"],
+    ),
+    Case(
+        "ingest-nan-counts",
+        "ingest",
+        lambda g, t: ingest_args(screen_with(g, t / "nan.h5ad", X=_x_with(g, 0, 0, np.nan))),
+        ["{bad}: X holds 1 NaN/Inf value(s); expected raw counts"],
+    ),
+    Case(
+        "ingest-inf-counts",
+        "ingest",
+        lambda g, t: ingest_args(screen_with(g, t / "inf.h5ad", X=_x_with(g, 5, 1, np.inf))),
+        ["{bad}: X holds 1 NaN/Inf value(s); expected raw counts"],
+    ),
+    Case(
+        "ingest-text-counts",
+        "ingest",
+        lambda g, t: ingest_args(screen_with(g, t / "text.h5ad", X=dense(g).astype(str))),
+        ["{bad}: X has dtype object; expected raw counts (non-negative integers)"],
+    ),
+    Case(
+        "ingest-bad-counts-in-layer",
+        "ingest",
+        lambda g, t: ingest_args(screen_with(g, t / "layer.h5ad", layers={"counts": dense(g) / 3})),
+        ["{bad}: layers['counts'] holds", "non-integer value(s)"],
+    ),
+    Case(
+        "ingest-missing-counts-layer",
+        "ingest",
+        lambda g, t: ingest_args(g.screen, options={"counts_layer": "umis"}),
+        ["{bad}: layers['umis'] not found; expected raw counts there (available layers: []"],
+    ),
+    Case(
+        "ingest-duplicate-cell-ids",
+        "ingest",
+        lambda g, t: ingest_args(_dup_cells(g, t)),
+        ["{bad}: obs index (cell IDs) has 1 duplicated name(s) (cell000000); expected unique names"],
+    ),
+    Case(
+        "ingest-duplicate-genes",
+        "ingest",
+        lambda g, t: ingest_args(_dup_genes(g, t)),
+        ["{bad}: var index (gene symbols) has 1 duplicated name(s)", "expected unique names"],
+    ),
+    Case(
+        "ingest-no-cells",
+        "ingest",
+        lambda g, t: ingest_args(_no_cells(g, t)),
+        ["{bad}: screen has 0 cells x 60 genes; expected at least one of each"],
+    ),
     # -- label: the perturbation column ----------------------------------------------------------
-    Case("label-missing-perturbation-column", "label", lambda g, t: label_args(g, perturbation_key="guide"),
-         ["{bad}: obs column 'guide' not found; expected the perturbation labels there",
-          "available obs columns: ['perturbation']"]),
-    Case("label-no-control-cells", "label",
-         lambda g, t: label_args(g, relabelled(g, t / "ing.h5ad", lambda s: s.replace(CONTROL, "REG1"))),
-         ["{bad}: obs['perturbation']: no control cells; looked for ['non-targeting']", "most common labels: 'REG1'"]),
-    Case("label-control-value-matches-nothing", "label",
-         lambda g, t: label_args(g, relabelled(g, t / "ing.h5ad", lambda s: s.replace(CONTROL, "NegCtrl")),
-                                 control_values=["NTC"]),
-         ["{bad}: obs['perturbation']: no control cells; looked for ['NTC'] and the built-in control tokens",
-          "'NegCtrl' (100)"]),
-    Case("label-all-cells-control", "label", lambda g, t: label_args(g, relabelled(g, t / "ing.h5ad", CONTROL)),
-         ["{bad}: obs['perturbation']: no perturbed (non-control) cells remain; expected at least one"]),
-    Case("label-all-cells-one-perturbation", "label",
-         lambda g, t: label_args(g, relabelled(g, t / "ing.h5ad", "REG1")),
-         ["{bad}: obs['perturbation']: no control cells", "most common labels: 'REG1' (220)"]),
-    Case("label-every-perturbation-below-min-cells", "label", lambda g, t: label_args(g, min_cells=31),
-         ["{bad}: obs['perturbation']: no perturbed (non-control) cells with at least min_cells=31 cells remain"]),
-    Case("label-every-label-missing", "label", lambda g, t: label_args(g, relabelled(g, t / "ing.h5ad", np.nan)),
-         ["{bad}: obs['perturbation']: no control cells", "most common labels: none, all 220 are missing"]),
-    Case("label-min-cells-zero", "label", lambda g, t: label_args(g, min_cells=0),
-         ["min_cells=0: expected an integer >= 1"]),
-    Case("label-ingested-is-parquet", "label", lambda g, t: label_args(g, g.interventions),
-         ["{bad}: not a readable h5ad file"]),
+    Case(
+        "label-missing-perturbation-column",
+        "label",
+        lambda g, t: label_args(g, perturbation_key="guide"),
+        [
+            "{bad}: obs column 'guide' not found; expected the perturbation labels there",
+            "available obs columns: ['perturbation']",
+        ],
+    ),
+    Case(
+        "label-no-control-cells",
+        "label",
+        lambda g, t: label_args(g, relabelled(g, t / "ing.h5ad", lambda s: s.replace(CONTROL, "REG1"))),
+        ["{bad}: obs['perturbation']: no control cells; looked for ['non-targeting']", "most common labels: 'REG1'"],
+    ),
+    Case(
+        "label-control-value-matches-nothing",
+        "label",
+        lambda g, t: label_args(
+            g, relabelled(g, t / "ing.h5ad", lambda s: s.replace(CONTROL, "NegCtrl")), control_values=["NTC"]
+        ),
+        [
+            "{bad}: obs['perturbation']: no control cells; looked for ['NTC'] and the built-in control tokens",
+            "'NegCtrl' (100)",
+        ],
+    ),
+    Case(
+        "label-all-cells-control",
+        "label",
+        lambda g, t: label_args(g, relabelled(g, t / "ing.h5ad", CONTROL)),
+        ["{bad}: obs['perturbation']: no perturbed (non-control) cells remain; expected at least one"],
+    ),
+    Case(
+        "label-all-cells-one-perturbation",
+        "label",
+        lambda g, t: label_args(g, relabelled(g, t / "ing.h5ad", "REG1")),
+        ["{bad}: obs['perturbation']: no control cells", "most common labels: 'REG1' (220)"],
+    ),
+    Case(
+        "label-every-perturbation-below-min-cells",
+        "label",
+        lambda g, t: label_args(g, min_cells=31),
+        ["{bad}: obs['perturbation']: no perturbed (non-control) cells with at least min_cells=31 cells remain"],
+    ),
+    Case(
+        "label-every-label-missing",
+        "label",
+        lambda g, t: label_args(g, relabelled(g, t / "ing.h5ad", np.nan)),
+        ["{bad}: obs['perturbation']: no control cells", "most common labels: none, all 220 are missing"],
+    ),
+    Case(
+        "label-min-cells-zero",
+        "label",
+        lambda g, t: label_args(g, min_cells=0),
+        ["min_cells=0: expected an integer >= 1"],
+    ),
+    Case(
+        "label-ingested-is-parquet",
+        "label",
+        lambda g, t: label_args(g, g.interventions),
+        ["{bad}: not a readable h5ad file"],
+    ),
     # -- preprocess: the interventions table and gene sets -------------------------------------------
-    Case("preprocess-interventions-not-parquet", "preprocess",
-         lambda g, t: preprocess_args(g, interventions=_text_file(t, "iv.parquet", "sample_id,intervention\n"),
-                                      _bad=t / "iv.parquet"),
-         ["{bad}: not a readable Parquet file", "magic bytes not found"]),
-    Case("preprocess-interventions-empty-file", "preprocess",
-         lambda g, t: preprocess_args(g, interventions=_bytes_file(t, "iv.parquet", b""), _bad=t / "iv.parquet"),
-         ["{bad}: not a readable Parquet file", "0 bytes"]),
-    Case("preprocess-interventions-missing-column", "preprocess",
-         lambda g, t: preprocess_args(g, interventions=interventions_with(g, t / "iv.parquet",
-                                      lambda d: d.drop(columns="targets")), _bad=t / "iv.parquet"),
-         ["{bad}: missing column 'targets' expected in a interventions table"]),
-    Case("preprocess-interventions-wrong-type", "preprocess",
-         lambda g, t: preprocess_args(g, interventions=interventions_with(g, t / "iv.parquet",
-                                      lambda d: d.assign(is_control=d["is_control"].map({True: "yes", False: "no"}))),
-                                      _bad=t / "iv.parquet"),
-         ["{bad}: column 'is_control' has type string, expected bool in a interventions table"]),
-    Case("preprocess-interventions-duplicate-cells", "preprocess",
-         lambda g, t: preprocess_args(g, interventions=interventions_with(g, t / "iv.parquet",
-                                      lambda d: pd.concat([d, d.iloc[:1]]))),
-         ["interventions table: sample_id 'cell000000' appears twice; expected one row per cell"]),
-    Case("preprocess-interventions-match-no-cell", "preprocess",
-         lambda g, t: preprocess_args(g, interventions=interventions_with(g, t / "iv.parquet",
-                                      lambda d: d.assign(sample_id="x" + d["sample_id"]))),
-         ["interventions table: no sample_id matches a cell of the screen (e.g. 'xcell000000' vs 'cell000000')"]),
-    Case("preprocess-gmt-malformed-line", "preprocess",
-         lambda g, t: preprocess_args(g, gene_sets=_text_file(t, "bad.gmt", "P1\tna\tGENE01\tGENE02\nP2 GENE03 GENE04\n"),
-                                      _bad=t / "bad.gmt"),
-         ["{bad}, line 2: expected name<TAB>description<TAB>gene..., found 1 tab-separated field(s)"]),
-    Case("preprocess-gmt-not-utf8", "preprocess",
-         lambda g, t: preprocess_args(g, gene_sets=_bytes_file(t, "latin1.gmt", "P1\tna\tG\xe8ne1\n".encode("latin-1")),
-                                      _bad=t / "latin1.gmt"),
-         ["{bad}, line 1: not UTF-8 text (byte 0xe8 at column 8); expected a GMT text file"]),
-    Case("preprocess-gmt-empty", "preprocess",
-         lambda g, t: preprocess_args(g, gene_sets=_text_file(t, "empty.gmt", "\n\n"), _bad=t / "empty.gmt"),
-         ["{bad}: no gene sets found; expected at least one, as lines name<TAB>description<TAB>gene..."]),
-    Case("preprocess-gmt-does-not-exist", "preprocess",
-         lambda g, t: preprocess_args(g, gene_sets=t / "missing.gmt", _bad=t / "missing.gmt"),
-         ["{bad}: gene-set file does not exist"]),
-    Case("preprocess-gmt-duplicate-set", "preprocess",
-         lambda g, t: preprocess_args(g, gene_sets=_text_file(t, "dup.gmt", "P1\tna\tGENE01\nP1\tna\tGENE02\n"),
-                                      _bad=t / "dup.gmt"),
-         ["{bad}, line 2: gene set 'P1' appears twice; expected unique set names"]),
-    Case("preprocess-target-sum-negative", "preprocess", lambda g, t: preprocess_args(g, target_sum=-1),
-         ["target_sum=-1: expected a finite number > 0"]),
+    Case(
+        "preprocess-interventions-not-parquet",
+        "preprocess",
+        lambda g, t: preprocess_args(
+            g, interventions=_text_file(t, "iv.parquet", "sample_id,intervention\n"), _bad=t / "iv.parquet"
+        ),
+        ["{bad}: not a readable Parquet file", "magic bytes not found"],
+    ),
+    Case(
+        "preprocess-interventions-empty-file",
+        "preprocess",
+        lambda g, t: preprocess_args(g, interventions=_bytes_file(t, "iv.parquet", b""), _bad=t / "iv.parquet"),
+        ["{bad}: not a readable Parquet file", "0 bytes"],
+    ),
+    Case(
+        "preprocess-interventions-missing-column",
+        "preprocess",
+        lambda g, t: preprocess_args(
+            g,
+            interventions=interventions_with(g, t / "iv.parquet", lambda d: d.drop(columns="targets")),
+            _bad=t / "iv.parquet",
+        ),
+        ["{bad}: missing column 'targets' expected in a interventions table"],
+    ),
+    Case(
+        "preprocess-interventions-wrong-type",
+        "preprocess",
+        lambda g, t: preprocess_args(
+            g,
+            interventions=interventions_with(
+                g, t / "iv.parquet", lambda d: d.assign(is_control=d["is_control"].map({True: "yes", False: "no"}))
+            ),
+            _bad=t / "iv.parquet",
+        ),
+        ["{bad}: column 'is_control' has type string, expected bool in a interventions table"],
+    ),
+    Case(
+        "preprocess-interventions-duplicate-cells",
+        "preprocess",
+        lambda g, t: preprocess_args(
+            g, interventions=interventions_with(g, t / "iv.parquet", lambda d: pd.concat([d, d.iloc[:1]]))
+        ),
+        ["interventions table: sample_id 'cell000000' appears twice; expected one row per cell"],
+    ),
+    Case(
+        "preprocess-interventions-match-no-cell",
+        "preprocess",
+        lambda g, t: preprocess_args(
+            g, interventions=interventions_with(g, t / "iv.parquet", lambda d: d.assign(sample_id="x" + d["sample_id"]))
+        ),
+        ["interventions table: no sample_id matches a cell of the screen (e.g. 'xcell000000' vs 'cell000000')"],
+    ),
+    Case(
+        "preprocess-gmt-malformed-line",
+        "preprocess",
+        lambda g, t: preprocess_args(
+            g, gene_sets=_text_file(t, "bad.gmt", "P1\tna\tGENE01\tGENE02\nP2 GENE03 GENE04\n"), _bad=t / "bad.gmt"
+        ),
+        ["{bad}, line 2: expected name<TAB>description<TAB>gene..., found 1 tab-separated field(s)"],
+    ),
+    Case(
+        "preprocess-gmt-not-utf8",
+        "preprocess",
+        lambda g, t: preprocess_args(
+            g, gene_sets=_bytes_file(t, "latin1.gmt", "P1\tna\tG\xe8ne1\n".encode("latin-1")), _bad=t / "latin1.gmt"
+        ),
+        ["{bad}, line 1: not UTF-8 text (byte 0xe8 at column 8); expected a GMT text file"],
+    ),
+    Case(
+        "preprocess-gmt-empty",
+        "preprocess",
+        lambda g, t: preprocess_args(g, gene_sets=_text_file(t, "empty.gmt", "\n\n"), _bad=t / "empty.gmt"),
+        ["{bad}: no gene sets found; expected at least one, as lines name<TAB>description<TAB>gene..."],
+    ),
+    Case(
+        "preprocess-gmt-does-not-exist",
+        "preprocess",
+        lambda g, t: preprocess_args(g, gene_sets=t / "missing.gmt", _bad=t / "missing.gmt"),
+        ["{bad}: gene-set file does not exist"],
+    ),
+    Case(
+        "preprocess-gmt-duplicate-set",
+        "preprocess",
+        lambda g, t: preprocess_args(
+            g, gene_sets=_text_file(t, "dup.gmt", "P1\tna\tGENE01\nP1\tna\tGENE02\n"), _bad=t / "dup.gmt"
+        ),
+        ["{bad}, line 2: gene set 'P1' appears twice; expected unique set names"],
+    ),
+    Case(
+        "preprocess-target-sum-negative",
+        "preprocess",
+        lambda g, t: preprocess_args(g, target_sum=-1),
+        ["target_sum=-1: expected a finite number > 0"],
+    ),
     # -- anchors: gene sets meet the data -------------------------------------------------------------
-    Case("anchors-gene-sets-no-overlap", "anchors",
-         lambda g, t: anchors_args(g, _text_file(t, "other.gmt", "A\tna\tXX1\tXX2\tXX3\nB\tna\tYY1\tYY2\n")),
-         ["gene sets: no gene set has >= 2 anchor genes in the data", "the data has", "the 2 gene sets name 5 genes"]),
-    Case("anchors-gene-sets-other-case", "anchors",
-         lambda g, t: anchors_args(g, _text_file(t, "lower.gmt", "P1\tna\tgene01\tgene02\tgene03\n")),
-         ["no gene set has >= 2 anchor genes", "3 gene-set genes match only when ignoring case"]),
-    Case("anchors-only-program-has-one-anchor", "anchors", lambda g, t: anchors_args(g, _gene_sets_one_anchor(g, t)),
-         ["gene sets: no gene set has >= 2 anchor genes in the data", "the 1 gene sets name 2 genes"]),
-    Case("anchors-json-not-a-mapping", "anchors", lambda g, t: anchors_args(g, _text_file(t, "sets.json", "[1, 2]")),
-         ["{bad}: top level is list; expected a mapping {name: [genes]}"]),
+    Case(
+        "anchors-gene-sets-no-overlap",
+        "anchors",
+        lambda g, t: anchors_args(g, _text_file(t, "other.gmt", "A\tna\tXX1\tXX2\tXX3\nB\tna\tYY1\tYY2\n")),
+        ["gene sets: no gene set has >= 2 anchor genes in the data", "the data has", "the 2 gene sets name 5 genes"],
+    ),
+    Case(
+        "anchors-gene-sets-other-case",
+        "anchors",
+        lambda g, t: anchors_args(g, _text_file(t, "lower.gmt", "P1\tna\tgene01\tgene02\tgene03\n")),
+        ["no gene set has >= 2 anchor genes", "3 gene-set genes match only when ignoring case"],
+    ),
+    Case(
+        "anchors-only-program-has-one-anchor",
+        "anchors",
+        lambda g, t: anchors_args(g, _gene_sets_one_anchor(g, t)),
+        ["gene sets: no gene set has >= 2 anchor genes in the data", "the 1 gene sets name 2 genes"],
+    ),
+    Case(
+        "anchors-json-not-a-mapping",
+        "anchors",
+        lambda g, t: anchors_args(g, _text_file(t, "sets.json", "[1, 2]")),
+        ["{bad}: top level is list; expected a mapping {name: [genes]}"],
+    ),
     # -- train, graph, evaluate, report ---------------------------------------------------------------
-    Case("train-anchors-wrong-type", "train",
-         lambda g, t: train_args(g, anchors=(t / "a.parquet"), _bad=t / "a.parquet",
-                                 _setup=lambda: pd.read_parquet(g.anchors).assign(weight="1").to_parquet(t / "a.parquet")),
-         ["{bad}: column 'weight' has type string, expected double in a anchors table"]),
-    Case("train-unknown-model", "train", lambda g, t: train_args(g, model="lineer"),
-         ["unknown model 'lineer'; expected one of", "'linear'"], error=ConfigError),
-    Case("train-preprocessed-does-not-exist", "train",
-         lambda g, t: train_args(g, preprocessed=t / "pre.h5ad", _bad=t / "pre.h5ad"), ["{bad}: file does not exist"]),
-    Case("train-unknown-device", "train",
-         lambda g, t: train_args(g, model="sparse_vae", params={"device": "tpu"}),
-         ["device 'tpu'", "expected 'auto', 'cpu' or 'cuda'"], error=ModelError),
-    Case("graph-model-json-missing", "graph",
-         lambda g, t: {"preprocessed": g.preprocessed, "interventions": g.interventions, "anchors": g.anchors,
-                       "model_dir": _model_dir_without(g, t, "model.json"), "_bad": t / "model"},
-         ["{bad}", "model.json"]),
-    Case("evaluate-truth-graph-missing-columns", "evaluate",
-         lambda g, t: {"graph": g.model_dir / "graph.parquet", "targets": g.model_dir / "targets.parquet",
-                       "latents": g.model_dir / "latents.parquet",
-                       "truth": {"graph": _text_file(t, "truth.csv", "from,to\nP1,P2\n")}, "_bad": t / "truth.csv"},
-         ["{bad}: missing column(s) ['source', 'target']; expected source,target[,weight]"]),
-    Case("report-model-folder-missing", "report",
-         lambda g, t: {"dataset": "x", "interventions": g.interventions, "qc": g.qc, "anchors": g.anchors,
-                       "model_dirs": {"linear": t / "nowhere"}, "_bad": t / "nowhere"},
-         ["{bad}: model folder of 'linear' does not exist"]),
-    Case("train-required-gpu-not-there", "train",
-         lambda g, t: train_args(g, model="sparse_vae", params={"device": "cuda"}, require_device=True),
-         ["model device 'cuda': CUDA is not available", "expected a visible GPU (require_device is true"],
-         error=ModelError, marks=[pytest.mark.skipif(_HAS_CUDA, reason="this machine has a GPU")]),
+    Case(
+        "train-anchors-wrong-type",
+        "train",
+        lambda g, t: train_args(
+            g,
+            anchors=(t / "a.parquet"),
+            _bad=t / "a.parquet",
+            _setup=lambda: pd.read_parquet(g.anchors).assign(weight="1").to_parquet(t / "a.parquet"),
+        ),
+        ["{bad}: column 'weight' has type string, expected double in a anchors table"],
+    ),
+    Case(
+        "train-unknown-model",
+        "train",
+        lambda g, t: train_args(g, model="lineer"),
+        ["unknown model 'lineer'; expected one of", "'linear'"],
+        error=ConfigError,
+    ),
+    Case(
+        "train-preprocessed-does-not-exist",
+        "train",
+        lambda g, t: train_args(g, preprocessed=t / "pre.h5ad", _bad=t / "pre.h5ad"),
+        ["{bad}: file does not exist"],
+    ),
+    Case(
+        "train-unknown-device",
+        "train",
+        lambda g, t: train_args(g, model="sparse_vae", params={"device": "tpu"}),
+        ["device 'tpu'", "expected 'auto', 'cpu' or 'cuda'"],
+        error=ModelError,
+    ),
+    Case(
+        "graph-model-json-missing",
+        "graph",
+        lambda g, t: {
+            "preprocessed": g.preprocessed,
+            "interventions": g.interventions,
+            "anchors": g.anchors,
+            "model_dir": _model_dir_without(g, t, "model.json"),
+            "_bad": t / "model",
+        },
+        ["{bad}", "model.json"],
+    ),
+    Case(
+        "evaluate-truth-graph-missing-columns",
+        "evaluate",
+        lambda g, t: {
+            "graph": g.model_dir / "graph.parquet",
+            "targets": g.model_dir / "targets.parquet",
+            "latents": g.model_dir / "latents.parquet",
+            "truth": {"graph": _text_file(t, "truth.csv", "from,to\nP1,P2\n")},
+            "_bad": t / "truth.csv",
+        },
+        ["{bad}: missing column(s) ['source', 'target']; expected source,target[,weight]"],
+    ),
+    Case(
+        "report-model-folder-missing",
+        "report",
+        lambda g, t: {
+            "dataset": "x",
+            "interventions": g.interventions,
+            "qc": g.qc,
+            "anchors": g.anchors,
+            "model_dirs": {"linear": t / "nowhere"},
+            "_bad": t / "nowhere",
+        },
+        ["{bad}: model folder of 'linear' does not exist"],
+    ),
+    Case(
+        "train-required-gpu-not-there",
+        "train",
+        lambda g, t: train_args(g, model="sparse_vae", params={"device": "cuda"}, require_device=True),
+        ["model device 'cuda': CUDA is not available", "expected a visible GPU (require_device is true"],
+        error=ModelError,
+        marks=[pytest.mark.skipif(_HAS_CUDA, reason="this machine has a GPU")],
+    ),
     # -- robot logs -----------------------------------------------------------------------------------
-    Case("robot-timestamps-not-increasing", "ingest",
-         lambda g, t: robot_args(_robot_log(t, lambda f: f.assign(t=f["t"].where(f.index != 3, 0.0)))),
-         ["{bad}: timestamps are not increasing in episode r0 at frame 3", "expected strictly increasing time"]),
-    Case("robot-timestamp-missing", "ingest",
-         lambda g, t: robot_args(_robot_log(t, lambda f: f.assign(t=f["t"].where(f.index != 5)))),
-         ["{bad}: 1 frame(s) without a timestamp (e.g. episode r0, frame 5)", "expected a finite time"]),
-    Case("robot-episode-with-one-frame", "ingest",
-         lambda g, t: robot_args(_robot_log(t, lambda f: f.iloc[7:])),
-         ["{bad}: episode(s) r0 have a single frame; expected >= 2 frames per episode"]),
-    Case("robot-time-column-missing", "ingest", lambda g, t: robot_args(_robot_log(t), time_key="time"),
-         ["{bad}: column 'time' not found"]),
-    Case("robot-action-channel-not-in-table", "ingest", lambda g, t: robot_args(_robot_log(t), actions=["action.wrist"]),
-         ["{bad}: actions column(s) ['action.wrist'] are not signal columns; expected some of ['elbow', 'action.elbow']"]),
-    Case("robot-parquet-not-parquet", "ingest",
-         lambda g, t: robot_args(_text_file(t, "log.parquet", "episode,t,elbow\nr0,0,1\n")),
-         ["{bad}", "Parquet"]),
-    Case("robot-label-action-channel-missing", "label",
-         lambda g, t: {"ingested": _robot_ingested(t), "kind": "robot", "robot_labels": {"actions": ["action.wrist"]},
-                       "_bad": t / "robot.h5ad"},
-         ["{bad}: action channel(s) ['action.wrist'] not found; expected channels of the data (var names)"]),
+    Case(
+        "robot-timestamps-not-increasing",
+        "ingest",
+        lambda g, t: robot_args(_robot_log(t, lambda f: f.assign(t=f["t"].where(f.index != 3, 0.0)))),
+        ["{bad}: timestamps are not increasing in episode r0 at frame 3", "expected strictly increasing time"],
+    ),
+    Case(
+        "robot-timestamp-missing",
+        "ingest",
+        lambda g, t: robot_args(_robot_log(t, lambda f: f.assign(t=f["t"].where(f.index != 5)))),
+        ["{bad}: 1 frame(s) without a timestamp (e.g. episode r0, frame 5)", "expected a finite time"],
+    ),
+    Case(
+        "robot-episode-with-one-frame",
+        "ingest",
+        lambda g, t: robot_args(_robot_log(t, lambda f: f.iloc[7:])),
+        ["{bad}: episode(s) r0 have a single frame; expected >= 2 frames per episode"],
+    ),
+    Case(
+        "robot-time-column-missing",
+        "ingest",
+        lambda g, t: robot_args(_robot_log(t), time_key="time"),
+        ["{bad}: column 'time' not found"],
+    ),
+    Case(
+        "robot-action-channel-not-in-table",
+        "ingest",
+        lambda g, t: robot_args(_robot_log(t), actions=["action.wrist"]),
+        [
+            "{bad}: actions column(s) ['action.wrist'] are not signal columns; "
+            "expected some of ['elbow', 'action.elbow']"
+        ],
+    ),
+    Case(
+        "robot-parquet-not-parquet",
+        "ingest",
+        lambda g, t: robot_args(_text_file(t, "log.parquet", "episode,t,elbow\nr0,0,1\n")),
+        ["{bad}", "Parquet"],
+    ),
+    Case(
+        "robot-label-action-channel-missing",
+        "label",
+        lambda g, t: {
+            "ingested": _robot_ingested(t),
+            "kind": "robot",
+            "robot_labels": {"actions": ["action.wrist"]},
+            "_bad": t / "robot.h5ad",
+        },
+        ["{bad}: action channel(s) ['action.wrist'] not found; expected channels of the data (var names)"],
+    ),
     # -- the workflow config (the function rules/common.smk calls) ------------------------------------
-    Case("config-unknown-key", "config", _config_with(lambda c: c["datasets"]["demo"].update(modles=["linear"])),
-         ["config: datasets.demo: unknown key 'modles' (did you mean 'models'?); allowed keys:"], error=ConfigError),
-    Case("config-wrong-type", "config", _config_with(lambda c: c["graph"].update(n_refits="many")),
-         ["config: graph.n_refits: 'many' is not of type 'integer'"], error=ConfigError),
-    Case("config-dataset-name-parent-dir", "config", _config_with(_rename_dataset("../x")),
-         ["config: datasets: name '../x' is not allowed: use letters, digits, '_', '-' and '.', not starting with '.'"],
-         error=ConfigError),
-    Case("config-dataset-name-with-slash", "config", _config_with(_rename_dataset("a/b")),
-         ["config: datasets: name 'a/b' is not allowed"], error=ConfigError),
-    Case("config-dataset-name-hidden", "config", _config_with(_rename_dataset(".hidden")),
-         ["config: datasets: name '.hidden' is not allowed"], error=ConfigError),
-    Case("config-unknown-format", "config", _config_with(lambda c: c["datasets"]["demo"].update(format="csv")),
-         ["config: datasets.demo.format: 'csv' is not one of ['h5ad'"], error=ConfigError),
-    Case("config-empty-control-values", "config",
-         _config_with(lambda c: c["datasets"]["demo"].update(control_values=[])),
-         ["config: datasets.demo.control_values: [] should be non-empty"], error=ConfigError),
-    Case("config-min-cells-negative", "config", _config_with(lambda c: c["labels"].update(min_cells=-5)),
-         ["config: labels.min_cells: -5 is less than the minimum of 1"], error=ConfigError),
-    Case("config-device-unknown", "config", _config_with(lambda c: c.update(device="gpu")),
-         ["config: device: 'gpu' does not match"], error=ConfigError),
+    Case(
+        "config-unknown-key",
+        "config",
+        _config_with(lambda c: c["datasets"]["demo"].update(modles=["linear"])),
+        ["config: datasets.demo: unknown key 'modles' (did you mean 'models'?); allowed keys:"],
+        error=ConfigError,
+    ),
+    Case(
+        "config-wrong-type",
+        "config",
+        _config_with(lambda c: c["graph"].update(n_refits="many")),
+        ["config: graph.n_refits: 'many' is not of type 'integer'"],
+        error=ConfigError,
+    ),
+    Case(
+        "config-dataset-name-parent-dir",
+        "config",
+        _config_with(_rename_dataset("../x")),
+        ["config: datasets: name '../x' is not allowed: use letters, digits, '_', '-' and '.', not starting with '.'"],
+        error=ConfigError,
+    ),
+    Case(
+        "config-dataset-name-with-slash",
+        "config",
+        _config_with(_rename_dataset("a/b")),
+        ["config: datasets: name 'a/b' is not allowed"],
+        error=ConfigError,
+    ),
+    Case(
+        "config-dataset-name-hidden",
+        "config",
+        _config_with(_rename_dataset(".hidden")),
+        ["config: datasets: name '.hidden' is not allowed"],
+        error=ConfigError,
+    ),
+    Case(
+        "config-unknown-format",
+        "config",
+        _config_with(lambda c: c["datasets"]["demo"].update(format="csv")),
+        ["config: datasets.demo.format: 'csv' is not one of ['h5ad'"],
+        error=ConfigError,
+    ),
+    Case(
+        "config-empty-control-values",
+        "config",
+        _config_with(lambda c: c["datasets"]["demo"].update(control_values=[])),
+        ["config: datasets.demo.control_values: [] should be non-empty"],
+        error=ConfigError,
+    ),
+    Case(
+        "config-min-cells-negative",
+        "config",
+        _config_with(lambda c: c["labels"].update(min_cells=-5)),
+        ["config: labels.min_cells: -5 is less than the minimum of 1"],
+        error=ConfigError,
+    ),
+    Case(
+        "config-device-unknown",
+        "config",
+        _config_with(lambda c: c.update(device="gpu")),
+        ["config: device: 'gpu' does not match"],
+        error=ConfigError,
+    ),
 ]
 
 
@@ -546,8 +849,13 @@ def test_rare_perturbation_is_dropped_with_a_warning(good, tmp_path, caplog):
     raw = screen_with(good, tmp_path / "rare.h5ad", X=good.adata[obs.index].X.copy(), obs=obs)
     pipeline.ingest(path=raw, out_h5ad=tmp_path / "ing.h5ad", out_qc=tmp_path / "qc.parquet")
     with caplog.at_level(logging.WARNING, logger="crl_pipe"):
-        pipeline.label(ingested=tmp_path / "ing.h5ad", out=tmp_path / "iv.parquet", perturbation_key="perturbation",
-                       control_values=[CONTROL], min_cells=20)
+        pipeline.label(
+            ingested=tmp_path / "ing.h5ad",
+            out=tmp_path / "iv.parquet",
+            perturbation_key="perturbation",
+            control_values=[CONTROL],
+            min_cells=20,
+        )
     table = pd.read_parquet(tmp_path / "iv.parquet")
     assert "REG3" not in set(table["intervention"]) and {"REG1", "REG2"} <= set(table["intervention"])
     assert "1 intervention(s) with fewer than 20 cells dropped: REG3 (5)" in caplog.text
@@ -560,7 +868,9 @@ def test_program_with_one_anchor_is_dropped_and_reported(good, tmp_path, caplog)
     sets["SINGLE"] = ["NOT_A_GENE", next(g for g in measured if g not in members)]
     write_gmt(sets, tmp_path / "sets.gmt")
     with caplog.at_level(logging.WARNING, logger="crl_pipe"):
-        pipeline.anchors(preprocessed=good.preprocessed, out=tmp_path / "anchors.parquet", gene_sets=tmp_path / "sets.gmt")
+        pipeline.anchors(
+            preprocessed=good.preprocessed, out=tmp_path / "anchors.parquet", gene_sets=tmp_path / "sets.gmt"
+        )
     table = pd.read_parquet(tmp_path / "anchors.parquet")
     assert "SINGLE" not in set(table["program"]) and {"P1", "P2", "P3"} <= set(table["program"])
     dropped = {d["program"]: d["reason"] for d in read_provenance(tmp_path / "anchors.parquet")["dropped_programs"]}
@@ -571,15 +881,17 @@ def test_program_with_one_anchor_is_dropped_and_reported(good, tmp_path, caplog)
 
 def test_unmatched_control_value_is_a_warning_when_controls_exist(good, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="crl_pipe"):
-        pipeline.label(ingested=good.ingested, out=tmp_path / "iv.parquet", perturbation_key="perturbation",
-                       control_values=["NTC"])
+        pipeline.label(
+            ingested=good.ingested, out=tmp_path / "iv.parquet", perturbation_key="perturbation", control_values=["NTC"]
+        )
     assert "control value 'NTC' matches no label in obs['perturbation']" in caplog.text
     assert pd.read_parquet(tmp_path / "iv.parquet")["is_control"].sum() == 100
 
 
 def test_a_single_control_label_is_not_split_into_characters(good, tmp_path):
-    pipeline.label(ingested=good.ingested, out=tmp_path / "iv.parquet", perturbation_key="perturbation",
-                   control_values=CONTROL)
+    pipeline.label(
+        ingested=good.ingested, out=tmp_path / "iv.parquet", perturbation_key="perturbation", control_values=CONTROL
+    )
     assert pd.read_parquet(tmp_path / "iv.parquet")["is_control"].sum() == 100
 
 
@@ -600,35 +912,90 @@ def test_requested_gpu_that_is_not_there():
 # ---- the command line: exit 1, one line, no traceback ------------------------------------------------
 CLI_CASES: dict[str, tuple[Callable[[Good, Path], list[str]], int, list[str]]] = {
     "cli-ingest-truncated-h5ad": (
-        lambda g, t: ["ingest", "--path", str(_truncated(g, t)), "--out-h5ad", str(t / "out/i.h5ad"),
-                      "--out-qc", str(t / "out/qc.parquet")],
-        1, ["crl-pipe ingest: error: {tmp}/truncated.h5ad: not a readable h5ad file"],
+        lambda g, t: [
+            "ingest",
+            "--path",
+            str(_truncated(g, t)),
+            "--out-h5ad",
+            str(t / "out/i.h5ad"),
+            "--out-qc",
+            str(t / "out/qc.parquet"),
+        ],
+        1,
+        ["crl-pipe ingest: error: {tmp}/truncated.h5ad: not a readable h5ad file"],
     ),
     "cli-label-missing-column": (
-        lambda g, t: ["label", "--ingested", str(g.ingested), "--out", str(t / "out/iv.parquet"),
-                      "--perturbation-key", "guide", "--control-values", "[NT]"],
-        1, ["crl-pipe label: error: {good}/ingested.h5ad: obs column 'guide' not found"],
+        lambda g, t: [
+            "label",
+            "--ingested",
+            str(g.ingested),
+            "--out",
+            str(t / "out/iv.parquet"),
+            "--perturbation-key",
+            "guide",
+            "--control-values",
+            "[NT]",
+        ],
+        1,
+        ["crl-pipe label: error: {good}/ingested.h5ad: obs column 'guide' not found"],
     ),
     "cli-preprocess-interventions-not-parquet": (
-        lambda g, t: ["preprocess", "--ingested", str(g.ingested),
-                      "--interventions", str(_text_file(t, "iv.parquet", "not parquet")),
-                      "--out", str(t / "out/pre.h5ad")],
-        1, ["crl-pipe preprocess: error: {tmp}/iv.parquet: not a readable Parquet file"],
+        lambda g, t: [
+            "preprocess",
+            "--ingested",
+            str(g.ingested),
+            "--interventions",
+            str(_text_file(t, "iv.parquet", "not parquet")),
+            "--out",
+            str(t / "out/pre.h5ad"),
+        ],
+        1,
+        ["crl-pipe preprocess: error: {tmp}/iv.parquet: not a readable Parquet file"],
     ),
     "cli-anchors-gmt-malformed": (
-        lambda g, t: ["anchors", "--preprocessed", str(g.preprocessed), "--out", str(t / "out/a.parquet"),
-                      "--gene-sets", str(_text_file(t, "x.gmt", "only-a-name\n"))],
-        1, ["crl-pipe anchors: error: {tmp}/x.gmt, line 1: expected name<TAB>description<TAB>gene..."],
+        lambda g, t: [
+            "anchors",
+            "--preprocessed",
+            str(g.preprocessed),
+            "--out",
+            str(t / "out/a.parquet"),
+            "--gene-sets",
+            str(_text_file(t, "x.gmt", "only-a-name\n")),
+        ],
+        1,
+        ["crl-pipe anchors: error: {tmp}/x.gmt, line 1: expected name<TAB>description<TAB>gene..."],
     ),
     "cli-min-cells-not-an-integer": (
-        lambda g, t: ["label", "--ingested", str(g.ingested), "--out", str(t / "out/iv.parquet"),
-                      "--perturbation-key", "perturbation", "--control-values", "[NT]", "--min-cells", "many"],
-        2, ["crl-pipe label: error: argument --min-cells: expected an integer, got 'many'"],
+        lambda g, t: [
+            "label",
+            "--ingested",
+            str(g.ingested),
+            "--out",
+            str(t / "out/iv.parquet"),
+            "--perturbation-key",
+            "perturbation",
+            "--control-values",
+            "[NT]",
+            "--min-cells",
+            "many",
+        ],
+        2,
+        ["crl-pipe label: error: argument --min-cells: expected an integer, got 'many'"],
     ),
     "cli-control-values-bad-yaml": (
-        lambda g, t: ["label", "--ingested", str(g.ingested), "--out", str(t / "out/iv.parquet"),
-                      "--perturbation-key", "perturbation", "--control-values", "[NT"],
-        2, ["crl-pipe label: error: argument --control-values: '[NT' is not a valid YAML list"],
+        lambda g, t: [
+            "label",
+            "--ingested",
+            str(g.ingested),
+            "--out",
+            str(t / "out/iv.parquet"),
+            "--perturbation-key",
+            "perturbation",
+            "--control-values",
+            "[NT",
+        ],
+        2,
+        ["crl-pipe label: error: argument --control-values: '[NT' is not a valid YAML list"],
     ),
 }
 
@@ -641,8 +1008,10 @@ def cli_results(good, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedP
     for name, (build, _, _) in CLI_CASES.items():
         tmp = tmp_path_factory.mktemp(name)
         argv = build(good, tmp)
-        procs[name] = (subprocess.Popen([str(exe), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True), tmp)
+        procs[name] = (
+            subprocess.Popen([str(exe), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+            tmp,
+        )
     results = {}
     for name, (proc, tmp) in procs.items():
         out, err = proc.communicate(timeout=300)
@@ -667,12 +1036,24 @@ def test_cli_bad_input_exits_with_one_line(name, cli_results, good):
 # ---- Snakemake: the rule fails with one line, no output file is left --------------------------------
 SMK_DATASETS = {
     # dataset -> (what is wrong, the target asked for, the rule that fails, outputs that must not exist)
-    "corrupt": ("truncated h5ad", "results/corrupt/ingested.h5ad", "ingest",
-                ["results/corrupt/ingested.h5ad", "results/corrupt/qc.parquet"]),
-    "noctrl": ("control value matches nothing", "results/noctrl/interventions.parquet", "label_interventions",
-               ["results/noctrl/interventions.parquet"]),
-    "badgmt": ("GMT with a malformed line", "results/badgmt/preprocessed.h5ad", "preprocess",
-               ["results/badgmt/preprocessed.h5ad"]),
+    "corrupt": (
+        "truncated h5ad",
+        "results/corrupt/ingested.h5ad",
+        "ingest",
+        ["results/corrupt/ingested.h5ad", "results/corrupt/qc.parquet"],
+    ),
+    "noctrl": (
+        "control value matches nothing",
+        "results/noctrl/interventions.parquet",
+        "label_interventions",
+        ["results/noctrl/interventions.parquet"],
+    ),
+    "badgmt": (
+        "GMT with a malformed line",
+        "results/badgmt/preprocessed.h5ad",
+        "preprocess",
+        ["results/badgmt/preprocessed.h5ad"],
+    ),
 }
 SMK_MESSAGES = {
     "corrupt": "data/truncated.h5ad: not a readable h5ad file",
@@ -685,8 +1066,16 @@ def _snakemake(folder: Path, *args: str, timeout: float = 400) -> subprocess.Com
     exe = Path(sys.executable).parent / "snakemake"
     if not exe.exists():
         pytest.skip("snakemake is not installed beside the test interpreter")
-    cmd = [str(exe), "-s", str(REPO / "Snakefile"), "--directory", str(folder), "--configfile",
-           str(folder / "config.yaml"), *args]
+    cmd = [
+        str(exe),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(folder),
+        "--configfile",
+        str(folder / "config.yaml"),
+        *args,
+    ]
     return subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=timeout)
 
 

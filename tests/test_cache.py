@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 
+import _tiny_workflow as tiny
 import pytest
 
-import _tiny_workflow as tiny
 from crl_pipe._provenance import source_digest
 
 

@@ -26,13 +26,12 @@ import sys
 import time
 from pathlib import Path
 
+import _chain
 import anndata as ad
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
-
-import _chain
 
 RUNNER = r'''
 """Run one crl-pipe step, holding still half-way through writing the artifact $CRASH_TARGET."""
@@ -193,8 +192,14 @@ def killed(reference, tmp_path_factory) -> dict[str, dict]:
             shutil.copy2(reference / rel, folder / rel)
         marker = folder / "held.txt"
         env = {**os.environ, "CRASH_TARGET": target, "CRASH_MARKER": str(marker)}
-        proc = subprocess.Popen([sys.executable, str(runner), *cli_args(stage)], cwd=folder, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(runner), *cli_args(stage)],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         started[stage] = {"proc": proc, "folder": folder, "marker": marker, "target": target}
     deadline = time.monotonic() + 240
     for stage, run in started.items():
@@ -250,8 +255,11 @@ def test_unhooked_kill_during_a_large_write(tmp_path):
     obs = {"perturbation": np.where(np.arange(n_cells) % 4 == 0, "non-targeting", "GENE1")}
     import pandas as pd
 
-    screen = ad.AnnData(X=counts, obs=pd.DataFrame(obs, index=[f"c{i}" for i in range(n_cells)]),
-                        var=pd.DataFrame(index=[f"G{j}" for j in range(n_genes)]))
+    screen = ad.AnnData(
+        X=counts,
+        obs=pd.DataFrame(obs, index=[f"c{i}" for i in range(n_cells)]),
+        var=pd.DataFrame(index=[f"G{j}" for j in range(n_genes)]),
+    )
     for name in ("killed", "clean"):
         (tmp_path / name).mkdir()
         screen.write_h5ad(tmp_path / name / "screen.h5ad")

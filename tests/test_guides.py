@@ -388,7 +388,8 @@ def test_real_tapseq_reads_and_calls_mostly_single_guides(tapseq):
 
 
 def _target_shifts(adata: ad.AnnData, label: np.ndarray) -> pd.DataFrame:
-    """Per targeted gene the panel measures, in single-guide cells vs controls (crl_pipe.tl.knockdown, as the report)."""
+    """Per targeted gene the panel measures, in single-guide cells vs controls
+    (crl_pipe.tl.knockdown, as the report)."""
     single = adata[(adata.obs["n_guides"] == 1).to_numpy()].copy()
     single.obs["label"] = label[(adata.obs["n_guides"] == 1).to_numpy()]
     counts = single.X.toarray()

@@ -10,13 +10,13 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import _tiny_workflow as tiny
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from _screens import screen_and_data
 
-import _tiny_workflow as tiny
 from crl_pipe import ConfigError, pipeline, tl
 from crl_pipe.config import PREDICTING_MODELS, validate_config
 from crl_pipe.io import read_provenance, read_table
@@ -74,7 +74,9 @@ def test_config_schema_checks_the_key():
     validate_config(config, SCHEMA)
     assert config["datasets"][tiny.DATASET]["held_out"] == []  # the default: nothing held out
     config["datasets"][tiny.DATASET]["held_out"] = "REG1+REG2"
-    with pytest.raises(ConfigError, match=rf"config: datasets\.{tiny.DATASET}\.held_out: 'REG1\+REG2' is not of type 'array'"):
+    with pytest.raises(
+        ConfigError, match=rf"config: datasets\.{tiny.DATASET}\.held_out: 'REG1\+REG2' is not of type 'array'"
+    ):
         validate_config(config, SCHEMA)
 
 
@@ -92,7 +94,10 @@ def run_dir(cached_run, monkeypatch):
     res = f"results/{tiny.DATASET}"
     labels = read_table(f"{res}/interventions.parquet", "interventions")
     double = _doubles(labels["intervention"])[0]
-    artifacts = {k: f"{res}/{k}.{ext}" for k, ext in (("preprocessed", "h5ad"), ("interventions", "parquet"), ("anchors", "parquet"))}
+    artifacts = {
+        k: f"{res}/{k}.{ext}"
+        for k, ext in (("preprocessed", "h5ad"), ("interventions", "parquet"), ("anchors", "parquet"))
+    }
     return cached_run.folder, artifacts, labels, double
 
 
@@ -114,11 +119,24 @@ def test_no_model_or_baseline_is_fit_on_held_out_cells(run_dir, tmp_path, monkey
     spy("baseline_graph", None)  # PC itself takes a minute on these 50 genes: only its input matters here
     out = tmp_path / "linear"
     pipeline.train(**artifacts, out_dir=out, model="linear", held_out=[double])
-    pipeline.graph(**artifacts, model_dir=out, out_parquet=tmp_path / "g.parquet", out_graphml=tmp_path / "g.graphml", n_refits=2, held_out=[double])
+    pipeline.graph(
+        **artifacts,
+        model_dir=out,
+        out_parquet=tmp_path / "g.parquet",
+        out_graphml=tmp_path / "g.graphml",
+        n_refits=2,
+        held_out=[double],
+    )
     pipeline.baseline(
-        preprocessed=artifacts["preprocessed"], interventions=artifacts["interventions"], out_parquet=tmp_path / "b.parquet",
-        out_graphml=tmp_path / "b.graphml", out_meta=tmp_path / "b.json", method="pc", n_refits=1, held_out=[double],
-    )  # fmt: skip
+        preprocessed=artifacts["preprocessed"],
+        interventions=artifacts["interventions"],
+        out_parquet=tmp_path / "b.parquet",
+        out_graphml=tmp_path / "b.graphml",
+        out_meta=tmp_path / "b.json",
+        method="pc",
+        n_refits=1,
+        held_out=[double],
+    )
     held = set(labels.loc[labels["intervention"] == double, "sample_id"])
     assert len(held) >= 20
     for name in ("train", "recover_graph", "baseline_graph"):
@@ -133,7 +151,9 @@ def test_no_model_or_baseline_is_fit_on_held_out_cells(run_dir, tmp_path, monkey
 
 def test_a_bad_label_stops_training_with_one_line(run_dir, tmp_path):
     _, artifacts, _, _ = run_dir
-    with pytest.raises(ConfigError, match=r"^held_out: 'REG7\+REG8' has no cells in results/sim/interventions\.parquet; expected"):
+    with pytest.raises(
+        ConfigError, match=r"^held_out: 'REG7\+REG8' has no cells in results/sim/interventions\.parquet; expected"
+    ):
         pipeline.train(**artifacts, out_dir=tmp_path / "m", model="linear", held_out=["REG7+REG8"])
     assert not (tmp_path / "m").exists()
 
@@ -157,7 +177,9 @@ def test_workflow_scores_the_held_out_double(cached_run, tmp_path):
     dry = tiny.run_snakemake(folder, "--dry-run", "--quiet", "rules")
     assert dry.returncode == 0, tiny.failure(dry, folder)
     jobs = tiny.job_counts(dry.stdout + dry.stderr)
-    assert jobs["predict_held_out"] == 1 and jobs["train_model"] == 2  # causal_vae only; linear retrains without the double
+    assert (
+        jobs["predict_held_out"] == 1 and jobs["train_model"] == 2
+    )  # causal_vae only; linear retrains without the double
 
     config["datasets"][tiny.DATASET]["models"] = ["causal_vae"]  # keep the run short
     tiny.write_config(folder, config)
@@ -186,7 +208,11 @@ def test_workflow_scores_the_held_out_double(cached_run, tmp_path):
     assert "<h3>Held-out combinations</h3>" in html
     header, *rows = html_table(html.split("<h3>Held-out combinations</h3>")[1])
     assert header == ["combination", "predicted by", "R² all genes", "R² top-20 genes", "R² top-20 changes", "MMD"]
-    assert [row[:2] for row in rows] == [[double, "causal_vae"], [double, "control mean (baseline)"], [double, "additive (baseline)"]]
+    assert [row[:2] for row in rows] == [
+        [double, "causal_vae"],
+        [double, "control mean (baseline)"],
+        [double, "additive (baseline)"],
+    ]
     shown = [float(row[3]) for row in rows]
     assert np.allclose(shown, s.loc["r2_top20_genes", ["model", "control", "additive"]], atol=5e-3)
 

@@ -33,7 +33,12 @@ def test_programs_and_edges_get_the_verdict_their_conditions_give():
     targets = _targets({"A": ["P1"], "B": ["P2"], "B2": ["P2"], "C+D": ["P3", "P4"]})
     anchors = _anchors({"P1": 3, "P2": 2, "P3": 5, "P4": 1})
     graph = pd.DataFrame(
-        {"source": ["P1", "P3", "P2"], "target": ["P2", "P1", "P4"], "weight": [0.8, -0.5, 0.3], "stability": [1, 1, 0.4]}
+        {
+            "source": ["P1", "P3", "P2"],
+            "target": ["P2", "P1", "P4"],
+            "weight": [0.8, -0.5, 0.3],
+            "stability": [1, 1, 0.4],
+        }
     )
     programs, edges = identifiability(labels, targets, LATENTS, anchors, graph)
 

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _guards import network_guard_env, network_namespace_prefix, read_guard_log
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,10 +51,27 @@ def test_every_stage_runs_without_network(tmp_path):
 
 # ---- static: nothing is unpickled ------------------------------------------------------------------
 ALWAYS_UNSAFE = {
-    "pickle.load", "pickle.loads", "pickle.Unpickler", "_pickle.load", "_pickle.loads", "cPickle.load",
-    "dill.load", "dill.loads", "cloudpickle.load", "cloudpickle.loads", "joblib.load", "shelve.open",
-    "pandas.read_pickle", "pd.read_pickle", "numpy.lib.format.read_array", "torch.jit.load",
-    "yaml.unsafe_load", "yaml.full_load", "yaml.load_all", "eval", "exec",
+    "pickle.load",
+    "pickle.loads",
+    "pickle.Unpickler",
+    "_pickle.load",
+    "_pickle.loads",
+    "cPickle.load",
+    "dill.load",
+    "dill.loads",
+    "cloudpickle.load",
+    "cloudpickle.loads",
+    "joblib.load",
+    "shelve.open",
+    "pandas.read_pickle",
+    "pd.read_pickle",
+    "numpy.lib.format.read_array",
+    "torch.jit.load",
+    "yaml.unsafe_load",
+    "yaml.full_load",
+    "yaml.load_all",
+    "eval",
+    "exec",
 }
 SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader", "BaseLoader", "CBaseLoader"}
 
@@ -66,7 +82,9 @@ def _imports(tree: ast.AST) -> dict[str, str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                names[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+                names[alias.asname or alias.name.split(".")[0]] = (
+                    alias.name if alias.asname else alias.name.split(".")[0]
+                )
         elif isinstance(node, ast.ImportFrom) and node.module:
             for alias in node.names:
                 names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
@@ -150,8 +168,11 @@ model.eval()
 def test_nothing_is_unpickled_or_evaluated():
     files = sorted((REPO / "crl_pipe").rglob("*.py")) + sorted((REPO / "workflow" / "scripts").glob("*.py"))
     assert len(files) > 20
-    problems = [f"{path.relative_to(REPO)}:{line}: {why}"
-                for path in files for line, why in unsafe_calls(path.read_text(encoding="utf-8"))]
+    problems = [
+        f"{path.relative_to(REPO)}:{line}: {why}"
+        for path in files
+        for line, why in unsafe_calls(path.read_text(encoding="utf-8"))
+    ]
     assert not problems, "\n".join(problems)
     if not any("torch.load" in p.read_text(encoding="utf-8") for p in files):
         pytest.fail("expected the checkpoint loader (torch.load) to be among the files checked")

@@ -191,10 +191,22 @@ def _set(config: dict, path: tuple, value: Any) -> dict:
 
 def test_the_walk_sees_the_whole_demo_config():
     assert len(VALID) >= 20, [_dotted(p) for p, _, _ in VALID]
-    assert {_dotted(p) for p, _ in CLOSED} >= {"", "labels", "graph", "datasets.demo", "datasets.demo.truth",
-                                               "models.linear", "simulations.demo"}
-    assert {_dotted(p) for p, _, _ in NODES} >= {"seed", "labels.min_cells", "datasets.demo.control_values",
-                                              "simulations.demo.mixing", "anchors.exclusive"}
+    assert {_dotted(p) for p, _ in CLOSED} >= {
+        "",
+        "labels",
+        "graph",
+        "datasets.demo",
+        "datasets.demo.truth",
+        "models.linear",
+        "simulations.demo",
+    }
+    assert {_dotted(p) for p, _, _ in NODES} >= {
+        "seed",
+        "labels.min_cells",
+        "datasets.demo.control_values",
+        "simulations.demo.mixing",
+        "anchors.exclusive",
+    }
 
 
 # -- unknown keys at any depth
@@ -272,8 +284,13 @@ def _valid(schema: dict) -> st.SearchStrategy | None:
     if kind == "number":
         low = schema.get("minimum", schema.get("exclusiveMinimum", -1e6))
         high = schema.get("maximum", schema.get("exclusiveMaximum", 1e6))
-        floats = st.floats(low, high, allow_nan=False, exclude_min="exclusiveMinimum" in schema,
-                           exclude_max="exclusiveMaximum" in schema)
+        floats = st.floats(
+            low,
+            high,
+            allow_nan=False,
+            exclude_min="exclusiveMinimum" in schema,
+            exclude_max="exclusiveMaximum" in schema,
+        )
         return floats | st.integers(int(np.ceil(low)) + 1, int(np.floor(high)) - 1) if high - low > 2 else floats
     if kind == "string":
         if "pattern" in schema:

@@ -31,7 +31,7 @@ IMG = "<img src=x onerror=alert(1)>"
 SCRIPT = "<script>alert(1)</script>"
 TITLE_IMG = "<img src=x onerror=\"document.title='PWNED'\">"
 TITLE_SCRIPT = "<script>document.title='PWNED'</script>"
-TITLE_ATTR = "\"><svg onload=\"document.title='PWNED'\">"  # breaks out of an attribute if unescaped
+TITLE_ATTR = '"><svg onload="document.title=\'PWNED\'">'  # breaks out of an attribute if unescaped
 PAYLOADS = [IMG, SCRIPT, TITLE_IMG, TITLE_SCRIPT, TITLE_ATTR]
 
 DATASET = "xss"
@@ -47,14 +47,28 @@ def chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.skip("headless Chromium is not installed (apt-get install chromium); the report's escaping "
-                "is still checked without a browser in tests/test_report.py")
+    pytest.skip(
+        "headless Chromium is not installed (apt-get install chromium); the report's escaping "
+        "is still checked without a browser in tests/test_report.py"
+    )
 
 
 def dump_dom(browser: str, page: Path, profile: Path) -> str:
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-           f"--user-data-dir={profile}", "--virtual-time-budget=3000", "--dump-dom", page.as_uri()]
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=3000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "<html" in proc.stdout, proc.stderr[-2000:]
     return proc.stdout
@@ -95,8 +109,9 @@ def scan(dom: str) -> DomScan:
 
 
 def _hostile_screen(folder: Path) -> dict[str, Path]:
-    sim = simulate_screen(n_programs=3, n_genes=60, anchors_per_program=5, n_control=150,
-                          cells_per_perturbation=40, n_doubles=1, seed=2)
+    sim = simulate_screen(
+        n_programs=3, n_genes=60, anchors_per_program=5, n_control=150, cells_per_perturbation=40, n_doubles=1, seed=2
+    )
     adata = sim.adata.copy()
     genes = {g: f"{g}{SCRIPT if i % 2 else TITLE_IMG}" for i, g in enumerate(adata.var_names)}
     adata.var_names = [genes[g] for g in adata.var_names]
@@ -110,8 +125,9 @@ def _hostile_screen(folder: Path) -> dict[str, Path]:
     paths = {"screen": folder / "screen.h5ad", "gmt": folder / "programs.gmt", "truth": folder / "truth_graph.parquet"}
     adata.write_h5ad(paths["screen"])
     write_gmt({PROGRAMS[p]: [genes[g] for g in members] for p, members in sim.gene_sets.items()}, paths["gmt"])
-    truth = sim.graph.assign(source=sim.graph["source"].map(PROGRAMS), target=sim.graph["target"].map(PROGRAMS),
-                             stability=1.0)
+    truth = sim.graph.assign(
+        source=sim.graph["source"].map(PROGRAMS), target=sim.graph["target"].map(PROGRAMS), stability=1.0
+    )
     write_table(truth, paths["truth"], "graph")
     return paths
 
@@ -122,25 +138,52 @@ def report(tmp_path_factory) -> Path:
     inputs = _hostile_screen(folder)
     res, model = folder / "results", folder / "results" / "linear"
     pipeline.ingest(path=inputs["screen"], out_h5ad=res / "ingested.h5ad", out_qc=res / "qc.parquet")
-    pipeline.label(ingested=res / "ingested.h5ad", out=res / "interventions.parquet", perturbation_key=KEY,
-                   control_values=[CONTROL], min_cells=5)
-    pipeline.preprocess(ingested=res / "ingested.h5ad", interventions=res / "interventions.parquet",
-                        out=res / "preprocessed.h5ad", gene_sets=inputs["gmt"], n_top_genes=30)
+    pipeline.label(
+        ingested=res / "ingested.h5ad",
+        out=res / "interventions.parquet",
+        perturbation_key=KEY,
+        control_values=[CONTROL],
+        min_cells=5,
+    )
+    pipeline.preprocess(
+        ingested=res / "ingested.h5ad",
+        interventions=res / "interventions.parquet",
+        out=res / "preprocessed.h5ad",
+        gene_sets=inputs["gmt"],
+        n_top_genes=30,
+    )
     pipeline.anchors(preprocessed=res / "preprocessed.h5ad", out=res / "anchors.parquet", gene_sets=inputs["gmt"])
-    data = {"preprocessed": res / "preprocessed.h5ad", "interventions": res / "interventions.parquet",
-            "anchors": res / "anchors.parquet"}
+    data = {
+        "preprocessed": res / "preprocessed.h5ad",
+        "interventions": res / "interventions.parquet",
+        "anchors": res / "anchors.parquet",
+    }
     pipeline.train(**data, out_dir=model, model="linear")
-    pipeline.graph(**data, model_dir=model, out_parquet=model / "graph.parquet", out_graphml=model / "graph.graphml",
-                   n_refits=2)
+    pipeline.graph(
+        **data, model_dir=model, out_parquet=model / "graph.parquet", out_graphml=model / "graph.graphml", n_refits=2
+    )
     config = {
-        "dataset": {"name": DATASET, "format": "h5ad", "path": f"data/{SCRIPT}.h5ad", "perturbation_key": KEY,
-                    "control_values": [CONTROL], "gene_sets": f"{TITLE_SCRIPT}.gmt"},
+        "dataset": {
+            "name": DATASET,
+            "format": "h5ad",
+            "path": f"data/{SCRIPT}.h5ad",
+            "perturbation_key": KEY,
+            "control_values": [CONTROL],
+            "gene_sets": f"{TITLE_SCRIPT}.gmt",
+        },
         "labels": {"min_cells": 5},
         "note": TITLE_ATTR,
     }
-    pipeline.report(dataset=DATASET, out_html=res / "report.html", interventions=res / "interventions.parquet",
-                    qc=res / "qc.parquet", anchors=res / "anchors.parquet", model_dirs={"linear": model},
-                    truth_graph=inputs["truth"], config=config)
+    pipeline.report(
+        dataset=DATASET,
+        out_html=res / "report.html",
+        interventions=res / "interventions.parquet",
+        qc=res / "qc.parquet",
+        anchors=res / "anchors.parquet",
+        model_dirs={"linear": model},
+        truth_graph=inputs["truth"],
+        config=config,
+    )
     return res / "report.html"
 
 

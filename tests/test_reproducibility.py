@@ -25,15 +25,30 @@ import h5py
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from _guards import IN_CLOSE_NOWRITE, IN_OPEN, WRITES, FolderWatch, network_guard_env, read_guard_log
 
 REPO = Path(__file__).resolve().parents[1]
-SIM_PARAMS = {"n_programs": 3, "n_genes": 80, "anchors_per_program": 6, "n_control": 300,
-              "cells_per_perturbation": 80, "n_doubles": 1, "seed": 5}
+SIM_PARAMS = {
+    "n_programs": 3,
+    "n_genes": 80,
+    "anchors_per_program": 6,
+    "n_control": 300,
+    "cells_per_perturbation": 80,
+    "n_doubles": 1,
+    "seed": 5,
+}
 EXCLUDED = ("logs", "benchmarks", ".snakemake", "config.yaml")
-RULES = ["ingest", "label_interventions", "preprocess", "build_anchors", "train_model", "recover_graph", "evaluate",
-         "collect_benchmark", "write_report"]
+RULES = [
+    "ingest",
+    "label_interventions",
+    "preprocess",
+    "build_anchors",
+    "train_model",
+    "recover_graph",
+    "evaluate",
+    "collect_benchmark",
+    "write_report",
+]
 
 
 def sha256(path: Path) -> str:
@@ -44,8 +59,13 @@ def _write_inputs(folder: Path) -> list[Path]:
     from crl_pipe.simulate import simulate_screen, write_simulation
 
     screen = simulate_screen(**SIM_PARAMS)
-    write_simulation(screen, out_h5ad=folder / "screen.h5ad", out_gmt=folder / "programs.gmt",
-                     out_truth_dir=folder / "truth", params=SIM_PARAMS)
+    write_simulation(
+        screen,
+        out_h5ad=folder / "screen.h5ad",
+        out_gmt=folder / "programs.gmt",
+        out_truth_dir=folder / "truth",
+        params=SIM_PARAMS,
+    )
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
@@ -92,10 +112,22 @@ def runs(tmp_path_factory) -> dict:
             (folder / "config.yaml").write_text(yaml.safe_dump(_config(inputs)))
             env, guard_log = network_guard_env(root / f"guard_{name}")
             env["PYTHONHASHSEED"] = hash_seed
-            cmd = [str(exe), "-s", str(REPO / "Snakefile"), "--directory", str(folder),
-                   "--configfile", str(folder / "config.yaml"), "--cores", "1"]
-            procs[name] = (subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, text=True), folder, guard_log)
+            cmd = [
+                str(exe),
+                "-s",
+                str(REPO / "Snakefile"),
+                "--directory",
+                str(folder),
+                "--configfile",
+                str(folder / "config.yaml"),
+                "--cores",
+                "1",
+            ]
+            procs[name] = (
+                subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+                folder,
+                guard_log,
+            )
         results = {}
         for name, (proc, folder, guard_log) in procs.items():
             output, _ = proc.communicate(timeout=540)
@@ -116,8 +148,11 @@ def runs(tmp_path_factory) -> dict:
 
 
 def _artifacts(folder: Path) -> list[Path]:
-    return sorted(p.relative_to(folder) for p in folder.rglob("*")
-                  if p.is_file() and p.relative_to(folder).parts[0] not in EXCLUDED)
+    return sorted(
+        p.relative_to(folder)
+        for p in folder.rglob("*")
+        if p.is_file() and p.relative_to(folder).parts[0] not in EXCLUDED
+    )
 
 
 @pytest.mark.workflow
@@ -140,8 +175,13 @@ def test_h5ad_artifacts_carry_no_timestamps(runs):
     """Why h5ad files are byte-identical: h5py does not track object times (ctime = mtime = 0)."""
     for path in sorted(runs["a"]["folder"].glob("results/**/*.h5ad")):
         times = []
+
+        def record(name, obj, times=times):
+            if isinstance(obj, h5py.Dataset):
+                times.append((name, *_times(obj)))
+
         with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: times.append((name, *_times(obj))) if isinstance(obj, h5py.Dataset) else None)
+            f.visititems(record)
         assert times and all(c == 0 and m == 0 for _, c, m in times), (path, times[:3])
 
 
@@ -175,7 +215,6 @@ def test_no_process_of_the_runs_reached_for_the_network(runs):
         assert any(os.path.basename(argv.split(" ")[0]) == "snakemake" for argv in installed), installed
         for rule in RULES:  # every job ran guarded
             assert any(argv.endswith(f".{rule}.py") for argv in installed), (rule, installed)
-
 
 
 def test_folder_watch_sees_a_write_even_as_root(tmp_path):

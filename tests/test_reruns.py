@@ -14,10 +14,10 @@ import shutil
 import time
 from pathlib import Path
 
+import _tiny_workflow as tiny
 import anndata as ad
 import pytest
 
-import _tiny_workflow as tiny
 import crl_pipe
 from crl_pipe._provenance import sha256sum
 from crl_pipe.config import validate_config

@@ -73,8 +73,12 @@ def test_encoder_recovers_the_commanded_joints(arm, fitted):
     adj = model.get_adjacency().stack()
     graph = adj[adj != 0].rename_axis(["source", "target"]).reset_index(name="weight")
     m = evaluate(
-        graph=graph, targets=model.get_targets(), latents=latents, true_graph=arm.graph,
-        true_targets=true_targets, true_latents=arm.latents,
+        graph=graph,
+        targets=model.get_targets(),
+        latents=latents,
+        true_graph=arm.graph,
+        true_targets=true_targets,
+        true_latents=arm.latents,
     ).set_index("metric")["value"]
     # the joints are mapped through the labels; z1, z2 (gate, light) stay unmapped, so the true edges
     # shoulder_yaw -> gate -> light count as missed: SHD >= 2. Measured at edge_threshold 0.1, seeds

@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import _tiny_workflow as tiny
 import pandas as pd
 import pytest
 
-import _tiny_workflow as tiny
 from crl_pipe.io import read_h5ad, read_provenance, read_table
 from crl_pipe.simulate import ARM_EDGES, ARM_JOINTS
 
@@ -136,7 +136,9 @@ def test_linear_simulator_writes_the_same_layout(tmp_path):
     adata = read_lerobot(tmp_path / "lerobot")
     assert adata.shape == (80, 6)
     truth = read_table(tmp_path / "truth/graph.parquet", "graph")
-    assert {(f"action.joint_{j}", f"joint_{j}") for j in range(3)} <= set(zip(truth["source"], truth["target"]))
+    assert {(f"action.joint_{j}", f"joint_{j}") for j in range(3)} <= set(
+        zip(truth["source"], truth["target"], strict=False)
+    )
     targets = read_table(tmp_path / "truth/targets.parquet", "truth_targets")
     assert list(targets["intervention"]) == list(targets["program"]) == ["joint_0", "joint_1", "joint_2"]
     latents = read_table(tmp_path / "truth/latents.parquet", "latents")

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from _tiny_workflow import REPO, failure, job_counts, run_snakemake, write_config
 
 from crl_pipe import ConfigError, InputError
 from crl_pipe.config import validate_config
@@ -14,8 +15,6 @@ from crl_pipe.io import read_graph, read_table, read_variable_table
 from crl_pipe.models import CRLData, LinearSEM
 from crl_pipe.pp import identity_anchors, label_interventions, map_targets, preprocess_table
 from crl_pipe.tl import fit_baseline, graph_metrics
-
-from _tiny_workflow import REPO, failure, job_counts, run_snakemake, write_config
 
 SACHS = REPO.parent / "shared" / "data" / "sachs2005"
 SACHS_DATA = SACHS / "sachs.2005.continuous.discrete.experimental.mixed.maximum.2.txt"
@@ -75,11 +74,11 @@ def test_reader_labels_rows_by_their_active_indicators(tmp_path):
 @pytest.mark.parametrize(
     ("text", "options", "message"),
     [
-        ("x,a\n1,0\n", {"interventions": ["b"]}, r"intervention column\(s\) \['b'\] not found; expected 0/1 indicator"),
-        ("x,a\n1,2\n", {"interventions": ["a"]}, r"intervention column 'a' holds 1 value\(s\) other than 0/1 \(e.g. 2\)"),
+        ("x,a\n1,0\n", {"interventions": ["b"]}, r"intervention column\(s\) \['b'\] not found; expected 0/1"),
+        ("x,a\n1,2\n", {"interventions": ["a"]}, r"column 'a' holds 1 value\(s\) other than 0/1 \(e.g. 2\)"),
         ("x,a\n1,0\n", {"interventions": "b_"}, r"no column starts with the intervention prefix 'b_'"),
         ("x,a\n,0\n", {"interventions": ["a"]}, r"1 missing or infinite value\(s\) in variable\(s\) \['x'\]"),
-        ("x,a,n\n1,0,t\n", {"interventions": ["a"], "variables": ["x", "n"]}, r"variable column\(s\) \['n'\] are not numeric"),
+        ("x,a,n\n1,0,t\n", {"interventions": ["a"], "variables": ["x", "n"]}, r"column\(s\) \['n'\] are not numeric"),
         ("x,a\n1,0\n", {"interventions": ["a"], "variables": ["z"]}, r"variable column\(s\) \['z'\] not found"),
         ("x,a\n1,0\n", {"interventions": ["a"], "variables": ["a"]}, r"named both as variables and as interventions"),
         ("x,control\n1,0\n", {"interventions": ["control"]}, r"name\(s\) \['control'\] cannot be labels"),
@@ -169,7 +168,13 @@ def test_undirected_edges_score_as_both_orientations():
     assert graph["undirected"].all() and edge_set(graph) == {("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")}
     truth = pd.DataFrame({"source": ["a", "b"], "target": ["b", "c"]})
     scores = graph_metrics(graph, truth, {n: n for n in "abc"})
-    assert scores == {"shd": 2.0, "n_edges_true": 2.0, "n_edges_predicted": 4.0, "edge_precision": 0.5, "edge_recall": 1.0}
+    assert scores == {
+        "shd": 2.0,
+        "n_edges_true": 2.0,
+        "n_edges_predicted": 4.0,
+        "edge_precision": 0.5,
+        "edge_recall": 1.0,
+    }
 
 
 # ---- the real Sachs data --------------------------------------------------------------------------
@@ -203,7 +208,9 @@ def test_sachs_scores_of_pc_ges_and_linear(sachs):
     }
     for method, (shd, precision, recall) in measured.items():
         got = scores[method]
-        assert (got["shd"], got["edge_precision"], got["edge_recall"]) == pytest.approx((shd, precision, recall)), method
+        assert (got["shd"], got["edge_precision"], got["edge_recall"]) == pytest.approx((shd, precision, recall)), (
+            method
+        )
 
 
 # ---- the workflow -------------------------------------------------------------------------------

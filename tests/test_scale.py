@@ -38,7 +38,9 @@ def in_memory(tmp_path_factory):
 
 
 def _data_driven_anchors(folder) -> None:
-    pipeline.anchors(preprocessed=folder / STAGES["preprocess"]["out"], out=folder / "data_driven.parquet", n_programs=3)
+    pipeline.anchors(
+        preprocessed=folder / STAGES["preprocess"]["out"], out=folder / "data_driven.parquet", n_programs=3
+    )
 
 
 def _same_h5ad(a_path, b_path) -> None:
@@ -143,5 +145,8 @@ def test_models_fit_a_sparse_x_as_a_dense_one():
         fits = [tl.train(d, model=model, params=params, seed=0) for d in (dense, sparse)]
         targets = [f.get_targets() for f in fits]
         assert targets[0]["is_target"].equals(targets[1]["is_target"]), model
-        z = [f.get_latent_representation(d).drop(columns="sample_id").to_numpy() for f, d in zip(fits, (dense, sparse))]
+        z = [
+            f.get_latent_representation(d).drop(columns="sample_id").to_numpy()
+            for f, d in zip(fits, (dense, sparse), strict=False)
+        ]
         np.testing.assert_allclose(z[0], z[1], atol=atol, err_msg=model)

@@ -23,7 +23,7 @@ def test_screen_layout_and_truth():
     members = [g for genes in s.gene_sets.values() for g in genes]
     assert len(members) == len(set(members)) == 20 and set(members) <= set(s.adata.var_names)
     # the truth graph is a DAG over the programs, every single perturbation hits one program
-    g = nx.DiGraph(list(zip(s.graph["source"], s.graph["target"])))
+    g = nx.DiGraph(list(zip(s.graph["source"], s.graph["target"], strict=False)))
     assert nx.is_directed_acyclic_graph(g)
     singles = s.targets[~s.targets["intervention"].str.contains("+", regex=False)]
     assert sorted(singles["program"]) == ["P1", "P2", "P3", "P4"]
@@ -38,7 +38,9 @@ def test_knockdown_lowers_the_perturbed_gene_and_shifts_its_program():
     X = s.adata.to_df()
     lat = s.latents.set_index("sample_id")
     ctrl = labels == CONTROL_LABEL
-    for reg, program in s.targets[s.targets["intervention"].str.startswith("REG") & ~s.targets["intervention"].str.contains("+", regex=False)].itertuples(index=False):
+    for reg, program in s.targets[
+        s.targets["intervention"].str.startswith("REG") & ~s.targets["intervention"].str.contains("+", regex=False)
+    ].itertuples(index=False):
         cells = labels == reg
         assert X.loc[cells, reg].mean() < 0.3 * X.loc[ctrl, reg].mean()
         assert lat.loc[cells, program].mean() - lat.loc[ctrl, program].mean() < -1.0

@@ -27,10 +27,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import _tiny_workflow as tiny
 import pandas as pd
 import pytest
 
-import _tiny_workflow as tiny
 from crl_pipe.io import read_provenance
 
 pytestmark = pytest.mark.workflow

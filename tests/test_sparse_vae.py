@@ -198,9 +198,14 @@ def test_pipeline_train_checkpoints_sparse_vae_outside_the_model_record(tmp_path
     monkeypatch.chdir(tmp_path)
     out = tmp_path / RES / "sparse_vae"
     pipeline.train(
-        preprocessed=f"{RES}/preprocessed.h5ad", interventions=f"{RES}/interventions.parquet",
-        anchors=f"{RES}/anchors.parquet", out_dir=out, model="sparse_vae",
-        params={"epochs": 12, "patience": 50}, seed=0, threads=1,
+        preprocessed=f"{RES}/preprocessed.h5ad",
+        interventions=f"{RES}/interventions.parquet",
+        anchors=f"{RES}/anchors.parquet",
+        out_dir=out,
+        model="sparse_vae",
+        params={"epochs": 12, "patience": 50},
+        seed=0,
+        threads=1,
     )
     assert (out / "checkpoints" / "checkpoint.pt").exists()
     meta = json.loads((out / "model.json").read_text())

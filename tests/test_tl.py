@@ -15,8 +15,8 @@ def test_recover_graph_stability_separates_true_edges():
     assert list(edges.columns) == ["source", "target", "weight", "stability", "lag"]
     assert edges["lag"].isna().all()  # a model without a time axis
     assert edges["stability"].between(0, 1).all()
-    true = set(zip(screen.graph["source"], screen.graph["target"]))
-    found = edges[[(s, t) in true for s, t in zip(edges["source"], edges["target"])]]
+    true = set(zip(screen.graph["source"], screen.graph["target"], strict=False))
+    found = edges[[(s, t) in true for s, t in zip(edges["source"], edges["target"], strict=False)]]
     assert len(found) >= len(true) - 1
     assert found["stability"].median() >= 0.9
 
@@ -39,7 +39,9 @@ def test_bootstrap_keeps_group_sizes():
 def _tables():
     """A 3-program truth and a model whose latents are the programs under other names."""
     true_graph = pd.DataFrame({"source": ["A", "B"], "target": ["B", "C"]})
-    true_targets = pd.DataFrame({"intervention": ["gA", "gB", "gC", "gA+gC", "gA+gC"], "program": ["A", "B", "C", "A", "C"]})
+    true_targets = pd.DataFrame(
+        {"intervention": ["gA", "gB", "gC", "gA+gC", "gA+gC"], "program": ["A", "B", "C", "A", "C"]}
+    )
     rows = []
     for interv, hit in {"gA": "L2", "gB": "L0", "gC": "L1", "gA+gC": "L2"}.items():
         rows += [(interv, lat, 3.0 if lat == hit else 0.1) for lat in ["L0", "L1", "L2"]]
@@ -53,9 +55,17 @@ def _tables():
 
 def test_evaluate_maps_latents_through_interventions():
     true_graph, true_targets, true_latents, targets, latents = _tables()
-    graph = pd.DataFrame({"source": ["L2", "L0"], "target": ["L0", "L1"], "weight": [1.0, 1.0], "stability": [1.0, 1.0]})
-    m = tl.evaluate(graph=graph, targets=targets, latents=latents, true_graph=true_graph,
-                    true_targets=true_targets, true_latents=true_latents).set_index("metric")["value"]
+    graph = pd.DataFrame(
+        {"source": ["L2", "L0"], "target": ["L0", "L1"], "weight": [1.0, 1.0], "stability": [1.0, 1.0]}
+    )
+    m = tl.evaluate(
+        graph=graph,
+        targets=targets,
+        latents=latents,
+        true_graph=true_graph,
+        true_targets=true_targets,
+        true_latents=true_latents,
+    ).set_index("metric")["value"]
     assert m["target_accuracy"] == 1.0
     assert m["shd"] == 0 and m["edge_precision"] == 1.0 and m["edge_recall"] == 1.0
     assert np.isclose(m["mcc"], 1.0)

@@ -24,12 +24,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from _tiny_workflow import job_counts
 
 from crl_pipe import InputError
 from crl_pipe._snakemake import run_step
 from crl_pipe.io import SCHEMAS, read_h5ad, read_table
-
-from _tiny_workflow import job_counts
 
 REPO = Path(__file__).resolve().parents[1]
 SIM = "sim"  # the simulated dataset, with truth

@@ -13,8 +13,8 @@ from ._robot import read_robot
 from ._rosbag import read_rosbag
 from ._screen import read_screen
 from ._table import read_robot_table
-from ._variables import read_variable_table
 from ._tenx import read_10x
+from ._variables import read_variable_table
 
 __all__ = [
     "H5adRows",

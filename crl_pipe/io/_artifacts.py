@@ -49,7 +49,12 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
     "truth_targets": {"intervention": pa.string(), "program": pa.string()},
     "benchmark": {"dataset": pa.string(), "model": pa.string(), "metric": pa.string(), "value": pa.float64()},
     # held-out combinations scored by rule predict_held_out: predictor is model, control or additive
-    "predictions": {"intervention": pa.string(), "predictor": pa.string(), "metric": pa.string(), "value": pa.float64()},
+    "predictions": {
+        "intervention": pa.string(),
+        "predictor": pa.string(),
+        "metric": pa.string(),
+        "value": pa.float64(),
+    },
 }
 
 #: Contract columns added after their table kind was first written, with the value a table without

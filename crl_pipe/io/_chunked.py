@@ -128,7 +128,9 @@ class ScreenChunks(H5adRows):
     ``obs``/``var`` indexed by str names); errors name the rows of the block they were found in.
     """
 
-    def __init__(self, path: str | os.PathLike, *, counts_layer: str | None = None, chunk_rows: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, *, counts_layer: str | None = None, chunk_rows: int | None = None
+    ) -> None:
         super().__init__(path)
         from ._screen import _check_unique
 
@@ -144,7 +146,9 @@ class ScreenChunks(H5adRows):
         self.chunk_rows = chunk_rows
         if self.n_obs == 0 or len(self.var) == 0:
             self.close()
-            raise InputError(f"{self.path}: screen has {self.n_obs} cells x {len(self.var)} genes; expected at least one of each")
+            raise InputError(
+                f"{self.path}: screen has {self.n_obs} cells x {len(self.var)} genes; expected at least one of each"
+            )
 
     def __iter__(self) -> Iterator[ad.AnnData]:
         from ._screen import _check_counts, _to_csr
@@ -245,9 +249,7 @@ def _widen_indptr(group: h5py.Group) -> None:
     group.create_dataset("indptr", data=indptr, maxshape=(None,), **_DATASET)
 
 
-def read_h5ad_parts(
-    path: str | os.PathLike, *, layers: Sequence[str] = (), backed: bool = False
-) -> ad.AnnData:
+def read_h5ad_parts(path: str | os.PathLike, *, layers: Sequence[str] = (), backed: bool = False) -> ad.AnnData:
     """An h5ad with only the named ``layers`` (those present); ``backed``: ``X`` stays on disk.
 
     ``anndata.read_h5ad`` loads every layer, also in backed mode; a stage that needs the

@@ -67,7 +67,9 @@ def write_graphml(edges: pd.DataFrame, path: str | os.PathLike) -> Path:
         # GraphML needs plain Python scalars, not numpy ones.
         # GraphML has no null: a missing value (a model without lags) leaves the attribute out.
         data = {
-            c: (bool(row[c]) if pd.api.types.is_bool_dtype(edges[c]) else float(row[c])) for c in attrs if pd.notna(row[c])
+            c: (bool(row[c]) if pd.api.types.is_bool_dtype(edges[c]) else float(row[c]))
+            for c in attrs
+            if pd.notna(row[c])
         }
         graph.add_edge(str(row["source"]), str(row["target"]), **data)
     with atomic_path(path) as tmp:

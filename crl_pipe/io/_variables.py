@@ -66,7 +66,9 @@ def read_variable_table(
     bad = ~np.isfinite(X)
     if bad.any():
         cols = [variables[j] for j in np.flatnonzero(bad.any(axis=0))][:_MAX_SHOWN]
-        raise InputError(f"{path}: {int(bad.sum())} missing or infinite value(s) in variable(s) {cols}; expected finite numbers")
+        raise InputError(
+            f"{path}: {int(bad.sum())} missing or infinite value(s) in variable(s) {cols}; expected finite numbers"
+        )
     if LABEL_KEY in frame.columns and LABEL_KEY not in indicators:
         raise InputError(f"{path}: column {LABEL_KEY!r} would be overwritten by the intervention labels; rename it")
     obs = frame.drop(columns=[*variables, *indicators]).assign(**{c: flags[c].to_numpy() for c in indicators})
@@ -117,7 +119,9 @@ def _indicator_columns(frame: pd.DataFrame, path: Path, interventions: str | Seq
         return found
     columns = [str(c) for c in interventions]
     if not columns:
-        raise InputError(f"{path}: no intervention columns given; expected the 0/1 indicator column of each intervention")
+        raise InputError(
+            f"{path}: no intervention columns given; expected the 0/1 indicator column of each intervention"
+        )
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise InputError(
@@ -144,12 +148,12 @@ def _variable_columns(
     variables = [str(v) for v in variables]
     missing = [v for v in variables if v not in frame.columns]
     if missing:
-        raise InputError(
-            f"{path}: variable column(s) {missing} not found (columns: {list(frame.columns)[:20]})"
-        )
+        raise InputError(f"{path}: variable column(s) {missing} not found (columns: {list(frame.columns)[:20]})")
     both = [v for v in variables if v in indicators]
     if both:
-        raise InputError(f"{path}: column(s) {both} are named both as variables and as interventions; expected one role each")
+        raise InputError(
+            f"{path}: column(s) {both} are named both as variables and as interventions; expected one role each"
+        )
     text = [v for v in variables if not pd.api.types.is_numeric_dtype(frame[v]) or pd.api.types.is_bool_dtype(frame[v])]
     if text:
         raise InputError(f"{path}: variable column(s) {text} are not numeric; expected measured values")

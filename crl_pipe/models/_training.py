@@ -61,9 +61,12 @@ def resolve_device(device: str | torch.device = "auto", *, strict: bool = False)
     if name.startswith("cuda"):
         if torch.cuda.is_available():
             return torch.device(name)
-        message = f"model device {name!r}: CUDA is not available (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        message = f"model device {name!r}: CUDA is not available (CUDA_VISIBLE_DEVICES={visible!r})"
         if strict:
-            raise ModelError(f"{message}; expected a visible GPU (require_device is true: set it false to train on the CPU)")
+            raise ModelError(
+                f"{message}; expected a visible GPU (require_device is true: set it false to train on the CPU)"
+            )
         warnings.warn(f"{message}; training on the CPU", RuntimeWarning, stacklevel=2)
         return torch.device("cpu")
     raise ModelError(f"model device {name!r}: expected 'auto', 'cpu' or 'cuda'")

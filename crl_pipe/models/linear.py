@@ -165,9 +165,11 @@ class LinearSEM(CRLModel):
     def get_loadings(self) -> pd.DataFrame:
         L = self.loadings.numpy()
         frame = pd.DataFrame(L, index=self.features, columns=self.latent_names)
-        return frame.rename_axis("feature").reset_index().melt("feature", var_name="latent", value_name="loading")[
-            ["latent", "feature", "loading"]
-        ]
+        return (
+            frame.rename_axis("feature")
+            .reset_index()
+            .melt("feature", var_name="latent", value_name="loading")[["latent", "feature", "loading"]]
+        )
 
     def _extra_state_json(self) -> dict[str, Any]:
         return {"features": self.features}

@@ -235,7 +235,11 @@ class TemporalSEM(CRLModel):
 
     # -- outputs ----------------------------------------------------------------------------------
     def get_latent_representation(self, data: CRLData) -> pd.DataFrame:
-        z = self.encoder.transform(_columns(data, self.sensor_names)) if self.encoder else _columns(data, self.latent_names)
+        z = (
+            self.encoder.transform(_columns(data, self.sensor_names))
+            if self.encoder
+            else _columns(data, self.latent_names)
+        )
         frame = pd.DataFrame(z.astype(np.float64), columns=self.latent_names)
         frame.insert(0, "sample_id", data.sample_ids)
         return frame

@@ -40,7 +40,8 @@ def guide_summary(guides: pd.DataFrame) -> pd.DataFrame:
 
 
 def guides_per_cell_counts(guides: pd.DataFrame, n_cells: int | None = None) -> pd.Series:
-    """Cells by number of called guides (index 0, 1, 2 ...); with ``n_cells``, cells absent from ``guides`` count as 0."""
+    """Cells by number of called guides (index 0, 1, 2 ...); with ``n_cells``, cells absent from
+    ``guides`` count as 0."""
     called = guides.loc[guides["called"].astype(bool)].groupby("sample_id").size()
     seen = guides["sample_id"].nunique()
     counts = called.value_counts().sort_index()

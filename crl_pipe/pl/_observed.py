@@ -41,12 +41,22 @@ def observed_causes(edges: pd.DataFrame, latents: list[str], *, title: str) -> F
     width, height = max(6.0, 2 + 0.28 * matrix.shape[1]), max(4.0, 1.5 + 0.28 * matrix.shape[0])
     fig, ax = plt.subplots(figsize=(width, height))
     limit = float(matrix.abs().to_numpy().max()) or 1.0
-    sns.heatmap(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit, ax=ax, cbar_kws={"label": "edge weight"},
-                xticklabels=[short(c, 20) for c in matrix.columns], yticklabels=[short(r, 20) for r in matrix.index])
+    sns.heatmap(
+        matrix,
+        cmap="RdBu_r",
+        vmin=-limit,
+        vmax=limit,
+        ax=ax,
+        cbar_kws={"label": "edge weight"},
+        xticklabels=[short(c, 20) for c in matrix.columns],
+        yticklabels=[short(r, 20) for r in matrix.index],
+    )
     for i, col in enumerate(matrix.abs().to_numpy().argmax(axis=1)):
         ax.add_patch(Rectangle((col, i), 1, 1, fill=False, edgecolor="black", lw=1.5))
     ax.set_xlabel("observed cause (e.g. commanded action)")
     ax.set_ylabel("latent (causal variable)")
-    ax.set_title(f"{title}\n{n_self_driven(matrix)} of {len(matrix)} driven most by their own command (boxed = strongest)")
+    ax.set_title(
+        f"{title}\n{n_self_driven(matrix)} of {len(matrix)} driven most by their own command (boxed = strongest)"
+    )
     fig.tight_layout()
     return fig

@@ -1,4 +1,5 @@
-"""Tables of observed variables (e.g. protein levels) -> what the models see: known targets, scaled values, identity anchors."""
+"""Tables of observed variables (e.g. protein levels) -> what the models see: known targets,
+scaled values, identity anchors."""
 
 from __future__ import annotations
 
@@ -29,11 +30,10 @@ def map_targets(interventions: pd.DataFrame, target_map: Mapping[str, Sequence[s
     tokens = {t for targets in interventions["targets"] for t in targets}
     unused = sorted(set(target_map) - tokens)
     if unused:
-        log.warning("intervention targets given for %s, which label no kept sample (labels use %s)", unused, sorted(tokens))
-    mapped = [
-        sorted({v for t in targets for v in target_map.get(t, ())})
-        for targets in interventions["targets"]
-    ]
+        log.warning(
+            "intervention targets given for %s, which label no kept sample (labels use %s)", unused, sorted(tokens)
+        )
+    mapped = [sorted({v for t in targets for v in target_map.get(t, ())}) for targets in interventions["targets"]]
     return interventions.assign(targets=mapped, n_targets=np.array([len(t) for t in mapped], dtype=np.int64))
 
 
@@ -71,7 +71,9 @@ def preprocess_table(
     X = _transform(np.asarray(out.X, dtype=np.float64), transform, cofactor, out.var_names)
     control = labels["is_control"].to_numpy(dtype=bool)
     if control.sum() < 2:
-        raise InputError(f"interventions table: {int(control.sum())} control sample(s); expected >= 2 to standardise by")
+        raise InputError(
+            f"interventions table: {int(control.sum())} control sample(s); expected >= 2 to standardise by"
+        )
     mean, sd = X[control].mean(axis=0), X[control].std(axis=0)
     flat = list(out.var_names[sd <= 0])
     if flat:

@@ -66,13 +66,22 @@ VERSION_PACKAGES = [
 
 #: What a metric means and which way is better, matched on the lower-cased metric name.
 METRIC_HELP: list[tuple[str, str]] = [
-    ("heldout_r2_delta", "held-out combinations: R² of predicted vs observed changes from the control mean of the "
-     "20 most changed genes; 1 = perfect; the baselines: Held-out combinations below"),
-    ("heldout_r2", "held-out combinations: R² of predicted vs observed mean expression (all genes, or the 20 most "
-     "changed); 1 = perfect; the baselines: Held-out combinations below"),
+    (
+        "heldout_r2_delta",
+        "held-out combinations: R² of predicted vs observed changes from the control mean of the "
+        "20 most changed genes; 1 = perfect; the baselines: Held-out combinations below",
+    ),
+    (
+        "heldout_r2",
+        "held-out combinations: R² of predicted vs observed mean expression (all genes, or the 20 most "
+        "changed); 1 = perfect; the baselines: Held-out combinations below",
+    ),
     ("heldout_n_labels", "held-out combinations scored (averaged in the heldout_ rows)"),
-    ("r2_offdiag", "largest R² of a latent with a true variable other than its own; low = disentangled "
-     "(a true variable driven by another raises it legitimately)"),
+    (
+        "r2_offdiag",
+        "largest R² of a latent with a true variable other than its own; low = disentangled "
+        "(a true variable driven by another raises it legitimately)",
+    ),
     ("r2_diag", "mean R² of each latent with its matched true variable; 1 = perfect"),
     ("mcc", "mean correlation between recovered and true programs after matching; 1 = perfect"),
     ("instantaneous_recall", "fraction of the true instantaneous (lag-0) edges recovered as lag-0 edges; 1 = perfect"),
@@ -334,7 +343,9 @@ _ROBOT_TITLES = {
 
 def _numbered_sections(robot: bool) -> list[tuple[str, str]]:
     """``(anchor, "N. Title")`` of the sections this report shows, in the words of its data."""
-    shown = [(key, _robot_words(title) if robot else title) for key, title in SECTIONS if not (robot and key in ROBOT_OMITS)]
+    shown = [
+        (key, _robot_words(title) if robot else title) for key, title in SECTIONS if not (robot and key in ROBOT_OMITS)
+    ]
     return [(key, f"{i}. {title}") for i, (key, title) in enumerate(shown, start=1)]
 
 
@@ -577,7 +588,14 @@ def _identifiability_block(programs: pd.DataFrame, edges: pd.DataFrame) -> dict[
     if len(edges):
         summary += f"; {n_bare} of {len(edges)} edges rest on no intervention of their cause"
     table = Table(
-        ["program", "anchor genes", "single-target perturbations", "their cells", "multi-target perturbations", "what holds"],
+        [
+            "program",
+            "anchor genes",
+            "single-target perturbations",
+            "their cells",
+            "multi-target perturbations",
+            "what holds",
+        ],
         rows,
         summary=f"Identifiability per program ({len(programs)} programs)",
         numeric=[1, 3],
@@ -610,9 +628,7 @@ def _graph_section(
                 shown = [n for n in truth_nodes if n not in observed]
             graph = m.graph[~m.graph["source"].isin(observed)]
         if truth is not None:
-            fig = pl.graph_comparison(
-                graph, true_graph, dataset=dataset, model=m.name, nodes=nodes, truth_nodes=shown
-            )
+            fig = pl.graph_comparison(graph, true_graph, dataset=dataset, model=m.name, nodes=nodes, truth_nodes=shown)
             text = (
                 caption + " The true graph is on the right; its programs have their own names (the metrics match them)."
             )
@@ -646,7 +662,9 @@ def _graph_section(
             numeric=[2, 3],
         )  # fmt: skip
         if "lag" in edges and edges["lag"].notna().any():  # a model with a time axis: which edges are instantaneous
-            lags = ["" if pd.isna(lag) else ("0 (instantaneous)" if lag == 0 else str(int(lag))) for lag in edges["lag"]]
+            lags = [
+                "" if pd.isna(lag) else ("0 (instantaneous)" if lag == 0 else str(int(lag))) for lag in edges["lag"]
+            ]
             table = Table(
                 [*table.headers[:3], "lag (frames)", *table.headers[3:]],
                 [[*row[:3], lag, *row[3:]] for row, lag in zip(table.rows, lags, strict=True)],
@@ -660,11 +678,13 @@ def _graph_section(
             _identifiability_block(programs, support) if programs is not None and not observed else None
         )
         if (~m.graph["source"].isin(m.latent_names) & m.graph["target"].isin(m.latent_names)).any():
-            drive = pl.observed_causes(m.graph, list(m.latent_names), title=f"{dataset}: {m.name}: what drives each variable")
+            drive = pl.observed_causes(
+                m.graph, list(m.latent_names), title=f"{dataset}: {m.name}: what drives each variable"
+            )
             block["drivers"] = _figure(
                 drive,
-                "Rows are the causal variables, columns the observed causes (commands); boxes mark each row's strongest "
-                "cause. A diagonal of boxes means each command drives its own variable.",
+                "Rows are the causal variables, columns the observed causes (commands); boxes mark each row's "
+                "strongest cause. A diagonal of boxes means each command drives its own variable.",
             )
         blocks.append(block)
     return blocks

@@ -10,8 +10,8 @@ from typing import Any
 import scipy.sparse as sp
 
 from .._provenance import provenance
-from ._robot import ARM_EDGES, ARM_JOINTS, SimulatedRobot, simulate_arm, simulate_robot, write_robot_simulation
 from ._data import screen_to_crl_data
+from ._robot import ARM_EDGES, ARM_JOINTS, SimulatedRobot, simulate_arm, simulate_robot, write_robot_simulation
 from ._screen import CONTROL_LABEL, SimulatedScreen, simulate_screen, simulate_screen_chunks
 
 __all__ = [

@@ -293,8 +293,8 @@ def simulate_arm(
     gate goes on following for ~0.1 s); ``light_delay`` for the light (default 1; 0 makes
     ``gate -> light`` instantaneous too). ``temporal`` recovers lag-0 edges with
     ``instantaneous: true``; without it, its lagged edges stand in for them. The load of the pusher
-    on the yaw servo and the inertial coupling of the links (a swinging shoulder jolts the elbow) are physics too, but small: they
-    are not in the truth, so a method that reports them pays for it.
+    on the yaw servo and the inertial coupling of the links (a swinging shoulder jolts the elbow) are
+    physics too, but small: they are not in the truth, so a method that reports them pays for it.
     :attr:`SimulatedRobot.latents` holds the noise-free causal variables.
 
     Observations. ``observation="state"`` logs the causal variables themselves (``noise`` added).

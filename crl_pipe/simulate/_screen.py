@@ -7,8 +7,9 @@ Generative model (one cell):
     counts_g ~ NegBinom(mean = L * softmax(log mu)_g, dispersion)   with library size L ~ LogNormal
 Each program has ``anchors_per_program`` anchor genes that load on it alone; "mixed" genes load on
 one to three programs, except 30% of them, housekeeping genes that dominate the library
-and depend on no program (so library-size normalisation barely couples programs); each perturbed ("regulator") gene is knocked down in its own cells and
-shifts one program (CRISPRi-like soft intervention: the mechanism of every other program is kept).
+and depend on no program (so library-size normalisation barely couples programs); each perturbed
+("regulator") gene is knocked down in its own cells and shifts one program (CRISPRi-like soft
+intervention: the mechanism of every other program is kept).
 """
 
 from __future__ import annotations

@@ -94,7 +94,10 @@ def graph_metrics(graph: pd.DataFrame, true_graph: pd.DataFrame, mapping: dict[s
     once); where both tables have lags, ``instantaneous_recall`` and ``instantaneous_precision``
     score the lag-0 edges alone.
     """
-    est = {(mapping.get(s, f"?{s}"), mapping.get(t, f"?{t}")) for s, t in zip(graph["source"], graph["target"], strict=True)}
+    est = {
+        (mapping.get(s, f"?{s}"), mapping.get(t, f"?{t}"))
+        for s, t in zip(graph["source"], graph["target"], strict=True)
+    }
     true = set(zip(true_graph["source"], true_graph["target"], strict=True))
     correct = est & true
     reversed_ = {(s, t) for s, t in est - true if (t, s) in true}

@@ -93,7 +93,15 @@ def identifiability(
     return programs, _edge_support(graph, programs, latents)
 
 
-_PROGRAM_COLUMNS = ["program", "n_anchors", "single_target", "single_target_cells", "multi_target", "verdict", "explanation"]
+_PROGRAM_COLUMNS = [
+    "program",
+    "n_anchors",
+    "single_target",
+    "single_target_cells",
+    "multi_target",
+    "verdict",
+    "explanation",
+]
 _EDGE_COLUMNS = ["source", "target", "supported_by", "cells", "rests_on_nothing"]
 
 

@@ -26,5 +26,11 @@ def train(data: CRLData, *, model: str, params: Mapping[str, Any] | None = None,
         Seed of every random choice; fits are deterministic on the CPU for a fixed seed.
     """
     cls = get_model(model)
-    log.info("training %s on %d cells x %d features (%d perturbations)", model, data.n_cells, len(data.features), len(data.perturbations))
+    log.info(
+        "training %s on %d cells x %d features (%d perturbations)",
+        model,
+        data.n_cells,
+        len(data.features),
+        len(data.perturbations),
+    )
     return cls(**dict(params or {})).fit(data, seed=seed)
