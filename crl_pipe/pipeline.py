@@ -190,7 +190,8 @@ def label(
         adata = read_h5ad(ingested, backed=True)
         if perturbation_key in (None, "auto"):  # detected here, so that the provenance names the column
             perturbation_key = pp.detect_convention(adata.obs, list(control_values), where=f"{ingested}: ").key
-        params = {"perturbation_key": perturbation_key, "control_values": list(control_values), "min_cells": min_cells}
+        controls = [control_values] if isinstance(control_values, str) else list(control_values)  # one label
+        params = {"perturbation_key": perturbation_key, "control_values": controls, "min_cells": min_cells}
         table = pp.label_interventions(adata, **params)
         if target_map is not None:
             params["target_map"] = {str(k): [str(t) for t in v] for k, v in target_map.items()}

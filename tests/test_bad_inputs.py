@@ -15,8 +15,9 @@ Decisions this file pins down:
   perturbation is dropped, labelling stops with an error;
 - a gene set with fewer than ``min_anchors`` genes in the data is dropped and reported (log and
   the ``dropped_programs`` provenance of ``anchors.parquet``); when none is left, an error;
-- a control value that matches no label is a warning while other control cells exist (the
-  built-in tokens found them), and an error ("no control cells") otherwise.
+- a configured control value that matches no label is an error naming the value and the labels
+  that look like controls, even where the built-in tokens found other control cells (every shift
+  is measured against the controls, so a wrong value must not pass silently).
 """
 
 from __future__ import annotations
@@ -879,13 +880,15 @@ def test_program_with_one_anchor_is_dropped_and_reported(good, tmp_path, caplog)
     assert "program SINGLE dropped:" in caplog.text
 
 
-def test_unmatched_control_value_is_a_warning_when_controls_exist(good, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="crl_pipe"):
-        pipeline.label(
-            ingested=good.ingested, out=tmp_path / "iv.parquet", perturbation_key="perturbation", control_values=["NTC"]
-        )
-    assert "control value 'NTC' matches no label in obs['perturbation']" in caplog.text
-    assert pd.read_parquet(tmp_path / "iv.parquet")["is_control"].sum() == 100
+def test_unmatched_control_value_stops_the_labels_step(good, tmp_path):
+    """Controls found by built-in tokens do not excuse a configured control value that matches
+    nothing: one line naming the value and the labels that look like controls; nothing written."""
+    out = tmp_path / "iv.parquet"
+    with pytest.raises(InputError) as err:
+        pipeline.label(ingested=good.ingested, out=out, perturbation_key="perturbation", control_values=["NTC"])
+    assert f"{good.ingested}: obs['perturbation']: control value 'NTC' matches no label" in str(err.value)
+    assert "labels that look like controls: 'non-targeting' (100 cells)" in str(err.value)
+    assert "\n" not in str(err.value) and not out.exists()
 
 
 def test_a_single_control_label_is_not_split_into_characters(good, tmp_path):

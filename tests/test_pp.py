@@ -136,13 +136,18 @@ def test_label_interventions_no_controls_names_what_was_looked_for():
         label_interventions(adata, perturbation_key="perturbation", control_values=["non_targeting"])
 
 
-def test_label_interventions_warns_on_unmatched_control_value(caplog):
-    adata = _obs_only(["ctrl", "A", "A"])
-    with caplog.at_level(logging.WARNING, logger="crl_pipe"):
-        table = label_interventions(adata, perturbation_key="perturbation", control_values=["ctrl", "NTC"])
-    assert "control value 'NTC' matches no label" in caplog.text
-    assert "'ctrl'" not in caplog.text
-    assert table["is_control"].sum() == 1
+def test_label_interventions_stops_on_unmatched_control_value():
+    """A configured control value that matches no label is a mistake, even where built-in tokens
+    found other controls: the error lists the labels that look like controls, with cell counts."""
+    adata = _obs_only(["non-targeting"] * 3 + ["NT_guide_2"] * 2 + ["A", "A", "STAT1+ctrl"])
+    expected = (
+        r"obs\['perturbation'\]: control value 'NTC' matches no label; labels that look like controls: "
+        r"'non-targeting' \(3 cells\), 'NT_guide_2' \(2 cells\); expected control_values to name those$"
+    )
+    with pytest.raises(InputError, match=expected):
+        label_interventions(adata, perturbation_key="perturbation", control_values=["NTC"])
+    table = label_interventions(adata, perturbation_key="perturbation", control_values=["NT_guide_2"])
+    assert table["is_control"].sum() == 5
 
 
 def test_label_interventions_drops_unlabelled_cells(caplog):

@@ -19,6 +19,11 @@ CONTROL_TOKENS = frozenset({"ctrl", "control", "non-targeting", "nontargeting", 
 #: Separators between the genes of a combinatorial label: GEARS ``A+B``, Norman ``A,B``, Cell Ranger ``A|B``.
 _SEPARATORS = re.compile(r"[+,|;]")
 _MAX_SHOWN = 10
+#: Label words that suggest a control, shown when a configured control value matches no label.
+_CONTROL_LIKE = re.compile(
+    r"ctrl|control|non.?target|safe.?target|scrambl|negative|intergenic|luciferase|lacz|(?:^|[^a-z])ntc?(?:$|[^a-z])",
+    re.IGNORECASE,
+)
 
 
 def parse_perturbation(label: object, control_values: Sequence[str] = ()) -> tuple[str, ...] | None:
@@ -148,14 +153,30 @@ def _check_controls(
             f"tokens {sorted(CONTROL_TOKENS)}, most common labels: {shown}"
         )
     for value in control_values:
-        # A control value "matches" when it is a whole label or one token of a label.
+        # A control value "matches" when it is a whole label or one token of a label. One that matches
+        # nothing is a config mistake (shifts are measured against the controls): stop before training.
         folded = str(value).strip().casefold()
         hit = any(
             str(u).strip().casefold() == folded or folded in {t.strip().casefold() for t in _SEPARATORS.split(str(u))}
             for u in uniques
         )
         if not hit:
-            log.warning("control value %r matches no label in obs[%r]", value, key)
+            raise InputError(
+                f"{where}obs[{key!r}]: control value {value!r} matches no label; "
+                f"labels that look like controls: {_control_like(column)}; expected control_values to name those"
+            )
+
+
+def _control_like(column: pd.Series) -> str:
+    """Labels that look like controls (every token a built-in control token or a control-like word,
+    so that a GEARS single ``STAT1+ctrl`` is not one), with their cell counts."""
+    counts = column.dropna().astype(str).value_counts()
+    like = [
+        (label, n)
+        for label, n in counts.items()
+        if all(parse_perturbation(t) == () or _CONTROL_LIKE.search(t) for t in _SEPARATORS.split(label))
+    ]
+    return ", ".join(f"{label!r} ({n} cells)" for label, n in like[:_MAX_SHOWN]) or "none"
 
 
 def _drop_rare(table: pd.DataFrame, min_cells: int, where: str, key: str) -> pd.DataFrame:
