@@ -243,13 +243,9 @@ def get_n_refits(wildcards):
 
 
 def wants_gpu(wildcards):
-    """Whether ``train_model`` asks for a GPU: a PyTorch model whose device is not ``cpu``."""
+    """Whether jobs of ``{model}`` want a GPU: a PyTorch model whose device is not ``cpu``
+    (train_model, recover_graph; rules/resources.smk turns this into the ``gpu`` resource)."""
     return model_device(config, wildcards.model) not in (None, "cpu")
-
-
-def get_train_gpus(wildcards):
-    """Resource ``gpu`` of train_model: 1 for a PyTorch model on ``auto``/``cuda``, else 0."""
-    return int(wants_gpu(wildcards))
 
 
 def get_train_env(wildcards):
