@@ -121,8 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crl-pipe {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
-    # parsed in main(): everything after it goes to snakemake unchanged
-    sub.add_parser("cluster-check", help="describe the SLURM cluster; with snakemake's arguments, check the jobs")
     for name, fn in STEPS.items():
         doc = inspect.getdoc(fn) or ""
         step = sub.add_parser(name, help=doc.split("\n")[0], description=doc)
@@ -138,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                 default=default,
                 help="required" if required else f"default: {default!r}",
             )
+    # parsed in main(): everything after it goes to snakemake unchanged
+    sub.add_parser("cluster-check", help="describe the SLURM cluster; with snakemake's arguments, check the jobs")
     return parser
 
 
