@@ -308,6 +308,12 @@ class Site:
         return self.accounting.endswith("/slurmdbd")
 
     @property
+    def declares_memory(self) -> bool:
+        """Whether some node declares its memory (``RealMemory`` above SLURM's default of 1 MB);
+        where none does, sbatch refuses every ``--mem``."""
+        return any(node.memory_mb > 1 for p in self.partitions.values() for node in p.nodes)
+
+    @property
     def default_partition(self) -> str | None:
         return next((p.name for p in self.partitions.values() if p.default), None)
 
@@ -513,7 +519,7 @@ def _request_problems(req: Request, part: Partition, site: Site) -> list[str]:
         elif part.max_gpus == 0:
             out.append(
                 f"{req.label} asks {_gpus(req.gpus)} but no partition of this cluster has GPUs: "
-                "set device: cpu in your config (the model then trains on CPUs and asks for none)"
+                "set device: auto (or cpu) in your config: the model then trains on CPUs and asks for none"
             )
         elif req.gpu_model and part.max_gpus_of(req.gpu_model) == 0:
             types = ", ".join(part.gpu_types) or "untyped"
@@ -697,6 +703,8 @@ def describe(site: Site, requests: Sequence[Request] = ()) -> str:
     age = "unknown" if site.min_job_age is None else f"{site.min_job_age} s"
     accounts = "" if site.accounts is None else f"; accounts of {site.user}: {', '.join(site.accounts) or 'none'}"
     lines.append(f"Accounting: {site.accounting}{accounts}; MinJobAge: {age}")
+    if not site.declares_memory:
+        lines.append("Memory: no node declares it (RealMemory in slurm.conf), so jobs ask for none (no --mem)")
     if requests:
         lines.append("Requests of the jobs to submit (largest per rule and partition):")
         req_rows = [("rule", "jobs", "partition", "CPUs", "memory MB", "minutes", "GPUs", "account")]

@@ -56,7 +56,7 @@ def get_resources(rule):
     """Snakemake resources of ``rule``: ``mem_mb``, ``runtime``, and for GPU rules ``gpu`` and
     ``slurm_partition`` (use as ``resources: **get_resources("rule")``)."""
     spec = RESOURCES[rule]
-    resources = {"mem_mb": spec["mem_mb"], "runtime": spec["runtime"]}
+    resources = {"mem_mb": _memory_of(rule), "runtime": spec["runtime"]}
     if spec.get("gpu") == "model":
         resources.update(gpu=get_gpus, slurm_partition=_partition_of(rule))
     return resources
@@ -80,6 +80,19 @@ def _cluster():
         except ClusterError as err:
             _SITE["site"], _SITE["error"] = None, err
     return _SITE["site"]
+
+
+def _memory_of(rule):
+    """``mem_mb`` of the jobs of ``rule``: the table's, but none on a SLURM cluster whose nodes
+    declare no memory (``RealMemory`` unset in slurm.conf): there sbatch refuses any ``--mem``.
+    """
+    mem_mb = RESOURCES[rule]["mem_mb"]
+
+    def memory(wildcards):
+        site = _cluster()
+        return 0 if site is not None and not site.declares_memory else mem_mb  # 0: no --mem
+
+    return memory
 
 
 def get_gpus(wildcards):

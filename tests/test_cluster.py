@@ -359,7 +359,7 @@ def test_gpu_jobs_in_a_partition_without_gpus(small):
     no_gpus = site_from_text(PARTITIONS_BLOCKS, NODES_BLOCKS.replace("Gres=gpu:1", "Gres=(null)"), CONFIG)
     assert check([Request("train_model", gpus=1, models=("causal_vae",))], no_gpus) == [
         "train_model (causal_vae) asks 1 GPU but no partition of this cluster has GPUs: "
-        "set device: cpu in your config (the model then trains on CPUs and asks for none)"
+        "set device: auto (or cpu) in your config: the model then trains on CPUs and asks for none"
     ]
 
 
@@ -422,8 +422,11 @@ def test_job_states_and_min_job_age(small, big):
     assert check([Request("ingest")], big, status_command="sacct") == []
 
 
-def test_unset_real_memory_is_named():
+def test_unset_real_memory_is_named(small):
     site = site_from_text(PARTITIONS_BLOCKS, NODES_BLOCKS.replace("RealMemory=4000", "RealMemory=1"), CONFIG)
+    # rules/resources.smk then asks for no memory (sbatch refuses any --mem); a profile's is checked
+    assert small.declares_memory and not site.declares_memory
+    assert "Memory: no node declares it (RealMemory in slurm.conf), so jobs ask for none" in describe(site)
     (problem,) = check([Request("ingest", mem_mb=4000)], site)
     assert problem.endswith(
         "(RealMemory is not set in slurm.conf: `slurmd -C` prints the node's memory for your admins)"
