@@ -243,8 +243,7 @@ def get_n_refits(wildcards):
 
 
 def wants_gpu(wildcards):
-    """Whether jobs of ``{model}`` want a GPU: a PyTorch model whose device is not ``cpu``
-    (train_model, recover_graph; rules/resources.smk turns this into the ``gpu`` resource)."""
+    """Whether ``train_model`` asks for a GPU: a PyTorch model whose device is not ``cpu``."""
     return model_device(config, wildcards.model) not in (None, "cpu")
 
 

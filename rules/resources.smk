@@ -90,7 +90,8 @@ def _memory_of(rule):
 
     def memory(wildcards):
         site = _cluster()
-        return 0 if site is not None and not site.declares_memory else mem_mb  # 0: no --mem
+        declared = site is None or site.declares_memory
+        return mem_mb if declared else 0  # 0: no --mem
 
     return memory
 
