@@ -16,6 +16,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/resources.smk"
 
 
 rule all:

@@ -14,9 +14,17 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {"io", "pp", "tl", "pl", "models", "simulate", "report", "pipeline"}
 
-from ._errors import ConfigError, CrlPipeError, InputError, ModelError  # noqa: E402
+from ._errors import ClusterError, ConfigError, CrlPipeError, InputError, ModelError  # noqa: E402
 
-__all__ = ["ConfigError", "CrlPipeError", "InputError", "ModelError", "__version__", *sorted(_SUBMODULES)]
+__all__ = [
+    "ClusterError",
+    "ConfigError",
+    "CrlPipeError",
+    "InputError",
+    "ModelError",
+    "__version__",
+    *sorted(_SUBMODULES),
+]
 
 
 def __getattr__(name: str):

@@ -17,3 +17,7 @@ class ConfigError(CrlPipeError, ValueError):
 
 class ModelError(CrlPipeError, RuntimeError):
     """A model cannot be fit on the data it was given."""
+
+
+class ClusterError(CrlPipeError, RuntimeError):
+    """The SLURM cluster cannot be read (``scontrol`` missing or failing)."""

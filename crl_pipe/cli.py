@@ -136,10 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
                 default=default,
                 help="required" if required else f"default: {default!r}",
             )
+    # parsed in main(): everything after it goes to snakemake unchanged
+    sub.add_parser("cluster-check", help="describe the SLURM cluster; with snakemake's arguments, check the jobs")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cluster-check"]:
+        return _cluster_check(argv[1:])
     args = build_parser().parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -157,6 +162,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     return 0
+
+
+def _cluster_check(snakemake_args: list[str]) -> int:
+    """``crl-pipe cluster-check [--] [SNAKEMAKE ARGS]`` (:func:`crl_pipe.cluster.cluster_check`)."""
+    from . import cluster
+
+    if snakemake_args[:1] in (["-h"], ["--help"]):
+        print(f"usage: crl-pipe cluster-check [SNAKEMAKE ARGS]\n\n{inspect.getdoc(cluster.cluster_check)}")
+        return 0
+    try:
+        return cluster.cluster_check(snakemake_args[1:] if snakemake_args[:1] == ["--"] else snakemake_args)
+    except CrlPipeError as err:
+        print(f"crl-pipe cluster-check: error: {' '.join(str(err).splitlines())}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

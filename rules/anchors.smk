@@ -9,6 +9,9 @@ rule build_anchors:
         "logs/build_anchors/{dataset}.log",
     conda:
         "../envs/crl-pipe.yaml"
+    threads: get_threads("build_anchors")
+    resources:
+        **get_resources("build_anchors"),
     params:
         min_anchors=config["anchors"]["min_anchors"],
         exclusive=config["anchors"]["exclusive"],

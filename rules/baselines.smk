@@ -32,9 +32,9 @@ rule fit_baseline:
         "benchmarks/out/fit_baseline/{dataset}/{baseline}.tsv"
     conda:
         "../envs/crl-pipe.yaml"
+    threads: get_threads("fit_baseline")
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **get_resources("fit_baseline"),
     params:
         baseline_params=lambda wildcards: dict(config["baselines"][wildcards.baseline]),
         n_refits=config["graph"]["n_refits"],
@@ -61,5 +61,8 @@ rule evaluate_baseline:
         "logs/evaluate_baseline/{dataset}/{baseline}.log",
     conda:
         "../envs/crl-pipe.yaml"
+    threads: get_threads("evaluate_baseline")
+    resources:
+        **get_resources("evaluate_baseline"),
     script:
         "../workflow/scripts/evaluate_baseline.py"

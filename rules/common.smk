@@ -247,11 +247,6 @@ def wants_gpu(wildcards):
     return model_device(config, wildcards.model) not in (None, "cpu")
 
 
-def get_train_gpus(wildcards):
-    """Resource ``gpu`` of train_model: 1 for a PyTorch model on ``auto``/``cuda``, else 0."""
-    return int(wants_gpu(wildcards))
-
-
 def get_train_env(wildcards):
     """Conda environment of train_model (``--sdm conda``): the CUDA build where it asks for a GPU."""
     return (

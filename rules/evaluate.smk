@@ -18,6 +18,9 @@ rule evaluate:
         "logs/evaluate/{dataset}/{model}.log",
     conda:
         "../envs/crl-pipe.yaml"
+    threads: get_threads("evaluate")
+    resources:
+        **get_resources("evaluate"),
     script:
         "../workflow/scripts/evaluate.py"
 
@@ -43,9 +46,9 @@ rule predict_held_out:
         "logs/predict_held_out/{dataset}/{model}.log",
     conda:
         "../envs/crl-pipe.yaml"
+    threads: get_threads("predict_held_out")
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **get_resources("predict_held_out"),
     params:
         held_out=get_held_out,
         seed=config["seed"],

@@ -30,11 +30,9 @@ rule recover_graph:
         "benchmarks/out/recover_graph/{dataset}/{model}.tsv"
     conda:
         get_train_env
-    threads: 4
+    threads: get_threads("recover_graph")
     resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=get_train_gpus,
+        **get_resources("recover_graph"),
     params:
         n_refits=get_n_refits,
         seed=config["seed"],

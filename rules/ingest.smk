@@ -11,9 +11,9 @@ rule ingest:
         "logs/ingest/{dataset}.log",
     conda:
         "../envs/crl-pipe.yaml"
+    threads: get_threads("ingest")
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **get_resources("ingest"),
     params:
         format=get_input_format,
         options=get_ingest_options,

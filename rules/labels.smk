@@ -8,6 +8,9 @@ rule label_interventions:
         "logs/label_interventions/{dataset}.log",
     conda:
         "../envs/crl-pipe.yaml"
+    threads: get_threads("label_interventions")
+    resources:
+        **get_resources("label_interventions"),
     params:
         kind=get_kind,
         robot_labels=get_robot_labels,

@@ -12,10 +12,9 @@ rule preprocess:
         "benchmarks/out/preprocess/{dataset}.tsv"
     conda:
         "../envs/crl-pipe.yaml"
-    threads: 2
+    threads: get_threads("preprocess")
     resources:
-        mem_mb=8000,
-        runtime=60,
+        **get_resources("preprocess"),
     params:
         kind=get_kind,
         channel_kinds=get_channel_kinds,

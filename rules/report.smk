@@ -22,6 +22,9 @@ rule write_report:
         "logs/write_report/{dataset}.log",
     conda:
         "../envs/crl-pipe.yaml"
+    threads: get_threads("write_report")
+    resources:
+        **get_resources("write_report"),
     params:
         model_dirs=get_model_dirs,
         baseline_dirs=get_baseline_dirs,
@@ -45,6 +48,9 @@ rule collect_benchmark:
         "logs/collect_benchmark/all.log",
     conda:
         "../envs/crl-pipe.yaml"
+    threads: get_threads("collect_benchmark")
+    resources:
+        **get_resources("collect_benchmark"),
     params:
         runs=get_benchmark_runs,
     script:

@@ -17,6 +17,9 @@ rule simulate_screen:
     cache: "omit-software"
     conda:
         "../envs/crl-pipe.yaml"
+    threads: get_threads("simulate_screen")
+    resources:
+        **get_resources("simulate_screen"),
     params:
         simulation=get_simulation_params,
         truth_dir=subpath(output.truth_graph, parent=True),
@@ -41,6 +44,9 @@ rule simulate_robot:
     cache: "omit-software"
     conda:
         "../envs/crl-pipe.yaml"
+    threads: get_threads("simulate_robot")
+    resources:
+        **get_resources("simulate_robot"),
     params:
         simulation=get_simulation_params,
         truth_dir=subpath(output.truth_graph, parent=True),

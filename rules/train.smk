@@ -30,11 +30,9 @@ rule train_model:
         "benchmarks/out/train_model/{dataset}/{model}.tsv"
     conda:
         get_train_env
-    threads: 4
+    threads: get_threads("train_model")
     resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=get_train_gpus,
+        **get_resources("train_model"),
     params:
         model_params=get_model_params,
         seed=config["seed"],
