@@ -208,7 +208,7 @@ def test_bad_input_is_a_clear_error(nonlinear_fit):
         CausalVAE(epochs=1).fit(data.subset(data.is_control))
     with pytest.raises(ModelError, match="cannot predict 'REG1\\+NOPE': 'NOPE'"):
         model.predict("REG1+NOPE")
-    with pytest.raises(ModelError, match="no predict"):
+    with pytest.raises(ModelError, match=r"model linear: cannot generate cells; expected one of \['causal_vae'\]"):
         tl.evaluate_combinations(get_model("linear")().fit(data), data, ["REG1"])
 
 
