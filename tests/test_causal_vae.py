@@ -108,7 +108,7 @@ def test_graph_is_a_sparse_dag_where_a_loose_threshold_is_dense(nonlinear_fit):
     # the known failure: with no threshold every pair of the order gets a (small) weight
     loose = copy.deepcopy(model)
     loose.params["edge_threshold"] = 0.0
-    loose._refit_graph(loose._factor_means(CellBatches({"x": data.X}, torch.device("cpu"))), data)
+    loose._refit_graph(loose._encoder_means(CellBatches({"x": data.X}, torch.device("cpu"))), data)
     K = len(model.latent_names)
     assert (loose.get_adjacency().to_numpy() != 0).sum() == K * (K - 1) // 2 > graph.number_of_edges()
 

@@ -16,12 +16,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._errors import ConfigError
-
-if TYPE_CHECKING:
-    from ._base import CRLModel
 
 __all__ = ["ModelCapabilities", "get_model", "model_capabilities", "model_device", "model_names"]
 
@@ -96,8 +93,9 @@ def model_capabilities(name: str) -> ModelCapabilities:
     return _entry(name).capabilities
 
 
-def get_model(name: str) -> type[CRLModel]:
-    """The model class registered under ``name`` (imported now, with torch)."""
+def get_model(name: str) -> type:
+    """The :class:`~crl_pipe.models.CRLModel` subclass registered under ``name`` (imported now, with torch;
+    not annotated as such, since ``_base`` imports this module)."""
     module, _, attribute = _entry(name).location.partition(":")
     return getattr(importlib.import_module(module), attribute)
 
