@@ -27,29 +27,7 @@ from referencing import Registry, Resource
 
 from ._errors import ConfigError
 
-__all__ = [
-    "PREDICTING_MODELS",
-    "TORCH_MODELS",
-    "config_error_message",
-    "load_schema",
-    "model_device",
-    "validate_config",
-]
-
-#: Models that train with PyTorch on ``device`` (the others are numpy/scipy and ignore it). Kept
-#: here, free of torch, for the Snakemake process; tests check it against the model classes.
-TORCH_MODELS = ("sparse_vae", "causal_vae")
-#: Models that generate cells (``predict``), so that held-out combinations can be scored; tests
-#: check it against the model classes too.
-PREDICTING_MODELS = ("causal_vae",)
-
-
-def model_device(config: MutableMapping[str, Any], model: str) -> str | None:
-    """The device ``model`` trains on under ``config`` (per-model key first, then the top-level
-    ``device``); ``None`` for models that do not use PyTorch."""
-    if model not in TORCH_MODELS:
-        return None
-    return str(config.get("models", {}).get(model, {}).get("device") or config.get("device", "auto"))
+__all__ = ["config_error_message", "load_schema", "validate_config"]
 
 
 def validate_config(

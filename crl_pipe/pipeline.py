@@ -305,20 +305,20 @@ def train(
     that a killed job leaves it behind and a rerun resumes from it) and use ``threads`` CPU threads.
     """
     from . import tl
-    from .config import TORCH_MODELS
+    from .models import model_capabilities
 
+    caps = model_capabilities(model)
     params = dict(params or {})
-    if require_device and model in TORCH_MODELS:
+    if require_device and caps.uses_torch:
         from .models._training import resolve_device
 
         resolve_device(params.get("device", "auto"), strict=True)
-    data = _load_data(preprocessed, interventions, anchors, counts=_uses_counts(model), held_out=held_out)
+    data = _load_data(preprocessed, interventions, anchors, counts=caps.reads_counts, held_out=held_out)
     out_dir = Path(out_dir)
-    if model == "temporal" and "actions" not in params:
+    if caps.time_series and "actions" not in params:
         params["actions"] = _action_channels(preprocessed)
     # run settings, not model parameters: they stay out of model.json and the provenance
-    deep = model in ("sparse_vae", "causal_vae")
-    run = {"checkpoint_dir": str(out_dir / "checkpoints"), "threads": threads} if deep else {}
+    run = {"checkpoint_dir": str(out_dir / "checkpoints"), "threads": threads} if caps.uses_torch else {}
     fitted = tl.train(data, model=model, params={**params, **run}, seed=seed)
     fitted.save(out_dir)
     prov = provenance(
@@ -352,8 +352,7 @@ def graph(
 
     params = {"n_refits": n_refits, "seed": seed, **_held_out_param(held_out)}
     fitted = load_model(model_dir)
-    counts = getattr(fitted, "uses_counts", True)
-    data = _load_data(preprocessed, interventions, anchors, counts=counts, held_out=held_out)
+    data = _load_data(preprocessed, interventions, anchors, counts=fitted.capabilities.reads_counts, held_out=held_out)
     edges = tl.recover_graph(fitted, data, n_refits=n_refits, seed=seed)
     inputs = _model_inputs(preprocessed, interventions, anchors, model_dir)
     prov = provenance("graph", inputs, params)
@@ -418,11 +417,13 @@ def predict(
     ones, beside the control-mean and additive baselines, into ``predictions.parquet``
     (:func:`crl_pipe.tl.evaluate_combinations`: ``intervention, predictor, metric, value``)."""
     from . import tl
-    from .models import load_model
+    from .models import load_model, model_names
 
     fitted = load_model(model_dir)
-    if not hasattr(fitted, "predict"):
-        raise ConfigError(f"{model_dir}: model {fitted.name} cannot predict held-out cells; expected causal_vae")
+    if not fitted.capabilities.predicts:
+        raise ConfigError(
+            f"{model_dir}: model {fitted.name} cannot predict held-out cells; expected one of {model_names('predicts')}"
+        )
     data = _load_data(preprocessed, interventions, anchors, counts=False)
     labels = tl.resolve_held_out(data, held_out, source=str(interventions))
     scores = tl.evaluate_combinations(fitted, data, labels, n_cells=n_cells, top_n=top_n, seed=seed)
@@ -573,10 +574,3 @@ def _held_out_dropped(data, held_out: Sequence[str], interventions: PathLike):
 def _held_out_param(held_out: Sequence[str]) -> dict[str, list[str]]:
     """``{"held_out": [...]}`` for the provenance when labels are held out, else nothing (unchanged provenance)."""
     return {"held_out": [str(x) for x in held_out]} if held_out else {}
-
-
-def _uses_counts(model: str) -> bool:
-    """Whether ``model`` reads raw counts (the ``linear`` model does not: its large screens load half the data)."""
-    from .models import MODELS
-
-    return getattr(MODELS.get(model), "uses_counts", True)

@@ -11,14 +11,15 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-# The Snakemake process imports crl_pipe.config (jsonschema and yaml only) from this checkout,
-# as the jobs import crl_pipe from it (see PYTHONPATH below).
+# The Snakemake process imports crl_pipe.config (jsonschema and yaml only) and the model registry
+# (no torch) from this checkout, as the jobs import crl_pipe from it (see PYTHONPATH below).
 if workflow.basedir not in sys.path:
     sys.path.insert(0, workflow.basedir)
 
 from crl_pipe import ConfigError
 from crl_pipe._provenance import source_digest
-from crl_pipe.config import PREDICTING_MODELS, model_device, validate_config
+from crl_pipe.config import validate_config
+from crl_pipe.models.registry import model_capabilities, model_device
 
 # ---- configuration -------------------------------------------------------------------------------
 # Checked against the schema (defaults filled in) by the same function the tests call; an error is
@@ -274,7 +275,9 @@ def get_held_out(wildcards):
 
 def predicts(dataset, model):
     """Whether ``model`` generates the held-out cells of ``dataset`` (rule predict_held_out)."""
-    return bool(DATASETS[dataset].get("held_out")) and model in PREDICTING_MODELS
+    return (
+        bool(DATASETS[dataset].get("held_out")) and model_capabilities(model).predicts
+    )
 
 
 def get_predictions(wildcards):

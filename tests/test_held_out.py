@@ -18,9 +18,9 @@ import yaml
 from _screens import screen_and_data
 
 from crl_pipe import ConfigError, pipeline, tl
-from crl_pipe.config import PREDICTING_MODELS, validate_config
+from crl_pipe.config import validate_config
 from crl_pipe.io import read_provenance, read_table
-from crl_pipe.models import MODELS, CRLData
+from crl_pipe.models import CRLData
 
 SCHEMA = tiny.REPO / "workflow" / "schemas" / "config.schema.yaml"
 TINY = dict(n_programs=3, n_genes=80, anchors_per_program=6, n_control=300, cells_per_perturbation=80, n_doubles=2)
@@ -78,10 +78,6 @@ def test_config_schema_checks_the_key():
         ConfigError, match=rf"config: datasets\.{tiny.DATASET}\.held_out: 'REG1\+REG2' is not of type 'array'"
     ):
         validate_config(config, SCHEMA)
-
-
-def test_predicting_models_are_the_models_that_predict():
-    assert set(PREDICTING_MODELS) == {name for name, cls in MODELS.items() if hasattr(cls, "predict")}
 
 
 # -- the stage functions on the artifacts of the session's tiny run --------------------------------

@@ -87,12 +87,82 @@ def test_unknown_model_name():
         get_model("lineer")
 
 
-def test_torch_models_list_matches_the_models_that_take_a_device():
-    """crl_pipe.config.TORCH_MODELS (what the workflow gives a GPU) is exactly the models with a ``device``."""
+def test_registry_loads_without_torch_or_scanpy():
+    """The Snakemake process imports the registry and the config on every invocation: no heavy imports."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, crl_pipe.config, crl_pipe.models.registry, crl_pipe.models; "
+        "print(sorted(m for m in ('torch', 'scanpy', 'anndata', 'pandas', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_registered_model_takes_its_capabilities_from_its_entry():
+    from crl_pipe.models import CRLModel, model_capabilities, model_names
+
+    assert model_names() == ["linear", "sparse_vae", "causal_vae", "temporal"]
+    for name in model_names():
+        cls = get_model(name)
+        assert issubclass(cls, CRLModel) and cls.name == name
+        assert cls.capabilities is model_capabilities(name)
+
+
+def test_capabilities_say_what_each_class_does():
+    """Each declared capability matches the class: its parameters and the methods it overrides."""
     import inspect
 
-    from crl_pipe.config import TORCH_MODELS
-    from crl_pipe.models import MODELS
+    from crl_pipe.models import CRLModel, model_capabilities, model_names
 
-    takes_device = {name for name, cls in MODELS.items() if "device" in inspect.signature(cls).parameters}
-    assert takes_device == set(TORCH_MODELS)
+    for name in model_names():
+        cls, caps = get_model(name), model_capabilities(name)
+        params = inspect.signature(cls).parameters
+        assert caps.uses_torch == ({"device", "checkpoint_dir", "threads"} <= set(params)), name
+        assert caps.predicts == callable(getattr(cls, "predict", None)), name
+        assert caps.time_series == ("actions" in params and cls.get_edges is not CRLModel.get_edges), name
+    assert model_names("predicts") == ["causal_vae"]
+    assert model_names("uses_torch") == ["sparse_vae", "causal_vae"]
+    assert model_names("reads_counts") == ["sparse_vae"]  # its "nb" likelihood; the others fit log X only
+    with pytest.raises(Exception, match="unknown model capability 'steers'"):
+        model_names("steers")
+
+
+def test_model_device_follows_the_config_for_torch_models_only():
+    from crl_pipe.models import model_device
+
+    config = {"device": "cuda", "models": {"sparse_vae": {"device": "cpu"}}}
+    assert [model_device(config, m) for m in ("linear", "sparse_vae", "causal_vae", "temporal")] == [
+        None,
+        "cpu",
+        "cuda",
+        None,
+    ]
+    assert model_device({}, "causal_vae") == "auto"
+
+
+def test_config_schema_names_exactly_the_registered_models():
+    """The schema validates model names and parameters; it must offer every registered model, and a
+    ``device`` key exactly to the PyTorch ones."""
+    from pathlib import Path
+
+    from crl_pipe.config import load_schema
+    from crl_pipe.models import model_capabilities, model_names
+
+    schema, _ = load_schema(Path(__file__).parents[1] / "workflow" / "schemas" / "config.schema.yaml")
+    per_model = schema["properties"]["models"]["properties"]
+    listed = schema["$defs"]["dataset"]["properties"]["models"]["items"]["enum"]
+    assert list(per_model) == listed == model_names()
+    for name in model_names():
+        assert ("device" in per_model[name]["properties"]) == model_capabilities(name).uses_torch, name
+
+
+def test_models_namespace_loads_its_names_on_first_use():
+    import crl_pipe.models as models
+
+    for name in models.__all__:
+        assert getattr(models, name) is not None, name
+    assert set(models.__all__) <= set(dir(models))
+    with pytest.raises(AttributeError, match="has no attribute 'MODELS'"):
+        models.MODELS  # noqa: B018 -- the registry replaced the class table

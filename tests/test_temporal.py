@@ -13,7 +13,7 @@ import torch
 
 from crl_pipe import ModelError, pp, tl
 from crl_pipe.io import read_h5ad, read_lerobot, read_table, write_h5ad, write_table
-from crl_pipe.models import CRLData, TemporalSEM, bootstrap_episodes, get_model, load_model
+from crl_pipe.models import CRLData, TemporalSEM, get_model, load_model
 from crl_pipe.simulate import ARM_JOINTS, simulate_arm, simulate_robot, write_robot_simulation
 from crl_pipe.tl._evaluate import graph_metrics
 
@@ -170,18 +170,16 @@ def test_subset_carries_obs_and_episode_bootstrap_keeps_series_whole():
     mask = data.obs["episode"].to_numpy() == "2"
     part = data.subset(mask)
     assert part.obs["episode"].eq("2").all() and part.obs["frame"].tolist() == list(range(30))
-    rows = bootstrap_episodes(data, np.random.default_rng(3))
+    rows = tl.bootstrap_episodes(data, np.random.default_rng(3))
+    assert np.array_equal(rows, tl.bootstrap_rows(data, np.random.default_rng(3)))  # time series: by episode
     boot = data.subset(rows)
     assert len(rows) == data.n_cells
     starts = np.flatnonzero(boot.obs["frame"].to_numpy() == 0)
     assert len(starts) == 4 and all(boot.obs["frame"].iloc[s : s + 30].tolist() == list(range(30)) for s in starts)
 
 
-def test_recover_graph_with_episode_bootstrap(monkeypatch, tmp_path):
-    """recover_graph refits on resampled rows; time series need whole episodes (the proposed tl change)."""
-    import crl_pipe.tl._graph as graph_module
-
-    monkeypatch.setattr(graph_module, "bootstrap_rows", bootstrap_episodes)
+def test_recover_graph_with_episode_bootstrap(tmp_path):
+    """recover_graph refits on resampled rows; time series are resampled by whole episodes."""
     sim = simulate_robot(seed=0, n_episodes=10, n_frames=200)
     data = _data(sim)
     edges = tl.recover_graph(TemporalSEM(n_action_lags=6).fit(data), data, n_refits=5, seed=0)

@@ -13,7 +13,7 @@ import pytest
 import crl_pipe.simulate._robot as robot_sim
 from crl_pipe import pp, tl
 from crl_pipe.io import read_table, write_graphml, write_table
-from crl_pipe.models import CRLData, TemporalSEM, load_model
+from crl_pipe.models import CRLData, CRLModel, TemporalSEM, load_model
 from crl_pipe.simulate import simulate_arm, simulate_robot
 from crl_pipe.tl._evaluate import graph_metrics
 
@@ -132,11 +132,17 @@ def test_graph_artifact_has_lag_and_stability_per_kind(tmp_path):
 
 
 def test_models_without_time_and_older_artifacts_have_a_null_lag(tmp_path):
-    class Static:  # any model with an adjacency and no time axis
-        params: dict = {}
+    class Static(CRLModel):  # any model with an adjacency and no time axis (its edges: CRLModel.get_edges)
+        def fit(self, data, *, seed=0):
+            return self
 
         def get_adjacency(self):
             return pd.DataFrame([[0.0, 0.5], [0.0, 0.0]], index=["a", "b"], columns=["a", "b"])
+
+        def get_latent_representation(self, data):
+            raise NotImplementedError  # not used by recover_graph
+
+        get_targets = get_loadings = get_latent_representation
 
     edges = tl.recover_graph(Static(), data=None, n_refits=0)
     assert edges[["source", "target"]].values.tolist() == [["a", "b"]] and edges["lag"].isna().all()

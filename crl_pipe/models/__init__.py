@@ -1,55 +1,57 @@
-"""CRL models behind one interface (:class:`CRLModel`): fit on :class:`CRLData`; latents, targets, graph."""
+"""CRL models behind one interface (:class:`CRLModel`): fit on :class:`CRLData`; latents, targets, graph.
+
+:mod:`crl_pipe.models.registry` names the models and declares what each can do; it loads with this
+package and imports no torch, because the Snakemake process reads it on every invocation. The
+model classes, :class:`CRLData` and :func:`load_model` load on first use (torch with them).
+"""
 
 from __future__ import annotations
 
-import json
-import pickle  # only for the exception type torch.load raises; nothing is unpickled
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING
 
-from .._errors import ConfigError, InputError
-from ._base import CRLModel
-from ._data import CRLData
-from .causal_vae import CausalVAE
-from .linear import LinearSEM
-from .sparse_vae import SparseVAE
-from .temporal import TemporalSEM, bootstrap_episodes
+from .registry import ModelCapabilities, get_model, model_capabilities, model_device, model_names
 
-MODELS: dict[str, type[CRLModel]] = {
-    LinearSEM.name: LinearSEM,
-    CausalVAE.name: CausalVAE,
-    SparseVAE.name: SparseVAE,
-    TemporalSEM.name: TemporalSEM,
+if TYPE_CHECKING:  # the lazily loaded names, for type checkers and import-graph tools
+    from ._base import CRLModel, load_model
+    from ._data import CRLData
+    from .causal_vae import CausalVAE
+    from .linear import LinearSEM
+    from .sparse_vae import SparseVAE
+    from .temporal import TemporalSEM
+
+#: Public name -> the submodule that defines it, imported when the name is first used.
+_LAZY = {
+    "CRLData": "._data",
+    "CRLModel": "._base",
+    "load_model": "._base",
+    "CausalVAE": ".causal_vae",
+    "LinearSEM": ".linear",
+    "SparseVAE": ".sparse_vae",
+    "TemporalSEM": ".temporal",
 }
 
 __all__ = [
-    "MODELS",
-    "CausalVAE",
     "CRLData",
     "CRLModel",
+    "CausalVAE",
     "LinearSEM",
+    "ModelCapabilities",
     "SparseVAE",
     "TemporalSEM",
-    "bootstrap_episodes",
     "get_model",
     "load_model",
+    "model_capabilities",
+    "model_device",
+    "model_names",
 ]
 
 
-def get_model(name: str) -> type[CRLModel]:
-    """The model class registered under ``name``."""
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; expected one of {sorted(MODELS)}") from None
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_model(directory: str | Path) -> CRLModel:
-    """Load a checkpoint written by :meth:`CRLModel.save` (tensors with ``weights_only=True``)."""
-    directory = Path(directory)
-    try:
-        meta = json.loads((directory / "model.json").read_text())
-        return get_model(meta["model"]).load(directory)
-    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as err:
-        raise InputError(
-            f"{directory}: not a readable crl-pipe model folder (model.json + model.pt): {type(err).__name__}: {err}"
-        ) from None
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import pickle  # only for the exception type torch.load raises; nothing is unpickled
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 import torch
 
+from .._errors import InputError
 from .._provenance import atomic_path
 from ._data import CRLData
+from .registry import ModelCapabilities, get_model
 
 
 class CRLModel(torch.nn.Module, ABC):
@@ -21,7 +25,12 @@ class CRLModel(torch.nn.Module, ABC):
     plain ``state_dict`` (loaded with ``weights_only=True``) plus a JSON file of names and params.
     """
 
+    #: The name the model is registered under (:mod:`crl_pipe.models.registry`), as in the config.
     name: ClassVar[str]
+    #: What the model can do (counts input, PyTorch device, prediction, lagged edges): every subclass
+    #: sets ``capabilities = model_capabilities(name)``, its registry entry, which is what the
+    #: workflow reads too; code that runs a model asks this instead of probing for methods.
+    capabilities: ClassVar[ModelCapabilities]
 
     def __init__(self, **params: Any) -> None:
         super().__init__()
@@ -49,6 +58,20 @@ class CRLModel(torch.nn.Module, ABC):
     @abstractmethod
     def get_loadings(self) -> pd.DataFrame:
         """Long table ``latent, feature, loading``: how each feature depends on each latent."""
+
+    def get_edges(self) -> pd.DataFrame:
+        """Edge list ``source, target, weight, lag`` of the non-zero entries of :meth:`get_adjacency`;
+        ``lag`` (frames, nullable) is null here and filled by models whose ``capabilities.time_series``."""
+        adjacency = self.get_adjacency()
+        src, dst = np.nonzero(adjacency.to_numpy())
+        return pd.DataFrame(
+            {
+                "source": adjacency.index[src].astype(str),
+                "target": adjacency.columns[dst].astype(str),
+                "weight": adjacency.to_numpy()[src, dst].astype(float),
+                "lag": pd.array([pd.NA] * len(src), dtype="Int64"),
+            }
+        )
 
     # -- checkpoints: tensors via state_dict, everything else as JSON; nothing pickled --------------
     def _extra_state_json(self) -> dict[str, Any]:
@@ -90,3 +113,15 @@ class CRLModel(torch.nn.Module, ABC):
         for key, tensor in state.items():
             if "." not in key and not hasattr(self, key):
                 self.register_buffer(key, torch.empty_like(tensor))
+
+
+def load_model(directory: str | Path) -> CRLModel:
+    """Load a checkpoint written by :meth:`CRLModel.save` (tensors with ``weights_only=True``)."""
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / "model.json").read_text())
+        return get_model(meta["model"]).load(directory)
+    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as err:
+        raise InputError(
+            f"{directory}: not a readable crl-pipe model folder (model.json + model.pt): {type(err).__name__}: {err}"
+        ) from None

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._errors import InputError
+from .._errors import InputError, ModelError
 
 
 @dataclass
@@ -171,6 +171,36 @@ def crossprod(X: np.ndarray | sp.spmatrix, Z: np.ndarray) -> np.ndarray:
     return out
 
 
+def standardisation(X: np.ndarray | sp.spmatrix, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and SD of every row (SD 1 where constant), accumulated in float64, returned as float32."""
+    if sp.issparse(X):
+        mean, sd = column_stats(X)
+        return mean.astype(np.float32), np.where(sd > 1e-6, sd, 1.0).astype(np.float32)
+    total = np.zeros(X.shape[1])
+    squares = np.zeros(X.shape[1])
+    for start in range(0, X.shape[0], chunk):
+        block = np.asarray(X[start : start + chunk], dtype=np.float64)
+        total += block.sum(axis=0)
+        squares += (block**2).sum(axis=0)
+    mean = total / X.shape[0]
+    sd = np.sqrt(np.maximum(squares / X.shape[0] - mean**2, 0.0))
+    return mean.astype(np.float32), np.where(sd > 1e-6, sd, 1.0).astype(np.float32)
+
+
+def align_features(data: CRLData, features: list[str], model: str) -> np.ndarray | sp.csr_matrix:
+    """``data.X`` with the columns ``features`` (a fitted model's), in that order.
+
+    Raises :class:`~crl_pipe.ModelError` naming ``model`` when a feature is missing from ``data``.
+    """
+    index = {f: i for i, f in enumerate(data.features)}
+    missing = [f for f in features if f not in index]
+    if missing:
+        raise ModelError(f"model {model}: features missing from the data: {missing[:5]}")
+    if features == data.features:
+        return data.X  # selecting every column would copy a large sparse matrix
+    return data.X[:, [index[f] for f in features]]
+
+
 def dense_columns(X: np.ndarray | sp.spmatrix, cols: list[int]) -> np.ndarray:
     """The columns ``cols`` of ``X`` as a dense array (a few anchors of every cell)."""
     return X[:, cols].toarray() if sp.issparse(X) else X[:, cols]
@@ -178,6 +208,14 @@ def dense_columns(X: np.ndarray | sp.spmatrix, cols: list[int]) -> np.ndarray:
 
 #: ``obs`` columns that make rows a time series (robot logs); carried into :attr:`CRLData.obs`.
 FRAME_COLUMNS = ("episode", "frame", "timestamp")
+
+
+def frame_steps(x: np.ndarray, segments: list[tuple[int, int]]) -> np.ndarray:
+    """Row i: ``x[i] - x[i - 1]`` within its segment (``[start, stop)`` row ranges), 0 on a segment's first row."""
+    out = np.zeros_like(x, dtype=np.float64)
+    for s, e in segments:
+        out[s + 1 : e] = np.diff(x[s:e], axis=0)
+    return out
 
 
 def _frame_columns(obs: pd.DataFrame) -> pd.DataFrame | None:

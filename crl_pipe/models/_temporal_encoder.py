@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from .._errors import ModelError
+from ._data import frame_steps
 from ._training import cpu_threads
 
 
@@ -112,7 +113,7 @@ def fit_encoder(
         raise ModelError(
             f"model temporal: {len(rows)} complete windows for an encoder of {m} latents; expected longer episodes"
         )
-    mask = action_mask(_frame_steps(a, segments), shift, n_named)
+    mask = action_mask(frame_steps(a, segments), shift, n_named)
     bases = [_history_basis(a[:, mask[:, j]], rows, history) for j in range(n_named)]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -181,13 +182,6 @@ def _windows(segments: list[tuple[int, int]], width: int) -> np.ndarray:
     return np.concatenate([np.arange(s + width, e) for s, e in segments if e - s > width] or [np.zeros(0, int)])
 
 
-def _frame_steps(x: np.ndarray, segments) -> np.ndarray:
-    out = np.zeros_like(x, dtype=np.float64)
-    for s, e in segments:
-        out[s + 1 : e] = np.diff(x[s:e], axis=0)
-    return out
-
-
 #: Training settings of the encoder (full-batch Adam): learning rate; weight of the prior against the
 #: reconstruction; frames of command history in the prior (a servo settles in ~0.2-0.4 s); fraction of
 #: the steps that fit the prior alone before the reconstruction joins.
@@ -225,7 +219,7 @@ def learn_latents(data, sensors: str | list[str], action_names: list[str], segme
         seed=seed,
     )
     z = enc.transform(x)
-    orient(enc, z, a, action_mask(_frame_steps(a, segments), shift, n_named))
+    orient(enc, z, a, action_mask(frame_steps(a, segments), shift, n_named))
     enc.loadings.copy_(torch.as_tensor(decoder_loadings(enc, x)))
     enc.losses = losses
     return enc, names, latents, enc.transform(x)

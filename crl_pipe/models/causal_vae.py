@@ -35,24 +35,28 @@ Order, targets and graph (what makes recovery reliable, measured on simulated sc
   encoder factors), which average that noise out: every perturbation that does not target j
   gives d[j] = B[j] d (:meth:`CausalVAE._refit_graph`). These weights, in the model's own latent
   units, are the ones ``predict`` uses.
+
+The torch module is :class:`~crl_pipe.models._modules.CausalVAEModule`; what this model shares
+with ``sparse_vae`` (anchor mask, training plan, latent standardisation, loadings) is
+:class:`~crl_pipe.models._vae.AnchoredVAE`; order, graph and shifts come from the shift readout
+(:mod:`._shift_sem`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from torch import nn
 
 from .._errors import ModelError
-from ._base import CRLModel
-from ._data import CRLData
+from ._data import CRLData, standardisation
+from ._modules import ENCODERS, NONLINEARITIES, CausalVAEModule
+from ._shift_sem import SHIFT_SEM_DEFAULTS, alternate, group_shifts, solve_graph
 from ._training import (
     CellBatches,
     EpochCallback,
@@ -63,210 +67,14 @@ from ._training import (
     split_cells,
     train_module,
 )
-from .linear import LinearSEM, _group_shifts, _solve
-from .sparse_vae import SparseVAE, SparseVAEModule, _column_stats
+from ._vae import AnchoredVAE
+from .linear import anchor_scores, fit_anchor_scores
+from .registry import model_capabilities
 
-NONLINEARITIES = ("mlp", "none")
-ENCODERS = ("anchors", "all")
-_N_FOURIER = 192  # random Fourier features of the MMD kernel
 _INIT_LOGIT = 6.0  # logit of a warm-started target choice: softmax 0.98 with K = 10 latents
 
 
-# -- torch module (inference, generative, loss) ---------------------------------------------------
-class Posterior(NamedTuple):
-    """Gaussian posterior of a batch: mean, Cholesky factor of the precision, and the prior it came from."""
-
-    mean: torch.Tensor  # cells x K
-    chol: torch.Tensor  # cells x K x K, lower triangular: precision = chol @ chol.T
-    shift: torch.Tensor  # cells x K, exogenous shift of each cell's label
-    log_scale: torch.Tensor  # cells x K, log exogenous SD
-    P: torch.Tensor  # K x K, I - B
-
-
-class CausalVAEModule(SparseVAEModule):
-    """The anchored VAE of ``sparse_vae`` with a latent SEM prior per intervention label.
-
-    Parameters
-    ----------
-    anchors, feature_mean, feature_sd, hidden, encoder, nonlinearity, l1, kl_warmup
-        As for :class:`~crl_pipe.models.sparse_vae.SparseVAEModule` (Gaussian likelihood).
-    label_atoms
-        Labels x atoms, 1 where the label contains the atom; row 0 is the control (no atom).
-    atom_genes
-        Atoms x features, 1 where the feature is the atom's own gene (a knockdown lowers it directly,
-        not through a program).
-    projection
-        Features x d: principal axes of the standardised data, where the MMD compares cells.
-    graph_l1
-        L1 penalty on the graph weights, per cell.
-    mmd_weight
-        Weight of the MMD between generated and observed cells of each label.
-    target_entropy
-        Weight of the mean entropy of the atoms' target choices (pushes each to one latent).
-    target_warmup
-        Epochs during which the target choices stay at their warm start (``None``: all of them).
-    """
-
-    def __init__(
-        self,
-        anchors: torch.Tensor,
-        feature_mean: torch.Tensor,
-        feature_sd: torch.Tensor,
-        label_atoms: torch.Tensor,
-        atom_genes: torch.Tensor,
-        projection: torch.Tensor,
-        *,
-        hidden: int,
-        encoder: str,
-        nonlinearity: str,
-        l1: float,
-        kl_warmup: int,
-        graph_l1: float,
-        mmd_weight: float,
-        target_entropy: float,
-        target_warmup: int | None,
-    ) -> None:
-        super().__init__(
-            anchors, feature_mean, feature_sd, hidden=hidden, encoder=encoder, likelihood="gaussian",
-            nonlinearity=nonlinearity, l1=l1, kl_warmup=kl_warmup,
-        )  # fmt: skip
-        K, A = anchors.shape[1], label_atoms.shape[1]
-        self.graph_l1 = graph_l1
-        self.mmd_weight, self.target_entropy, self.target_warmup = mmd_weight, target_entropy, target_warmup
-        self.register_buffer("label_atoms", label_atoms.float())
-        self.register_buffer("atom_genes", atom_genes.float())
-        self.knockdown = nn.Parameter(torch.zeros(A))  # a guide's direct effect on its own gene
-        self.register_buffer("projection", projection.float())
-        # random Fourier frequencies of RBF kernels with bandwidths 0.5, 1 and 2 x sqrt(d) (d projected dims)
-        d = projection.shape[1]
-        scales = torch.tensor([0.5, 1.0, 2.0]).repeat_interleave(_N_FOURIER // 3) * math.sqrt(d)
-        generator = torch.Generator().manual_seed(0)
-        self.register_buffer("frequencies", torch.randn(d, scales.numel(), generator=generator) / scales)
-        self.register_buffer("edge_mask", torch.zeros(K, K))  # edge_mask[j, i] = 1: i precedes j in the order
-        self.B = nn.Parameter(torch.zeros(K, K))
-        self.target_logits = nn.Parameter(torch.zeros(A, K))
-        self.register_buffer("target_fixed", torch.zeros(A, dtype=torch.bool))  # warm-started choices
-        self.shift = nn.Parameter(torch.zeros(A))
-        self.log_scale = nn.Parameter(torch.zeros(A))
-
-    # -- the SEM prior ------------------------------------------------------------------------------
-    def graph(self) -> torch.Tensor:
-        """Graph weights B (K x K, B[j, i] = effect of latent i on latent j)."""
-        return self.B * self.edge_mask
-
-    def target_probs(self, frozen: bool = False) -> torch.Tensor:
-        """Soft target choice of each atom (atoms x K); ``frozen``: warm-started choices get no gradient."""
-        logits = self.target_logits
-        if frozen:
-            logits = torch.where(self.target_fixed[:, None], logits.detach(), logits)
-        return torch.softmax(logits, dim=-1)
-
-    def prior(self, atoms: torch.Tensor, frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exogenous shift and log noise SD per cell (cells x K each), from its atoms (cells x atoms, 0/1)."""
-        pi = self.target_probs(frozen)
-        return atoms @ (pi * self.shift[:, None]), atoms @ (pi * self.log_scale[:, None])
-
-    def sample_latents(self, shift: torch.Tensor, log_scale: torch.Tensor, generator=None) -> torch.Tensor:
-        """z = (I - B)^-1 eps with eps ~ N(shift, exp(log_scale)^2), one row per row of ``shift``."""
-        noise = torch.randn(shift.shape, generator=generator, device=shift.device, dtype=shift.dtype)
-        eps = shift + torch.exp(log_scale) * noise
-        inverse = torch.linalg.inv(torch.eye(shift.shape[1], device=shift.device) - self.graph())
-        return eps @ inverse.T
-
-    def posterior(self, x: torch.Tensor, atoms: torch.Tensor, frozen: bool = False) -> Posterior:
-        """q(z | x, label): the encoder's Gaussian factor for each latent times the label's SEM prior.
-
-        The product of Gaussians is exact, so the posterior has the prior's full covariance and
-        its label-specific mean without the encoder seeing labels or other programs' anchors.
-        """
-        mean, log_var = self.inference(x)
-        with _float32(x.device):  # Cholesky factors need more than bf16
-            K = mean.shape[1]
-            precision = torch.exp(-log_var)
-            shift, log_scale = self.prior(atoms.float(), frozen)
-            P = torch.eye(K, device=mean.device) - self.graph()
-            inv_var = torch.exp(-2.0 * log_scale)
-            prior_precision = torch.einsum("ki,nk,kj->nij", P, inv_var, P)  # (I - B)^T D^-2 (I - B)
-            chol = torch.linalg.cholesky(prior_precision + torch.diag_embed(precision))
-            rhs = precision * mean + (shift * inv_var) @ P
-            mu = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
-        return Posterior(mu, chol, shift, log_scale, P)
-
-    @staticmethod
-    def kl(q: Posterior) -> torch.Tensor:
-        """KL(q(z | x, label) || p(z | label)) per cell, the prior taken through eps = (I - B) z."""
-        with _float32(q.mean.device):
-            inv_sd = torch.exp(-q.log_scale)
-            quad = ((q.mean @ q.P.T - q.shift) * inv_sd).pow(2).sum(-1)
-            # tr(prior precision x posterior covariance) = |L^-1 (I - B)^T D^-1|^2, L L^T the posterior precision
-            half = torch.linalg.solve_triangular(q.chol, q.P.T.unsqueeze(0) * inv_sd.unsqueeze(1), upper=False)
-            trace = half.pow(2).sum((-2, -1))
-            log_diag = torch.log(torch.diagonal(q.chol, dim1=-2, dim2=-1))
-            log_det_ratio = 2.0 * q.log_scale.sum(-1) + 2.0 * log_diag.sum(-1)
-            return 0.5 * (trace + quad - q.mean.shape[1] + log_det_ratio)  # log det(I - B) = 0 on a DAG
-
-    @staticmethod
-    def sample(q: Posterior) -> torch.Tensor:
-        """One draw per cell: mean + L^-T noise has the posterior covariance (L L^T)^-1."""
-        noise = torch.randn_like(q.mean).unsqueeze(-1)
-        with _float32(q.mean.device):
-            return q.mean + torch.linalg.solve_triangular(q.chol.mT, noise, upper=True).squeeze(-1)
-
-    def direct(self, atoms: torch.Tensor) -> torch.Tensor:
-        """Direct effect of each cell's atoms on their own genes (cells x features, standardised units)."""
-        return (atoms * self.knockdown) @ self.atom_genes
-
-    # -- losses -----------------------------------------------------------------------------------
-    def loss(self, batch: dict[str, torch.Tensor], epoch: int) -> torch.Tensor:
-        """Negative ELBO per cell; in training plus the MMD and the minimality penalties."""
-        x, label = batch["x"], batch["label"]
-        atoms = self.label_atoms[label]
-        if not self.training:  # validation: the ELBO at the posterior mean, free of epoch-dependent terms
-            q = self.posterior(x, atoms)
-            return (self._nll(self.generative(q.mean) + self.direct(atoms), batch) + self.kl(q)).mean()
-        frozen = self.target_warmup is None or epoch <= self.target_warmup  # targets first stay at their warm start
-        q = self.posterior(x, atoms, frozen)
-        beta = min(1.0, epoch / self.kl_warmup) if self.kl_warmup > 0 else 1.0
-        out = self.generative(self.sample(q)) + self.direct(atoms)
-        loss = (self._nll(out, batch) + beta * self.kl(q)).mean()
-        if self.mmd_weight > 0:
-            loss = loss + self.mmd_weight * self.mmd(x, label, q.shift, q.log_scale)
-        return loss + self.penalties(frozen)
-
-    def mmd(self, x: torch.Tensor, label: torch.Tensor, shift: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-        """MMD between generated and observed cells of each label in the batch, weighted by label size.
-
-        Random Fourier features of an RBF kernel (three bandwidths) make it linear in the batch size:
-        MMD^2 of label l = |mean phi(generated_l) - mean phi(observed_l)|^2.
-        """
-        gen = self.generative(self.sample_latents(shift, log_scale)) + self.direct(self.label_atoms[label])
-        gen = gen + torch.exp(self.log_dispersion) * torch.randn_like(gen)
-        diff = self._features(gen) - self._features(self.standardise(x))
-        n_labels = self.label_atoms.shape[0]
-        sums = diff.new_zeros(n_labels, diff.shape[1]).index_add_(0, label, diff)
-        counts = torch.bincount(label, minlength=n_labels).to(diff.dtype)
-        return (sums.pow(2).sum(-1) / counts.clamp(min=1.0)).sum() / x.shape[0]
-
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        with _float32(x.device):  # cos/sin of bf16 arguments would be noise
-            proj = (x.float() @ self.projection) @ self.frequencies
-            return torch.cat([torch.cos(proj), torch.sin(proj)], dim=-1) / math.sqrt(self.frequencies.shape[1])
-
-    def penalties(self, frozen: bool = False) -> torch.Tensor:
-        """Minimality: L1 on the decoder and the graph, entropy of the target choices."""
-        pi = self.target_probs(frozen)
-        entropy = -(pi * torch.log(pi + 1e-12)).sum(-1).mean()
-        sparsity = self.l1 * self.weights().abs().sum() + self.graph_l1 * self.graph().abs().sum()
-        return sparsity + self.target_entropy * entropy
-
-
-def _float32(device: torch.device) -> torch.autocast:
-    """Autocast off (float32) for the posterior's small linear algebra, also inside a bf16 region."""
-    return torch.autocast(device_type=device.type, enabled=False)
-
-
-# -- user-facing model --------------------------------------------------------------------------
-class CausalVAE(CRLModel):
+class CausalVAE(AnchoredVAE):
     """Interventional causal VAE: anchored decoder, latent linear SEM with a learned DAG, target encoder.
 
     Parameters
@@ -309,6 +117,7 @@ class CausalVAE(CRLModel):
     """
 
     name = "causal_vae"
+    capabilities = model_capabilities(name)
 
     def __init__(
         self,
@@ -340,16 +149,12 @@ class CausalVAE(CRLModel):
             mmd_weight=mmd_weight, mmd_dims=mmd_dims, target_entropy=target_entropy, target_warmup=target_warmup,
             nonlinearity=nonlinearity, kl_warmup=kl_warmup, patience=patience, val_fraction=val_fraction,
             device=device, edge_threshold=edge_threshold, ridge=ridge,
+            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, threads=threads,
         )  # fmt: skip
-        if encoder not in ENCODERS:
-            raise ModelError(f"model causal_vae: encoder {encoder!r}; expected one of {list(ENCODERS)}")
-        if nonlinearity not in NONLINEARITIES:
-            raise ModelError(f"model causal_vae: nonlinearity {nonlinearity!r}; expected one of {list(NONLINEARITIES)}")
-        self.checkpoint_dir, self.checkpoint_every, self.threads = checkpoint_dir, checkpoint_every, threads
-        self.features: list[str] = []
+        self._check_option("encoder", ENCODERS)
+        self._check_option("nonlinearity", NONLINEARITIES)
         self.atoms: list[str] = []
         self.control_label = ""
-        self.module: CausalVAEModule | None = None
 
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, data: CRLData, *, seed: int = 0, callbacks: Sequence[EpochCallback] = ()) -> CausalVAE:
@@ -359,7 +164,7 @@ class CausalVAE(CRLModel):
         with deterministic(device), cpu_threads(self.threads):
             seed_everything(seed)
             batches = CellBatches({"x": data.X, "label": cell_label}, device)
-            mean, sd = _column_stats(data.X)
+            mean, sd = standardisation(data.X)
             projection = _principal_axes(data.X, mean, sd, self.params["mmd_dims"], seed)
             module = self._module(torch.from_numpy(mean), torch.from_numpy(sd), projection, **masks)
             self.module = module
@@ -370,7 +175,7 @@ class CausalVAE(CRLModel):
                 module, batches, self._plan(), seed=seed, train_rows=train_rows, val_rows=val_rows,
                 fingerprint=self._fingerprint(data, seed), callbacks=callbacks, desc="causal_vae",
             )  # fmt: skip
-            factor_means = self._factor_means(batches)
+            factor_means = self._encoder_means(batches)
         module.to("cpu")
         self._refit_graph(factor_means, data)
         cells = CellBatches({"x": data.X, "label": cell_label}, torch.device("cpu"))
@@ -379,11 +184,7 @@ class CausalVAE(CRLModel):
 
     def _setup(self, data: CRLData) -> tuple[dict[str, torch.Tensor], np.ndarray]:
         """Check the data; set names; the module's 0/1 masks (anchors, label atoms, atom genes); each cell's label."""
-        programs = [p for p, genes in data.anchors.items() if len(genes) >= 2]
-        if not programs:
-            raise ModelError("model causal_vae: needs at least one program with >= 2 anchor features (anchors.parquet)")
-        if not data.is_control.any():
-            raise ModelError("model causal_vae: needs control cells to measure interventions against")
+        programs = self._anchored_programs(data)
         labels = data.perturbations
         if not labels:
             raise ModelError("model causal_vae: needs perturbed cells (every cell is a control)")
@@ -395,13 +196,11 @@ class CausalVAE(CRLModel):
         label_atoms = torch.zeros(len(labels) + 1, len(self.atoms))
         for i, lab in enumerate(labels):
             label_atoms[i + 1, [atom_index[a] for a in components[lab]]] = 1.0
-        index = {f: i for i, f in enumerate(self.features)}
-        anchors = torch.zeros(len(self.features), len(programs))
-        for k, program in enumerate(programs):
-            anchors[[index[g] for g in data.anchors[program]], k] = 1.0
+        anchors = self._anchor_mask(data, programs, len(programs))
         label_index = {lab: i + 1 for i, lab in enumerate(labels)}
         cell_label = np.array([label_index.get(lab, 0) for lab in data.intervention], dtype=np.int64)
         cell_label[data.is_control] = 0
+        index = {f: i for i, f in enumerate(self.features)}
         atom_genes = torch.zeros(len(self.atoms), len(self.features))
         for a, atom in enumerate(self.atoms):
             if atom in index:
@@ -429,11 +228,11 @@ class CausalVAE(CRLModel):
         that contradicts the least total-effect evidence (:func:`_order_from_total_effects`).
         """
         module = self.module
-        scorer = LinearSEM()
-        scorer._fit_scores(data, self.latent_names, seed)
-        labels, shifts, counts = _group_shifts(scorer._scores(data.X), data)
+        scorer = {key: tensor.numpy() for key, tensor in fit_anchor_scores(data, self.latent_names, seed).items()}
+        _, shifts, counts = group_shifts(anchor_scores(data.X, **scorer), data)
         single = module.label_atoms[1:].sum(1).numpy() == 1
-        B, targets = LinearSEM()._alternate(shifts, counts, [1 if one else 2 for one in single])
+        readout = {key: SHIFT_SEM_DEFAULTS[key] for key in ("edge_threshold", "ridge", "max_iter")}  # linear's defaults
+        B, targets = alternate(shifts, counts, [1 if one else 2 for one in single], **readout)
         exo = shifts @ (np.eye(B.shape[0]) - B).T
         target = np.where(single & (targets.sum(1) == 1), targets.argmax(1), -1)
         for i in np.flatnonzero(target >= 0):
@@ -442,14 +241,6 @@ class CausalVAE(CRLModel):
             module.target_fixed[atom] = True
             module.shift[atom] = float(exo[i, target[i]])
         module.edge_mask.copy_(_order_mask(_order_from_total_effects(_total_effects(shifts, target))))
-
-    @torch.no_grad()
-    def _factor_means(self, batches: CellBatches, batch_size: int = 8192) -> np.ndarray:
-        """The encoder's per-latent means (label-free measurements of the latents, in latent units)."""
-        self.module.eval()
-        rows = torch.arange(batches.n)
-        parts = [self.module.inference(b["x"])[0].double().cpu() for b in batches.batches(rows, batch_size)]
-        return torch.cat(parts).numpy()
 
     @torch.no_grad()
     def _refit_graph(self, factor_means: np.ndarray, data: CRLData) -> None:
@@ -466,7 +257,7 @@ class CausalVAE(CRLModel):
         K = len(self.latent_names)
         ctrl = factor_means[data.is_control]
         sd = np.where(ctrl.std(0) > 0, ctrl.std(0), 1.0)  # solved in control SD units, as the linear model
-        _, shifts, counts = _group_shifts(factor_means / sd, data)
+        _, shifts, counts = group_shifts(factor_means / sd, data)
         atoms = module.label_atoms[1:].numpy() > 0
         atom_target = module.target_probs().argmax(1).numpy()
         targets = np.zeros(shifts.shape, dtype=bool)
@@ -475,9 +266,9 @@ class CausalVAE(CRLModel):
         single = atoms.sum(1) == 1
         target = np.where(single, targets.argmax(1), -1)
         allowed = _order_mask(_order_from_total_effects(_total_effects(shifts, target))).numpy() > 0
-        B = _solve(shifts, counts, targets, allowed, self.params["ridge"])
+        B = solve_graph(shifts, counts, targets, allowed, self.params["ridge"])
         keep = allowed & (np.abs(B) >= self.params["edge_threshold"])
-        B = _solve(shifts, counts, targets, keep, self.params["ridge"])
+        B = solve_graph(shifts, counts, targets, keep, self.params["ridge"])
         self.register_buffer("edge_weight", torch.from_numpy(B))  # control SD units, as reported
         self.register_buffer("latent_sd", torch.from_numpy(sd))
         module.edge_mask.copy_(torch.from_numpy(allowed).float())
@@ -509,27 +300,12 @@ class CausalVAE(CRLModel):
             rows[np.ix_(cells, [index[a] for a in self.atoms_of(str(label))])] = 1.0
         return rows
 
-    # control standardisation and sign of the latents, loadings: as in sparse_vae
-    # the training plan, checkpoint fingerprint and latent scaling are sparse_vae's
-    _plan = SparseVAE._plan
-    _fingerprint = SparseVAE._fingerprint
-    _standardise_latents = SparseVAE._standardise_latents
-    _scale = SparseVAE._scale
-    get_loadings = SparseVAE.get_loadings
+    def _cell_arrays(self, data: CRLData, X: Any) -> dict[str, Any]:
+        """Expression and each cell's label atoms: :meth:`get_latent_representation` gives posterior means of the
+        causal latents given both, in control SD units."""
+        return {"x": X, "atoms": self._atom_rows(data)}
 
     # -- outputs ----------------------------------------------------------------------------------
-    def get_latent_representation(self, data: CRLData) -> pd.DataFrame:
-        """Posterior means of the causal latents given expression and label, in control SD units."""
-        index = {f: i for i, f in enumerate(data.features)}
-        missing = [f for f in self.features if f not in index]
-        if missing:
-            raise ModelError(f"model causal_vae: features missing from the data: {missing[:5]}")
-        X = data.X if self.features == data.features else data.X[:, [index[f] for f in self.features]]
-        batches = CellBatches({"x": X, "atoms": self._atom_rows(data)}, torch.device("cpu"))
-        frame = pd.DataFrame(self._scale(self._posterior_means(batches)), columns=self.latent_names)
-        frame.insert(0, "sample_id", data.sample_ids)
-        return frame
-
     def get_adjacency(self) -> pd.DataFrame:
         """Edge weights in control SDs of the child per control SD of the parent (source x target)."""
         sign = np.sign(self.latent_scale.numpy())
@@ -598,11 +374,11 @@ class CausalVAE(CRLModel):
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _extra_state_json(self) -> dict[str, Any]:
-        return {"features": self.features, "atoms": self.atoms, "control_label": self.control_label}
+        return {**super()._extra_state_json(), "atoms": self.atoms, "control_label": self.control_label}
 
     def _load_extra_state_json(self, extra: dict[str, Any]) -> None:
-        self.features, self.atoms = list(extra["features"]), list(extra["atoms"])
-        self.control_label = str(extra["control_label"])
+        super()._load_extra_state_json(extra)
+        self.atoms, self.control_label = list(extra["atoms"]), str(extra["control_label"])
 
     def _allocate(self, state: dict[str, torch.Tensor]) -> None:
         n = state["module.anchors"].shape[0]

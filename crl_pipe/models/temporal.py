@@ -57,7 +57,7 @@ them; checkpoints carry the encoder's weights.
 Time order comes from ``CRLData.obs`` (``episode``, ``frame``): a new segment starts wherever the
 episode changes or the frame does not advance by one, so resampled episodes (bootstrap copies)
 stay separate time series. Refits for edge stability must resample whole episodes:
-:func:`bootstrap_episodes`.
+:func:`crl_pipe.tl.bootstrap_episodes`.
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ import torch
 
 from .._errors import ModelError
 from ._base import CRLModel
-from ._data import CRLData
+from ._data import CRLData, frame_steps
+from ._temporal_encoder import TemporalEncoder, learn_latents
+from .registry import model_capabilities
 
 
 class TemporalSEM(CRLModel):
@@ -118,6 +120,7 @@ class TemporalSEM(CRLModel):
     """
 
     name = "temporal"
+    capabilities = model_capabilities(name)
 
     def __init__(
         self,
@@ -168,8 +171,6 @@ class TemporalSEM(CRLModel):
         z, a = _columns(data, self.latent_names), _columns(data, self.action_names)
         segments = _segments(data)
         if self.params.get("sensors") is not None:  # learn the latents from sensors that mix them
-            from ._temporal_encoder import learn_latents
-
             self.encoder, self.sensor_names, self.latent_names, z = learn_latents(
                 data, self.params["sensors"], self.action_names, segments, self.params, seed
             )
@@ -179,7 +180,8 @@ class TemporalSEM(CRLModel):
             raise ModelError(
                 f"model temporal: {design.n_rows} complete windows of {max(p, K) + 2} frames "
                 f"for {design.n_inputs} inputs; "
-                "expected longer episodes in time order (refits must resample whole episodes, see bootstrap_episodes)"
+                "expected longer episodes in time order "
+                "(refits must resample whole episodes, see crl_pipe.tl.bootstrap_episodes)"
             )
         self.alpha_ = _resolve_alpha(self.params["alpha"], design)
         solve = dict(alpha=self.alpha_, max_iter=self.params["max_iter"], tol=self.params["tol"])
@@ -302,23 +304,8 @@ class TemporalSEM(CRLModel):
         self.alpha_ = float(extra["alpha"])
         self.sensor_names = list(extra.get("sensor_names", []))
         if self.sensor_names:  # the encoder's weights come with the state dict
-            from ._temporal_encoder import TemporalEncoder
-
             sizes = (len(self.sensor_names), len(self.latent_names), int(self.params["encoder_hidden"]))
             self.encoder = TemporalEncoder(*sizes)
-
-
-def bootstrap_episodes(data: CRLData, rng: np.random.Generator) -> np.ndarray:
-    """Rows of a bootstrap resample of whole episodes (drawn with replacement, each kept in time order).
-
-    Time-series rows are not exchangeable; episodes are. Row order is not sorted, so each drawn copy
-    of an episode stays a contiguous series (a new segment starts where the frame resets).
-    """
-    if data.obs is None or "episode" not in data.obs:
-        raise ModelError("bootstrap over episodes needs CRLData.obs with an 'episode' column")
-    codes, uniques = pd.factorize(data.obs["episode"])
-    groups = [np.flatnonzero(codes == g) for g in range(len(uniques))]
-    return np.concatenate([groups[g] for g in rng.integers(len(groups), size=len(groups))])
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -386,7 +373,7 @@ class _Design:
         self.n_inst = self.m if instantaneous else 0
         self.sd_shift = shift.std(axis=0) if shift is not None else np.zeros(self.m)
         # action step of each frame (row i: a_i - a_{i-1}, standardised; 0 on a segment's first frame)
-        self.action_steps = _frame_steps(a, segments) / np.where(self.sd_a > 0, self.sd_a, 1.0) if self.q else None
+        self.action_steps = frame_steps(a, segments) / np.where(self.sd_a > 0, self.sd_a, 1.0) if self.q else None
         blocks = [self._rows(z, a, shift, s, e) for s, e in segments if e - s > max(p, K) + 1]
         self.n_rows = sum(len(y) for _, y in blocks)
         self.n_lagged = p * self.m + K * self.q + self.n_shift  # inputs known before the frame
@@ -426,13 +413,6 @@ class _Design:
 def _steps(x: np.ndarray, segments) -> np.ndarray:
     parts = [np.diff(x[s:e], axis=0) for s, e in segments if e - s > 1]
     return np.vstack(parts) if parts else np.zeros((0, x.shape[1]))
-
-
-def _frame_steps(x: np.ndarray, segments) -> np.ndarray:
-    out = np.zeros_like(x)
-    for s, e in segments:
-        out[s + 1 : e] = np.diff(x[s:e], axis=0)
-    return out
 
 
 def _sd(x: np.ndarray) -> np.ndarray:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from ._baselines import BASELINES, baseline_graph, fit_baseline
 from ._evaluate import evaluate, graph_metrics, map_latents, mean_correlation, predicted_targets, target_accuracy
-from ._graph import bootstrap_rows, recover_graph
+from ._graph import recover_graph
 from ._identifiability import identifiability
 from ._knockdown import knockdown
 from ._prediction import evaluate_combinations, held_out_metrics, hold_out, resolve_held_out
+from ._resample import bootstrap_episodes, bootstrap_rows
 from ._train import train
 
 __all__ = [
     "BASELINES",
     "baseline_graph",
+    "bootstrap_episodes",
     "bootstrap_rows",
     "evaluate",
     "evaluate_combinations",

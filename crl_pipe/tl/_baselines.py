@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .._errors import ConfigError, ModelError
 from ..models import CRLData
-from ._graph import bootstrap_rows
+from ._resample import bootstrap_rows
 
 log = logging.getLogger("crl_pipe")
 

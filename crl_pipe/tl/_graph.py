@@ -9,48 +9,19 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..models import CRLData, CRLModel
-
-
-def bootstrap_rows(data: CRLData, rng: np.random.Generator) -> np.ndarray:
-    """Resample cells with replacement within each intervention group (group sizes are kept).
-
-    Time series (``data.obs`` with an ``episode`` column) are resampled by whole episodes instead,
-    so that refits still see consecutive frames.
-    """
-    if data.obs is not None and "episode" in data.obs:
-        from ..models import bootstrap_episodes
-
-        return bootstrap_episodes(data, rng)
-    rows = [rng.choice(idx, size=idx.size, replace=True) for idx in _groups(data.intervention)]
-    return np.sort(np.concatenate(rows))
+from ._resample import bootstrap_rows
 
 
 def _edge_list(model: CRLModel) -> pd.DataFrame:
     """``source, target, weight, lag`` of the model's non-zero edges (lag null without a time axis)."""
-    if hasattr(model, "get_edges"):
-        edges = model.get_edges()
-        return edges.assign(lag=edges["lag"].astype("Int64")).reset_index(drop=True)
-    adjacency = model.get_adjacency()
-    src, dst = np.nonzero(adjacency.to_numpy())
-    return pd.DataFrame(
-        {
-            "source": adjacency.index[src].astype(str),
-            "target": adjacency.columns[dst].astype(str),
-            "weight": adjacency.to_numpy()[src, dst].astype(float),
-            "lag": pd.array([pd.NA] * len(src), dtype="Int64"),
-        }
-    )
+    edges = model.get_edges()
+    return edges.assign(lag=edges["lag"].astype("Int64")).reset_index(drop=True)
 
 
 def _keys(edges: pd.DataFrame) -> list[tuple[str, str, object]]:
     """Identity of each edge over refits: the pair, and whether it is instantaneous (None: no time axis)."""
     kinds = [None if pd.isna(lag) else lag == 0 for lag in edges["lag"]]
     return list(zip(edges["source"].astype(str), edges["target"].astype(str), kinds, strict=True))
-
-
-def _groups(labels: np.ndarray) -> list[np.ndarray]:
-    _, inverse = np.unique(labels, return_inverse=True)
-    return [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
 
 
 def recover_graph(model: CRLModel, data: CRLData, *, n_refits: int = 20, seed: int = 0) -> pd.DataFrame:
@@ -70,7 +41,7 @@ def recover_graph(model: CRLModel, data: CRLData, *, n_refits: int = 20, seed: i
     Returns
     -------
     Table ``source, target, weight, stability, lag`` (the graph artifact), strongest edges first.
-    ``lag`` (frames) comes from models with a time axis (``get_edges``; ``temporal``): 0 for an
+    ``lag`` (frames) comes from models with a time axis (``capabilities.time_series``; ``temporal``): 0 for an
     instantaneous edge, >= 1 for a lagged one (its strongest lag), and a pair with both is two rows;
     a refit keeps such an edge if it has the pair with the same kind (instantaneous or lagged, at
     any lag). Other models give one row per pair, ``lag`` null.

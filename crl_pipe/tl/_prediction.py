@@ -9,7 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import ConfigError, InputError, ModelError
-from ..models import CRLData, CRLModel
+from ..models import CRLData, CRLModel, model_names
 
 #: predictors scored side by side: the model, the control mean, and the additive baseline
 #: (control mean plus the observed single-perturbation changes), the usual bar in combination prediction
@@ -117,9 +117,9 @@ def evaluate_combinations(
     and observed mean expression over those genes), and ``r2_delta_top{top_n}_genes`` (the same
     on changes from the control mean, which a constant prediction cannot get right).
     """
-    if not hasattr(model, "predict"):
-        raise ModelError(f"model {model.name}: cannot generate cells (no predict); use causal_vae")
-    features = list(getattr(model, "features", data.features))
+    if not model.capabilities.predicts:
+        raise ModelError(f"model {model.name}: cannot generate cells; expected one of {model_names('predicts')}")
+    features = list(model.features)  # a predicting model generates cells over the features it was fit on
     X = _columns(data, features)
     control = _dense(X[data.is_control])
     if not len(control):

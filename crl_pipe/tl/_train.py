@@ -12,7 +12,7 @@ log = logging.getLogger("crl_pipe")
 
 
 def train(data: CRLData, *, model: str, params: Mapping[str, Any] | None = None, seed: int = 0) -> CRLModel:
-    """Fit ``model`` (a name in :data:`crl_pipe.models.MODELS`) with ``params`` on ``data``.
+    """Fit ``model`` (a name of :func:`crl_pipe.models.model_names`) with ``params`` on ``data``.
 
     Parameters
     ----------

@@ -1,0 +1,241 @@
+"""Targets and latent graph read from intervention mean shifts of latents (the shift readout).
+
+Any model whose latents are (close to) linear in the true programs reads its targets and graph
+this way: ``linear`` from its anchor scores, ``sparse_vae`` from its posterior means, and
+``causal_vae`` for its warm start and its final graph. With latents in control standard
+deviations (controls at mean 0, SD 1):
+
+1. :func:`group_shifts`: each perturbation's mean latent shift ``d_p`` from the controls.
+2. Programs follow ``z = B z + eps`` on a DAG and a perturbation shifts the noise of its targets,
+   so ``d_p = (I - B)^-1 s_p`` with ``s_p`` non-zero only on p's targets. Every perturbation that
+   does not target ``j`` gives one equation ``d_p[j] = B[j] d_p`` (:func:`solve_graph`).
+3. :func:`alternate`: a causal order and single targets from sink-first peeling, then B on that
+   order, then targets from B (the largest exogenous shifts ``(I - B) d_p``), until they agree.
+4. :func:`fit_shift_sem` runs 1-3 and gives the buffers a model stores; :func:`targets_table` and
+   :func:`adjacency_table` turn them into ``get_targets``/``get_adjacency``: score = exogenous
+   shift in control SD units, ``z_score`` = score / its standard error, ``is_target``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ._data import CRLData
+
+#: Parameters of the readout and their defaults (the ``linear`` model's and ``sparse_vae``'s).
+SHIFT_SEM_DEFAULTS: dict[str, Any] = {"edge_threshold": 0.15, "ridge": 1e-3, "max_iter": 20, "min_target_z": 3.0}
+
+
+@dataclass
+class ShiftSEM:
+    """The readout of one set of latents: what :func:`fit_shift_sem` found.
+
+    Attributes
+    ----------
+    labels
+        The perturbation labels (rows), sorted.
+    B
+        Latents x latents graph weights, ``B[j, i]`` = effect of latent i on latent j (control SDs
+        of j per control SD of i).
+    exogenous_shift
+        Perturbations x latents: ``(I - B) d_p``, in control SDs.
+    shift_se
+        Standard error of each perturbation's mean shift, in control SDs.
+    target_mask
+        Perturbations x latents: the targets assigned to each perturbation.
+    residual
+        Mean squared residual of the mean-shift equations, weighted by cell counts.
+    """
+
+    labels: list[str]
+    B: np.ndarray
+    exogenous_shift: np.ndarray
+    shift_se: np.ndarray
+    target_mask: np.ndarray
+    residual: float
+
+    def buffers(self) -> dict[str, torch.Tensor]:
+        """The arrays a model registers as buffers (names as :func:`targets_table` reads them)."""
+        return {
+            "B": torch.tensor(self.B),
+            "exogenous_shift": torch.tensor(self.exogenous_shift),
+            "shift_se": torch.tensor(self.shift_se),
+            "target_mask": torch.tensor(self.target_mask),
+        }
+
+
+def fit_shift_sem(scores: np.ndarray, data: CRLData, *, edge_threshold: float, ridge: float, max_iter: int) -> ShiftSEM:
+    """Targets and graph from ``scores`` (cells x latents, controls at mean 0 and SD 1).
+
+    Parameters
+    ----------
+    scores
+        Latents of every cell of ``data``, in control standard deviations.
+    data
+        The cells' intervention labels, control flags and each label's targeted features (whose
+        number is the number of targets a perturbation gets, at least 1).
+    edge_threshold, ridge, max_iter
+        As in :func:`alternate`.
+    """
+    labels, shifts, counts = group_shifts(scores, data)
+    n_targets = [max(1, len(data.targets.get(lab, ()))) for lab in labels]
+    B, targets = alternate(shifts, counts, n_targets, edge_threshold=edge_threshold, ridge=ridge, max_iter=max_iter)
+    exo = shifts @ (np.eye(scores.shape[1]) - B).T
+    se = np.sqrt(1.0 / counts + 1.0 / data.is_control.sum())
+    return ShiftSEM(labels, B, exo, se, targets, residual(shifts, counts, targets, B))
+
+
+def group_shifts(scores: np.ndarray, data: CRLData) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Each perturbation's mean score shift from the controls (perturbations x latents), and its cell count."""
+    labels = data.perturbations
+    base = scores[data.is_control].mean(axis=0)
+    shifts = np.array([scores[data.intervention == lab].mean(axis=0) - base for lab in labels])
+    counts = np.array([(data.intervention == lab).sum() for lab in labels], dtype=float)
+    return labels, shifts.reshape(len(labels), scores.shape[1]), counts
+
+
+def alternate(
+    shifts: np.ndarray, counts: np.ndarray, n_targets: list[int], *, edge_threshold: float, ridge: float, max_iter: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Order and single targets by sink-first peeling, then B on that order, then targets from B.
+
+    Parameters
+    ----------
+    shifts, counts
+        Mean shifts (perturbations x latents, control SDs) and cell counts, from :func:`group_shifts`.
+    n_targets
+        Number of targets of each perturbation (1 for a single, 2 for a double ...).
+    edge_threshold
+        Smallest |weight| kept as an edge (control SDs of the child per control SD of the parent).
+    ridge
+        Ridge penalty of the least-squares fits of B, per unit of summed cell weight.
+    max_iter
+        Rounds of alternating target assignment and graph fitting.
+
+    Returns
+    -------
+    ``B`` (latents x latents, ``B[j, i]``: effect of i on j) and the target mask (perturbations x latents).
+    """
+    single = np.array([n == 1 for n in n_targets])
+    order, single_targets = _peel_order(shifts[single])
+    # perturbations without a confident target yet (doubles, ambiguous singles) stay out of the
+    # first fit: marking every latent as targeted removes them from every equation
+    targets = np.ones_like(shifts, dtype=bool)
+    rows = np.flatnonzero(single)[single_targets >= 0]
+    targets[rows] = False
+    targets[rows, single_targets[single_targets >= 0]] = True
+    B = np.zeros((shifts.shape[1],) * 2)
+    for _ in range(max_iter):
+        B = _fit_graph(shifts, counts, targets, order, ridge, edge_threshold)
+        new = _assign_targets(shifts, B, n_targets)
+        if np.array_equal(new, targets):
+            break
+        targets = new
+    return B, targets
+
+
+def solve_graph(
+    shifts: np.ndarray, counts: np.ndarray, targets: np.ndarray, allowed: np.ndarray, ridge: float
+) -> np.ndarray:
+    """Least-squares B from the mean-shift equations of the perturbations that do not target each latent.
+
+    ``allowed[j, i]``: latent i may be a parent of latent j. Each equation is weighted by the square
+    root of its cell count; ``ridge`` is scaled by the summed weight of each latent's equations.
+    """
+    K = shifts.shape[1]
+    B = np.zeros((K, K))
+    w = np.sqrt(counts)
+    for j in range(K):
+        parents = np.flatnonzero(allowed[j])
+        rows = ~targets[:, j]
+        if parents.size == 0 or rows.sum() == 0:
+            continue
+        X = shifts[rows][:, parents] * w[rows, None]
+        y = shifts[rows, j] * w[rows]
+        lam = ridge * max(float(np.sum(w[rows] ** 2)), 1.0)
+        B[j, parents] = np.linalg.solve(X.T @ X + lam * np.eye(parents.size), X.T @ y)
+    return B
+
+
+def residual(shifts: np.ndarray, counts: np.ndarray, targets: np.ndarray, B: np.ndarray) -> float:
+    """Mean squared residual of the equations ``d_p[j] = B[j] d_p`` (untargeted j), weighted by cell counts."""
+    resid = (shifts - shifts @ B.T) * ~targets
+    return float(np.average(np.sum(resid**2, axis=1), weights=counts))
+
+
+def targets_table(
+    intervention_names: list[str],
+    latent_names: list[str],
+    exogenous_shift: np.ndarray,
+    shift_se: np.ndarray,
+    target_mask: np.ndarray,
+    min_target_z: float,
+) -> pd.DataFrame:
+    """``get_targets`` of a shift readout: ``intervention, latent, score, z_score, is_target``.
+
+    ``is_target``: assigned as a target and ``|z_score| >= min_target_z``.
+    """
+    z = exogenous_shift / shift_se[:, None]
+    mask = target_mask & (np.abs(z) >= min_target_z)
+    rows = [
+        (lab, lat, float(exogenous_shift[i, k]), float(z[i, k]), bool(mask[i, k]))
+        for i, lab in enumerate(intervention_names)
+        for k, lat in enumerate(latent_names)
+    ]
+    return pd.DataFrame(rows, columns=["intervention", "latent", "score", "z_score", "is_target"])
+
+
+def adjacency_table(B: np.ndarray, latent_names: list[str]) -> pd.DataFrame:
+    """``get_adjacency`` of a shift readout: ``B[j, i]`` is the effect of i on j, the table is source x target."""
+    return pd.DataFrame(B.T, index=latent_names, columns=latent_names)
+
+
+def _assign_targets(shifts: np.ndarray, B: np.ndarray, n_targets: list[int]) -> np.ndarray:
+    """Each perturbation's n largest exogenous shifts |(I - B) d| are its targets."""
+    exo = np.abs(shifts @ (np.eye(B.shape[0]) - B).T)
+    mask = np.zeros_like(exo, dtype=bool)
+    for p, n in enumerate(n_targets):
+        mask[p, np.argsort(-exo[p], kind="stable")[: min(n, exo.shape[1])]] = True
+    return mask
+
+
+def _fit_graph(shifts, counts, targets, order, ridge, threshold):
+    """B from the mean-shift equations of non-targeting perturbations, on a causal order, thresholded."""
+    K = shifts.shape[1]
+    rank = np.empty(K, dtype=int)
+    rank[order] = np.arange(K)
+    allowed = rank[None, :] < rank[:, None]  # allowed[j, i]: i precedes j
+    B = solve_graph(shifts, counts, targets, allowed, ridge)
+    support = allowed & (np.abs(B) >= threshold)
+    return solve_graph(shifts, counts, targets, support, ridge)  # refit on the kept edges
+
+
+def _peel_order(shifts: np.ndarray, max_leak: float = 0.25) -> tuple[list[int], np.ndarray]:
+    """Causal order and target of each single perturbation from its mean-shift pattern.
+
+    Perturbing a sink of the remaining programs shifts that program alone, so the pair
+    (perturbation, program) whose shift leaks least onto the other remaining programs names a
+    sink; remove it and repeat. Other perturbations join that sink only if their shift stays on it
+    too (leak < ``max_leak``). Returns the order (sources first) and each row's target (-1: open).
+    """
+    n, K = shifts.shape
+    remaining, sinks = list(range(K)), []
+    target = np.full(n, -1)
+    power = shifts**2
+    while remaining:
+        open_rows = np.flatnonzero(target < 0)
+        if open_rows.size == 0:
+            sinks.extend(sorted(remaining, reverse=True))  # unperturbed programs: order unidentified
+            break
+        sub = power[np.ix_(open_rows, remaining)]
+        leak = (sub.sum(axis=1, keepdims=True) - sub) / np.maximum(sub, 1e-12)
+        best_row, best_col = np.unravel_index(np.argmin(leak), leak.shape)
+        target[open_rows[best_row]] = remaining[best_col]
+        target[open_rows[(leak[:, best_col] < max_leak) & (np.argmin(leak, axis=1) == best_col)]] = remaining[best_col]
+        sinks.append(remaining.pop(best_col))
+    return sinks[::-1], target

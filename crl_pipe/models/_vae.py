@@ -1,0 +1,151 @@
+"""The user-facing base of the anchored VAEs, ``sparse_vae`` and ``causal_vae``.
+
+Both train a torch module built on :class:`~crl_pipe.models._modules.AnchoredVAEModule` (one
+latent per program with >= 2 anchors, an anchor-masked decoder) with the shared training loop
+(:mod:`._training`), and both report their latents the same way: posterior means in control
+standard deviations, signed so that each program's anchors rise with its latent, with the masked
+decoder weights as loadings. What they share lives here once: the run settings, the data checks
+and anchor mask, the training plan and checkpoint fingerprint, the encoder's means, the latent
+standardisation, loadings and the feature list of the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._errors import ModelError
+from ._base import CRLModel
+from ._data import CRLData, align_features, dense_columns
+from ._modules import AnchoredVAEModule
+from ._training import CellBatches, TrainingPlan, fingerprint
+
+
+class AnchoredVAE(CRLModel):
+    """Base class of ``sparse_vae`` and ``causal_vae`` (not registered itself).
+
+    Subclasses set :attr:`module` (an :class:`AnchoredVAEModule`) in ``fit`` and ``_allocate`` and
+    implement ``fit``, ``get_targets`` and ``get_adjacency``.
+
+    Parameters
+    ----------
+    checkpoint_dir
+        Folder for a resumable training checkpoint; a rerun with the same folder, data, params and
+        seed resumes from it. A run setting, not a model parameter (not saved, not passed to refits).
+    checkpoint_every
+        Epochs between checkpoints.
+    threads
+        CPU threads torch may use while fitting (``None``: torch's default). A run setting too.
+    **params
+        The model parameters (saved in ``model.json``, passed to refits); they must include the
+        training plan's ``epochs``, ``batch_size``, ``lr``, ``patience`` and ``val_fraction``.
+    """
+
+    def __init__(
+        self, *, checkpoint_dir: str | Path | None, checkpoint_every: int, threads: int | None, **params: Any
+    ) -> None:
+        super().__init__(**params)
+        self.checkpoint_dir, self.checkpoint_every, self.threads = checkpoint_dir, checkpoint_every, threads
+        self.features: list[str] = []
+        self.module: AnchoredVAEModule | None = None
+
+    def _check_option(self, key: str, allowed: Sequence[str]) -> None:
+        """Raise a one-line :class:`~crl_pipe.ModelError` when ``params[key]`` is not in ``allowed``."""
+        if self.params[key] not in allowed:
+            raise ModelError(f"model {self.name}: {key} {self.params[key]!r}; expected one of {list(allowed)}")
+
+    # -- setting up a fit ---------------------------------------------------------------------------
+    def _anchored_programs(self, data: CRLData) -> list[str]:
+        """The programs with >= 2 anchors (one latent each); checks that there are some, and controls."""
+        programs = [p for p, genes in data.anchors.items() if len(genes) >= 2]
+        if not programs:
+            raise ModelError(
+                f"model {self.name}: needs at least one program with >= 2 anchor features (anchors.parquet)"
+            )
+        if not data.is_control.any():
+            raise ModelError(f"model {self.name}: needs control cells to measure interventions against")
+        return programs
+
+    def _anchor_mask(self, data: CRLData, programs: list[str], n_latents: int) -> torch.Tensor:
+        """Features (:attr:`features`) x latents, 1 where the feature anchors the latent's program."""
+        index = {f: i for i, f in enumerate(self.features)}
+        anchors = torch.zeros(len(self.features), n_latents)
+        for k, program in enumerate(programs):
+            anchors[[index[g] for g in data.anchors[program]], k] = 1.0
+        return anchors
+
+    def _plan(self) -> TrainingPlan:
+        p = self.params
+        return TrainingPlan(
+            epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"], patience=p["patience"],
+            val_fraction=p["val_fraction"], checkpoint_dir=self.checkpoint_dir, checkpoint_every=self.checkpoint_every,
+        )  # fmt: skip
+
+    def _fingerprint(self, data: CRLData, seed: int) -> str:
+        """What a resumable checkpoint must match: model, params, seed, features and cells."""
+        cells = fingerprint(ids=data.sample_ids.tolist(), labels=data.intervention.tolist())
+        return fingerprint(model=self.name, params=self.params, seed=seed, features=self.features, cells=cells)
+
+    # -- latents ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _encoder_means(self, batches: CellBatches, batch_size: int = 8192) -> np.ndarray:
+        """The encoder's per-latent means (label-free measurements of the latents, in latent units)."""
+        self.module.eval()
+        rows = torch.arange(batches.n)
+        parts = [self.module.inference(b["x"])[0].double().cpu() for b in batches.batches(rows, batch_size)]
+        return torch.cat(parts).numpy()
+
+    def _posterior_means(self, batches: CellBatches) -> np.ndarray:
+        """The latents :meth:`get_latent_representation` reports, in latent units (here: the encoder's means)."""
+        return self._encoder_means(batches)
+
+    def _cell_arrays(self, data: CRLData, X: Any) -> dict[str, Any]:
+        """The per-cell arrays :meth:`_posterior_means` reads, given the aligned expression ``X``."""
+        return {"x": X}
+
+    def _standardise_latents(self, means: np.ndarray, data: CRLData) -> None:
+        """Latents in control SD units, signed so that each program's anchors rise with its latent."""
+        ctrl = means[data.is_control]
+        sd = ctrl.std(axis=0)
+        sign = np.ones(means.shape[1])
+        index = {f: i for i, f in enumerate(self.features)}
+        for k, program in enumerate(self.latent_names):
+            if program in data.anchors:
+                anchor_mean = dense_columns(data.X, [index[g] for g in data.anchors[program]]).mean(axis=1)
+                sign[k] = -1.0 if np.corrcoef(means[:, k], anchor_mean)[0, 1] < 0 else 1.0
+        self.register_buffer("latent_mean", torch.tensor(ctrl.mean(axis=0)))
+        self.register_buffer("latent_scale", torch.tensor(sign / np.where(sd > 0, sd, 1.0)))
+
+    def _scale(self, means: np.ndarray) -> np.ndarray:
+        """Latent-unit means -> control SD units (as :meth:`_standardise_latents` set them)."""
+        return (means - self.latent_mean.numpy()) * self.latent_scale.numpy()
+
+    # -- outputs ------------------------------------------------------------------------------------
+    def get_latent_representation(self, data: CRLData) -> pd.DataFrame:
+        X = align_features(data, self.features, self.name)
+        batches = CellBatches(self._cell_arrays(data, X), torch.device("cpu"))
+        frame = pd.DataFrame(self._scale(self._posterior_means(batches)), columns=self.latent_names)
+        frame.insert(0, "sample_id", data.sample_ids)
+        return frame
+
+    def get_loadings(self) -> pd.DataFrame:
+        """Decoder weights in feature units (SD of log X, or log rate for "nb") per control SD of each latent."""
+        W = self.module.weights().detach().double().numpy() / self.latent_scale.numpy()
+        frame = pd.DataFrame(W, index=self.features, columns=self.latent_names)
+        return (
+            frame.rename_axis("feature")
+            .reset_index()
+            .melt("feature", var_name="latent", value_name="loading")[["latent", "feature", "loading"]]
+        )
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def _extra_state_json(self) -> dict[str, Any]:
+        return {"features": self.features}
+
+    def _load_extra_state_json(self, extra: dict[str, Any]) -> None:
+        self.features = list(extra["features"])
