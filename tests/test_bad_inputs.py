@@ -95,9 +95,14 @@ def good(tmp_path_factory) -> Good:
     sim.adata.write_h5ad(g.screen)
     write_gmt(sim.gene_sets, g.gmt)
     pipeline.ingest(path=g.screen, out_h5ad=g.ingested, out_qc=g.qc)
-    pipeline.label(ingested=g.ingested, out=g.interventions, perturbation_key="perturbation", control_values=[CONTROL])
+    labels = {"perturbation_key": "perturbation", "control_values": [CONTROL]}
+    pipeline.label(ingested=g.ingested, out=g.interventions, options=labels)
     pipeline.preprocess(
-        ingested=g.ingested, interventions=g.interventions, out=g.preprocessed, gene_sets=g.gmt, n_top_genes=30
+        ingested=g.ingested,
+        interventions=g.interventions,
+        out=g.preprocessed,
+        gene_sets=g.gmt,
+        options={"n_top_genes": 30},
     )
     pipeline.anchors(preprocessed=g.preprocessed, out=g.anchors, gene_sets=g.gmt)
     pipeline.train(
@@ -187,14 +192,16 @@ def ingest_args(path, **kw):
     return {"path": path, "_bad": path, **kw}
 
 
-def label_args(good, ingested=None, **kw):
-    base = {"ingested": ingested or good.ingested, "perturbation_key": "perturbation", "control_values": [CONTROL]}
-    return {**base, "_bad": ingested or good.ingested, **kw}
+def label_args(good, ingested=None, **options):
+    options = {"perturbation_key": "perturbation", "control_values": [CONTROL], **options}
+    return {"ingested": ingested or good.ingested, "options": options, "_bad": ingested or good.ingested}
 
 
 def preprocess_args(good, **kw):
-    base = {"ingested": good.ingested, "interventions": good.interventions, "gene_sets": good.gmt, "n_top_genes": 30}
-    return {**base, **kw}
+    """Files and ``_bad`` as given (else the good ones); other keywords are preprocess options."""
+    base = {"ingested": good.ingested, "interventions": good.interventions, "gene_sets": good.gmt}
+    files = {k: kw.pop(k) for k in (*base, "_bad") if k in kw}
+    return {**base, **files, "options": {"n_top_genes": 30, **kw}}
 
 
 def anchors_args(good, gene_sets, **kw):
@@ -736,7 +743,7 @@ CATALOGUE: list[Case] = [
         lambda g, t: {
             "ingested": _robot_ingested(t),
             "kind": "robot",
-            "robot_labels": {"actions": ["action.wrist"]},
+            "options": {"actions": ["action.wrist"]},
             "_bad": t / "robot.h5ad",
         },
         ["{bad}: action channel(s) ['action.wrist'] not found; expected channels of the data (var names)"],
@@ -781,7 +788,7 @@ CATALOGUE: list[Case] = [
         "config-unknown-format",
         "config",
         _config_with(lambda c: c["datasets"]["demo"].update(format="csv")),
-        ["config: datasets.demo.format: 'csv' is not one of ['h5ad'"],
+        ["config: datasets.demo.format: 'csv' is not a format of kind 'screen'; expected one of ['h5ad'"],
         error=ConfigError,
     ),
     Case(
@@ -852,9 +859,7 @@ def test_rare_perturbation_is_dropped_with_a_warning(good, tmp_path, caplog):
         pipeline.label(
             ingested=tmp_path / "ing.h5ad",
             out=tmp_path / "iv.parquet",
-            perturbation_key="perturbation",
-            control_values=[CONTROL],
-            min_cells=20,
+            options={"perturbation_key": "perturbation", "control_values": [CONTROL], "min_cells": 20},
         )
     table = pd.read_parquet(tmp_path / "iv.parquet")
     assert "REG3" not in set(table["intervention"]) and {"REG1", "REG2"} <= set(table["intervention"])
@@ -882,7 +887,9 @@ def test_program_with_one_anchor_is_dropped_and_reported(good, tmp_path, caplog)
 def test_unmatched_control_value_is_a_warning_when_controls_exist(good, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="crl_pipe"):
         pipeline.label(
-            ingested=good.ingested, out=tmp_path / "iv.parquet", perturbation_key="perturbation", control_values=["NTC"]
+            ingested=good.ingested,
+            out=tmp_path / "iv.parquet",
+            options={"perturbation_key": "perturbation", "control_values": ["NTC"]},
         )
     assert "control value 'NTC' matches no label in obs['perturbation']" in caplog.text
     assert pd.read_parquet(tmp_path / "iv.parquet")["is_control"].sum() == 100
@@ -890,7 +897,9 @@ def test_unmatched_control_value_is_a_warning_when_controls_exist(good, tmp_path
 
 def test_a_single_control_label_is_not_split_into_characters(good, tmp_path):
     pipeline.label(
-        ingested=good.ingested, out=tmp_path / "iv.parquet", perturbation_key="perturbation", control_values=CONTROL
+        ingested=good.ingested,
+        out=tmp_path / "iv.parquet",
+        options={"perturbation_key": "perturbation", "control_values": CONTROL},
     )
     assert pd.read_parquet(tmp_path / "iv.parquet")["is_control"].sum() == 100
 
@@ -1128,7 +1137,10 @@ def test_snakemake_rule_fails_cleanly(dataset, smk_run):
     ("edit", "message"),
     [
         (lambda c: c.update(datasets={"../x": c["datasets"]["ok"]}), "config: datasets: name '../x' is not allowed"),
-        (lambda c: c["datasets"]["ok"].update(format="loom"), "config: datasets.ok.format: 'loom' is not one of"),
+        (
+            lambda c: c["datasets"]["ok"].update(format="loom"),
+            "config: datasets.ok.format: 'loom' is not a format of kind 'screen'",
+        ),
     ],
     ids=["smk-config-dataset-name-parent-dir", "smk-config-unknown-format"],
 )
