@@ -46,9 +46,9 @@ def register_kind(cls: type[DatasetKind]) -> type[DatasetKind]:
         raise ConfigError(f"dataset kind {cls!r}: expected a subclass of crl_pipe.kinds.DatasetKind with every method")
     for attr in ("name", "config_kind", "formats", "vocabulary"):
         if not hasattr(cls, attr):
-            raise ConfigError(f"dataset kind {cls.__qualname__}: class attribute {attr!r} is not set")
+            raise ConfigError(f"dataset kind {cls.__name__}: class attribute {attr!r} is not set")
     if _KINDS.get(cls.name, cls) is not cls:
-        raise ConfigError(f"dataset kind {cls.name!r} of {cls.__qualname__} is registered already ({_KINDS[cls.name]})")
+        raise ConfigError(f"dataset kind {cls.name!r} of {cls.__name__} is registered already ({_KINDS[cls.name]})")
     for other in _KINDS.values():
         shared = sorted(set(other.formats) & set(cls.formats))
         if other is not cls and other.config_kind == cls.config_kind and shared:
