@@ -2,7 +2,7 @@
 
 Each subcommand is a function of :mod:`crl_pipe.pipeline`; its keyword arguments become options
 (``out_h5ad`` -> ``--out-h5ad``), values are read as YAML scalars/lists/mappings, so
-``--control-values '[non-targeting]'`` and ``--params '{edge_threshold: 0.2}'`` work.
+``--options '{control_values: [non-targeting]}'`` and ``--params '{edge_threshold: 0.2}'`` work.
 Errors print one line, never a traceback.
 """
 

@@ -6,8 +6,10 @@ set_default=True)`` does (JSON Schema 2020-12, ``$ref`` resolved against the sch
 filled in while validating, the first error reported) and turns that error into one line such as
 ``config: datasets.demo: unknown key 'modles' (did you mean 'models'?); allowed keys: ...``.
 
-Only ``jsonschema``, ``referencing`` and ``pyyaml`` are imported (Snakemake's own dependencies),
-so the Snakemake process can import this module without the scientific stack.
+Each dataset's ``kind`` and ``format`` must name a dataset kind (:func:`crl_pipe.kinds.kind_of`).
+Only ``jsonschema``, ``referencing`` and ``pyyaml`` are imported (Snakemake's own dependencies,
+and :mod:`crl_pipe.kinds`, which is as light), so the Snakemake process can import this module
+without the scientific stack.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from jsonschema import Draft202012Validator, validators
 from referencing import Registry, Resource
 
 from ._errors import ConfigError
+from .kinds import kind_of
 
 __all__ = ["config_error_message", "load_schema", "validate_config"]
 
@@ -51,7 +54,8 @@ def validate_config(
     Raises
     ------
     ConfigError
-        The first violation, as one line that names the key path (see :func:`config_error_message`).
+        The first violation, as one line that names the key path (see :func:`config_error_message`),
+        or a dataset whose ``kind`` and ``format`` name no dataset kind.
     """
     path = Path(schema_path).resolve()
     try:
@@ -63,6 +67,8 @@ def validate_config(
     error = next(iter(cls(schema, registry=registry).iter_errors(config)), None)
     if error is not None:
         raise ConfigError(config_error_message(error))
+    for name, dataset in config.get("datasets", {}).items():
+        kind_of(dataset, where=f"datasets.{name}")
     return config
 
 

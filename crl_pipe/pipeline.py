@@ -15,9 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from ._errors import ConfigError, InputError
+from ._errors import ConfigError
 from ._provenance import provenance
-from .io import read_h5ad, read_table, write_h5ad, write_table
+from .io import read_h5ad, read_table, write_table
+from .kinds import get_kind
 
 log = logging.getLogger("crl_pipe")
 
@@ -89,114 +90,37 @@ def ingest(
     guide_calling: Mapping[str, Any] | None = None,
     kind: str = "screen",
 ) -> None:
-    """Read a raw input in any supported layout into the canonical ``ingested.h5ad`` (+ ``qc.parquet``).
+    """Read a raw input in any supported layout into the canonical ``ingested.h5ad`` (+ ``qc.parquet``,
+    ``guides.parquet``), as its dataset ``kind`` reads it (:mod:`crl_pipe.kinds`).
 
+    ``kind``: ``screen`` (counts; ``format`` h5ad, guide_counts or 10x; ``options``: ``counts_layer``,
+    ``guides``, ``guide_map``, ``feature_reference``), ``table`` (measured variables with intervention
+    indicator columns, :func:`crl_pipe.io.read_variable_table`; ``options``: ``interventions``,
+    ``variables``) or ``robot`` (``format`` lerobot, rosbag or table; ``options``: the reader's).
     For ``format="guide_counts"`` and ``"10x"`` guides are called here (:func:`crl_pipe.pp.call_guides`;
     for a Cell Ranger run that has its own calls, those by default: :func:`crl_pipe.pp.import_guide_calls`),
     the calls written to ``out_guides`` and the resulting labels to ``obs["perturbation"]``; other
-    formats write an empty guides table, so that every dataset has the same artifacts. A screen given as
-    ``format="table"`` is a table of observed variables with intervention indicator columns
-    (:func:`crl_pipe.io.read_variable_table`; ``options``: ``interventions``, ``variables``).
+    formats write an empty guides table, so that every dataset has the same artifacts.
     """
-    from . import io, pp
-
-    options = dict(options or {})
-    if format == "h5ad" and set(options) <= {"counts_layer"} and io.is_large_screen(path, options.get("counts_layer")):
-        prov = provenance(
-            "ingest", {"input": path}, {"format": format, **options, "guide_calling": dict(guide_calling or {})}
-        )
-        _ingest_in_blocks(path, out_h5ad, out_qc, out_guides, prov, options.get("counts_layer"))
-        return
-    if _is_table(kind, format):
-        adata = io.read_variable_table(path, **options)
-    else:
-        adata = io.read_screen(path, format=format, **options)
-    files = {"input": path, **{k: options[k] for k in ("guides", "guide_map", "feature_reference") if options.get(k)}}
-    prov = provenance("ingest", files, {"format": format, **options, "guide_calling": dict(guide_calling or {})})
-    calls = _call_guides(adata, dict(guide_calling or {}), format, path) if format in GUIDE_FORMATS else _no_guides()
-    qc = pp.qc_metrics(adata)
-    # the large file first: a failure while writing it leaves no small artifact claiming success
-    write_h5ad(adata, out_h5ad, prov)
-    write_table(qc, out_qc, "qc", prov)
-    if out_guides is not None:
-        write_table(calls, out_guides, "guides", prov)
+    get_kind(kind).write_ingested(
+        path,
+        out_h5ad=out_h5ad,
+        out_qc=out_qc,
+        out_guides=out_guides,
+        format=format,
+        options=options,
+        guide_calling=guide_calling,
+    )
 
 
-#: Input formats that carry guide UMI counts: their guides are called in ingest.
-GUIDE_FORMATS = ("guide_counts", "10x")
+def label(*, ingested: PathLike, out: PathLike, kind: str = "screen", options: Mapping[str, Any] | None = None) -> None:
+    """Build ``interventions.parquet`` as the dataset ``kind`` labels its samples (:mod:`crl_pipe.kinds`).
 
-
-def _call_guides(adata, calling: dict[str, Any], format: str, path: PathLike) -> pd.DataFrame:
-    """Cell Ranger's own calls for a 10x run that has them (unless ``method`` says otherwise), else ours."""
-    from . import pp
-    from .io._tenx import CALLS_FILE, CALLS_KEY
-
-    method = calling.pop("method", None)
-    has_calls = CALLS_KEY in adata.obs
-    if method == "cellranger" or (method is None and format == "10x" and has_calls):
-        if not has_calls:
-            raise InputError(
-                f"{path}: guide_calling.method is 'cellranger' but there is no crispr_analysis/{CALLS_FILE}; "
-                "expected a Cell Ranger run with guide calls, or method 'mixture' or 'threshold'"
-            )
-        return pp.import_guide_calls(adata)
-    return pp.call_guides(adata, method=method or "mixture", **calling)
-
-
-def _ingest_in_blocks(path, out_h5ad, out_qc, out_guides, prov, counts_layer: str | None) -> None:
-    """Ingest an h5ad screen larger than memory block by block of cells (same artifacts as in memory)."""
-    from . import io, pp
-
-    qc = []
-    with io.ScreenChunks(path, counts_layer=counts_layer) as screen:
-        with io.write_h5ad_chunks(out_h5ad, screen.obs, screen.var, prov, max_nnz=screen.nnz(screen.key)) as out:
-            for block in screen:
-                out.append(block.X)
-                qc.append(pp.qc_metrics(block))
-    write_table(pd.concat(qc, ignore_index=True), out_qc, "qc", prov)
-    if out_guides is not None:
-        write_table(_no_guides(), out_guides, "guides", prov)
-
-
-def _no_guides() -> pd.DataFrame:
-    return pd.DataFrame({"sample_id": [], "guide": [], "umis": [], "called": []}).astype({"called": bool})
-
-
-def label(
-    *,
-    ingested: PathLike,
-    out: PathLike,
-    perturbation_key: str | None = None,
-    control_values: Sequence[str] = (),
-    min_cells: int = 1,
-    kind: str = "screen",
-    robot_labels: Mapping[str, Any] | None = None,
-    target_map: Mapping[str, Sequence[str]] | None = None,
-) -> None:
-    """Build ``interventions.parquet``: from the perturbation column of a screen, or from the
-    events and commanded actions of a robot log (``kind="robot"``, see :func:`crl_pipe.pp.robot_interventions`).
-
-    ``target_map`` (label token -> variables, e.g. reagent -> protein) replaces each intervention's
-    targets by the variables it is known to act on (:func:`crl_pipe.pp.map_targets`)."""
-    from . import pp
-
-    if kind == "robot":
-        params = dict(robot_labels or {})
-        try:
-            table = pp.robot_interventions(read_h5ad(ingested), **params)
-        except InputError as err:  # name the file, as the screen labels do
-            raise InputError(f"{ingested}: {err}") from None
-    else:
-        adata = read_h5ad(ingested, backed=True)
-        if perturbation_key in (None, "auto"):  # detected here, so that the provenance names the column
-            perturbation_key = pp.detect_convention(adata.obs, list(control_values), where=f"{ingested}: ").key
-        controls = [control_values] if isinstance(control_values, str) else list(control_values)  # one label
-        params = {"perturbation_key": perturbation_key, "control_values": controls, "min_cells": min_cells}
-        table = pp.label_interventions(adata, **params)
-        if target_map is not None:
-            params["target_map"] = {str(k): [str(t) for t in v] for k, v in target_map.items()}
-            table = pp.map_targets(table, params["target_map"])
-    write_table(table, out, "interventions", provenance("label", {"ingested": ingested}, {"kind": kind, **params}))
+    ``options`` of ``screen``: ``perturbation_key`` (detected when left out), ``control_values``,
+    ``min_cells``, ``target_map`` (label token -> variables it acts on, :func:`crl_pipe.pp.map_targets`);
+    of ``table``: ``min_cells``, ``target_map``; of ``robot``: those of :func:`crl_pipe.pp.robot_interventions`
+    (events and commanded actions)."""
+    get_kind(kind).write_interventions(ingested, out=out, options=options)
 
 
 def preprocess(
@@ -205,44 +129,16 @@ def preprocess(
     interventions: PathLike,
     out: PathLike,
     gene_sets: PathLike | None = None,
-    n_top_genes: int = 2000,
-    target_sum: float = 1e4,
     kind: str = "screen",
-    channel_kinds: Sequence[str] = ("state", "action"),
-    format: str = "h5ad",
-    transform: str = "none",
-    cofactor: float = 5.0,
+    options: Mapping[str, Any] | None = None,
 ) -> None:
-    """Normalise, log-transform and select genes (HVGs + perturbed genes + gene-set members);
-    for robot logs, keep the channels of ``channel_kinds``; for a table of observed variables
-    (``format="table"``), ``transform`` them and standardise by the controls (:func:`crl_pipe.pp.preprocess_table`)."""
-    from . import io, pp
+    """Build the model-ready ``preprocessed.h5ad`` as the dataset ``kind`` preprocesses (:mod:`crl_pipe.kinds`).
 
-    if kind == "screen" and not _is_table(kind, format) and io.is_large(ingested):
-        # larger than memory: two passes over blocks of cells (crl_pipe.pp.preprocess_chunked)
-        params = {"n_top_genes": n_top_genes, "target_sum": target_sum}
-        keep = sorted({g for s in io.read_gmt(gene_sets).values() for g in s}) if gene_sets else []
-        prov = provenance(
-            "preprocess", {"ingested": ingested, "interventions": interventions, "gene_sets": gene_sets}, params
-        )
-        pp.preprocess_chunked(
-            ingested, read_table(interventions, "interventions"), out, prov, keep_genes=keep, **params
-        )
-        return
-    adata = read_h5ad(ingested)
-    labels = read_table(interventions, "interventions")
-    if _is_table(kind, format):
-        params = {"transform": transform, "cofactor": cofactor}
-        result = pp.preprocess_table(adata, labels, **params)
-    elif kind == "robot":
-        params: dict[str, Any] = {"channel_kinds": list(channel_kinds)}
-        result = pp.preprocess_robot(adata, labels, kinds=channel_kinds)
-    else:
-        params = {"n_top_genes": n_top_genes, "target_sum": target_sum}
-        keep = sorted({g for s in io.read_gmt(gene_sets).values() for g in s}) if gene_sets else []
-        result = pp.preprocess(adata, labels, keep_genes=keep, **params)
-    inputs = {"ingested": ingested, "interventions": interventions, "gene_sets": gene_sets}
-    write_h5ad(result, out, provenance("preprocess", inputs, params))
+    ``screen``: normalise, log-transform and select genes (HVGs + perturbed genes + gene-set members;
+    ``options``: ``n_top_genes``, ``target_sum``), block by block for a screen larger than memory;
+    ``table``: transform the variables and standardise them by the controls (:func:`crl_pipe.pp.preprocess_table`;
+    ``transform``, ``cofactor``); ``robot``: keep the channels of ``channel_kinds``."""
+    get_kind(kind).write_preprocessed(ingested, interventions, out=out, gene_sets=gene_sets, options=options)
 
 
 def anchors(
@@ -254,29 +150,13 @@ def anchors(
     exclusive: bool = True,
     n_programs: int | None = None,
     kind: str = "screen",
-    format: str = "h5ad",
 ) -> None:
-    """Intersect gene sets with the data into ``anchors.parquet`` (or derive programs from the data);
-    robot logs anchor each causal variable on its own channel, and so do the variables of a table
-    (``format="table"``) without gene sets."""
-    from . import io, pp
-
-    params = {"min_anchors": min_anchors, "exclusive": exclusive, "n_programs": n_programs, "kind": kind}
-    # a large screen stays on disk: gene sets need the gene names, data-driven programs a sample of cells
-    adata = io.read_h5ad_parts(preprocessed, backed=True) if io.is_large(preprocessed) else read_h5ad(preprocessed)
-    if kind == "robot":
-        table, dropped = pp.robot_anchors(adata), pd.DataFrame(columns=["program", "reason"])
-    elif _is_table(kind, format) and not gene_sets:
-        table, dropped = pp.identity_anchors(adata), pd.DataFrame(columns=["program", "reason"])
-    elif gene_sets:
-        table, dropped = pp.build_anchors(adata, io.read_gmt(gene_sets), min_anchors=min_anchors, exclusive=exclusive)
-    else:
-        table, dropped = pp.data_driven_anchors(adata, n_programs=n_programs or 10, min_anchors=min_anchors)
-    prov = provenance("anchors", {"preprocessed": preprocessed, "gene_sets": gene_sets}, params)
-    prov["dropped_programs"] = dropped.to_dict(orient="records")
-    for rec in prov["dropped_programs"]:
-        log.warning("program %s dropped: %s", rec["program"], rec["reason"])
-    write_table(table, out, "anchors", prov)
+    """Build ``anchors.parquet`` as the dataset ``kind`` anchors its latents (:mod:`crl_pipe.kinds`): a
+    screen intersects gene sets with the data (or derives ``n_programs`` programs from it); robot logs
+    anchor each causal variable on its own channel, and so do the variables of a table without gene sets."""
+    get_kind(kind).write_anchors(
+        preprocessed, out=out, gene_sets=gene_sets, min_anchors=min_anchors, exclusive=exclusive, n_programs=n_programs
+    )
 
 
 def train(
@@ -533,11 +413,6 @@ def collect_benchmark(*, metrics: Mapping[str, PathLike], out: PathLike) -> None
     )
 
 
-def _is_table(kind: str, format: str) -> bool:
-    """A screen given as a table of observed variables with intervention indicator columns."""
-    return kind == "screen" and format == "table"
-
-
 def _action_channels(preprocessed: PathLike) -> list[str]:
     """Channels of kind ``action`` in a preprocessed robot log (reader naming differs by format)."""
     var = read_h5ad(preprocessed, backed=True).var
@@ -553,13 +428,10 @@ def _load_data(
 ):
     """CRLData of the stage artifacts; a large screen is read without its raw counts unless ``counts``;
     without the cells of the ``held_out`` combinations (what every model trains on)."""
-    from . import io
+    from .io import storage_for
     from .models import CRLData
 
-    if io.is_large(preprocessed):
-        adata = io.read_h5ad_parts(preprocessed, layers=["counts"] if counts else [])
-    else:
-        adata = read_h5ad(preprocessed)
+    adata = storage_for(preprocessed).read(preprocessed, layers=["counts"] if counts else [])
     data = CRLData.from_artifacts(adata, read_table(interventions, "interventions"), read_table(anchors, "anchors"))
     return _held_out_dropped(data, held_out, interventions)
 

@@ -17,6 +17,5 @@ rule build_anchors:
         exclusive=config["anchors"]["exclusive"],
         n_programs=get_n_latents,
         kind=get_kind,
-        format=get_input_format,
     script:
         "../workflow/scripts/build_anchors.py"

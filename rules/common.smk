@@ -11,14 +11,16 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-# The Snakemake process imports crl_pipe.config (jsonschema and yaml only) and the model registry
-# (no torch) from this checkout, as the jobs import crl_pipe from it (see PYTHONPATH below).
+# The Snakemake process imports crl_pipe.config, crl_pipe.kinds and the model registry (jsonschema
+# and yaml only: no anndata, no torch) from this checkout, as the jobs import crl_pipe from it
+# (see PYTHONPATH below).
 if workflow.basedir not in sys.path:
     sys.path.insert(0, workflow.basedir)
 
 from crl_pipe import ConfigError
-from crl_pipe._provenance import source_digest
+from crl_pipe._sources import code_digest
 from crl_pipe.config import validate_config
+from crl_pipe.kinds import kind_of
 from crl_pipe.models.registry import model_capabilities, model_device
 
 # ---- configuration -------------------------------------------------------------------------------
@@ -35,6 +37,14 @@ if not workflow.modifier.skip_validation:
 
 
 DATASETS = config["datasets"]
+# Each dataset's kind (crl_pipe.kinds: screen, table, robot, ...), chosen once from its kind and
+# format; the getters below ask it for the settings and files of each stage.
+try:
+    KINDS = {
+        name: kind_of(ds, where=f"datasets.{name}") for name, ds in DATASETS.items()
+    }
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 SIMULATIONS = config["simulations"]
 MODELS = list(config["models"])
 BASELINES = list(config["baselines"])
@@ -105,18 +115,10 @@ def get_final_targets(wildcards):
 
 
 # ---- simulate_screen, simulate_robot --------------------------------------------------------------
-# The code behind simulate_screen and simulate_robot, a params value: a change reruns them and gives
-# them a new key in the between-workflow cache (which hashes the rule's script and params, not the
-# package it calls).
-SIMULATOR_CODE = source_digest(
-    "simulate",
-    "io/_artifacts.py",
-    "io/_h5ad.py",
-    "io/_gmt.py",
-    "io/_lerobot.py",
-    "io/_robot.py",
-    "_provenance.py",
-)
+# The code behind simulate_screen and simulate_robot (crl_pipe.simulate and every crl_pipe module it
+# imports), a params value: a change reruns them and gives them a new key in the between-workflow
+# cache (which hashes the rule's script and params, not the package it calls).
+SIMULATOR_CODE = code_digest("simulate")
 
 
 def get_simulation_params(wildcards):
@@ -130,8 +132,13 @@ def get_simulation_params(wildcards):
 
 
 # ---- per-dataset inputs and params ---------------------------------------------------------------
+# What a stage reads from the config depends on the dataset's kind: each getter asks it.
 def _dataset(wildcards):
     return DATASETS[wildcards.dataset]
+
+
+def _kind(wildcards):
+    return KINDS[wildcards.dataset]
 
 
 def get_raw_input(wildcards):
@@ -143,78 +150,34 @@ def get_input_format(wildcards):
     return _dataset(wildcards)["format"]
 
 
+def get_kind(wildcards):
+    """Name of the dataset's kind (crl_pipe.kinds), the ``kind`` of the stage functions."""
+    return _kind(wildcards).name
+
+
 def get_ingest_options(wildcards):
     """Reader options of the dataset (only those set, so that defaults stay the reader's)."""
-    ds = _dataset(wildcards)
-    if is_table(ds):
-        columns = {"interventions": ds["interventions"]["columns"]}
-        return columns | ({"variables": ds["variables"]} if "variables" in ds else {})
-    if ds.get("kind") == "robot":
-        return dict(ds.get("reader", {}))
-    return {
-        key: ds[key]
-        for key in ("counts_layer", "guides", "guide_map", "feature_reference")
-        if key in ds
-    }
+    return _kind(wildcards).ingest_options(_dataset(wildcards))
 
 
-def is_table(ds):
-    """A screen given as a table of observed variables with intervention indicator columns."""
-    return ds.get("kind", "screen") == "screen" and ds["format"] == "table"
-
-
-def get_guide_files(wildcards):
-    """Guide count matrix and guide -> target map or feature reference of a dataset (reruns when they change)."""
-    ds = _dataset(wildcards)
-    return [
-        ds[key] for key in ("guides", "guide_map", "feature_reference") if ds.get(key)
-    ]
+def get_ingest_files(wildcards):
+    """Files the reader options name (guide counts, guide map, feature reference): ingest reruns when they change."""
+    return list(_kind(wildcards).ingest_files(get_ingest_options(wildcards)).values())
 
 
 def get_guide_calling(wildcards):
-    """Guide-calling options of a guide_counts or 10x dataset ({} for other formats)."""
-    ds = _dataset(wildcards)
-    screen = ds.get("kind", "screen") == "screen"
-    guides = screen and ds["format"] in ("guide_counts", "10x")
-    return dict(ds.get("guide_calling", {})) if guides else {}
+    """Guide-calling options ({} for formats without guide counts)."""
+    return _kind(wildcards).guide_calling(_dataset(wildcards))
 
 
-def get_kind(wildcards):
-    """screen or robot."""
-    return _dataset(wildcards).get("kind", "screen")
+def get_label_options(wildcards):
+    """How the dataset's interventions are labelled (perturbation column and controls, robot_labels, ...)."""
+    return _kind(wildcards).label_options(_dataset(wildcards), config)
 
 
-def get_perturbation_key(wildcards):
-    ds = _dataset(wildcards)
-    return "perturbation" if is_table(ds) else ds.get("perturbation_key")
-
-
-def get_control_values(wildcards):
-    ds = _dataset(wildcards)
-    return ["control"] if is_table(ds) else list(ds.get("control_values", []))
-
-
-def get_intervention_targets(wildcards):
-    """Intervention -> known target variables of a table screen (None for other datasets)."""
-    ds = _dataset(wildcards)
-    return dict(ds["interventions"].get("targets", {})) if is_table(ds) else None
-
-
-def get_transform(wildcards):
-    return _dataset(wildcards).get("transform", "none")
-
-
-def get_cofactor(wildcards):
-    return _dataset(wildcards).get("cofactor", 5)
-
-
-def get_robot_labels(wildcards):
-    """How a robot log's interventions are read (config datasets.<ds>.robot_labels)."""
-    return dict(_dataset(wildcards).get("robot_labels", {}))
-
-
-def get_channel_kinds(wildcards):
-    return list(_dataset(wildcards).get("channel_kinds", ["state", "action"]))
+def get_preprocess_options(wildcards):
+    """Preprocessing settings of the dataset's kind (gene selection, table transform, robot channel kinds)."""
+    return _kind(wildcards).preprocess_options(_dataset(wildcards), config)
 
 
 def get_gene_sets(wildcards):
@@ -321,19 +284,11 @@ def get_report_models(wildcards):
     return _model_files(wildcards.dataset)
 
 
-def get_report_guides(wildcards):
-    """guides.parquet and preprocessed.h5ad of a screen of counts, for the report's guide and
-    knockdown section; nothing for robot logs and tables of variables (use with unpack).
+def get_report_files(wildcards):
+    """Artifacts of the dataset's kind that its report reads besides the common ones: guides.parquet
+    and preprocessed.h5ad of a screen of counts (guides and knockdown); nothing for others (use with unpack).
     """
-    ds = _dataset(wildcards)
-    counts = ds["format"] in ("h5ad", "guide_counts", "10x")
-    if ds.get("kind", "screen") != "screen" or not counts:
-        return {}
-    folder = f"results/{wildcards.dataset}"
-    return {
-        "guides": f"{folder}/guides.parquet",
-        "expression": f"{folder}/preprocessed.h5ad",
-    }
+    return _kind(wildcards).report_files(f"results/{wildcards.dataset}")
 
 
 def get_truth_graph(wildcards):

@@ -1,8 +1,8 @@
 rule ingest:
-    """Read the raw screen into the canonical ingested.h5ad, with per-cell QC metrics."""
+    """Read the raw input as its dataset kind reads it into the canonical ingested.h5ad, with QC metrics and guide calls."""
     input:
         raw=get_raw_input,
-        guide_files=get_guide_files,
+        files=get_ingest_files,
     output:
         h5ad="results/{dataset}/ingested.h5ad",
         qc="results/{dataset}/qc.parquet",

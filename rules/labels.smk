@@ -1,5 +1,5 @@
 rule label_interventions:
-    """Turn the perturbation column into one intervention label per cell."""
+    """One intervention label per sample: from the perturbation column of a screen, the commands and events of a robot log."""
     input:
         ingested="results/{dataset}/ingested.h5ad",
     output:
@@ -13,10 +13,6 @@ rule label_interventions:
         **get_resources("label_interventions"),
     params:
         kind=get_kind,
-        robot_labels=get_robot_labels,
-        perturbation_key=get_perturbation_key,
-        control_values=get_control_values,
-        min_cells=config["labels"]["min_cells"],
-        target_map=get_intervention_targets,
+        options=get_label_options,
     script:
         "../workflow/scripts/label_interventions.py"

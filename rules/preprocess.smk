@@ -1,5 +1,5 @@
 rule preprocess:
-    """Normalise, log-transform and select genes (HVGs, perturbed genes, gene-set members)."""
+    """Model-ready data as the dataset kind preprocesses: normalised, log-transformed genes of a screen, standardised variables, robot channels."""
     input:
         unpack(get_gene_sets),
         ingested="results/{dataset}/ingested.h5ad",
@@ -17,11 +17,6 @@ rule preprocess:
         **get_resources("preprocess"),
     params:
         kind=get_kind,
-        channel_kinds=get_channel_kinds,
-        n_top_genes=config["preprocess"]["n_top_genes"],
-        target_sum=config["preprocess"]["target_sum"],
-        format=get_input_format,
-        transform=get_transform,
-        cofactor=get_cofactor,
+        options=get_preprocess_options,
     script:
         "../workflow/scripts/preprocess.py"

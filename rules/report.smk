@@ -6,7 +6,7 @@ rule write_report:
     """The self-contained HTML report of one dataset across its models."""
     input:
         unpack(get_truth_graph),
-        unpack(get_report_guides),
+        unpack(get_report_files),
         qc="results/{dataset}/qc.parquet",
         interventions="results/{dataset}/interventions.parquet",
         anchors="results/{dataset}/anchors.parquet",

@@ -41,16 +41,14 @@ def _kwargs() -> dict[str, dict[str, Any]]:
         "label": {
             "ingested": f"{RES}/ingested.h5ad",
             "out": f"{RES}/interventions.parquet",
-            "perturbation_key": "perturbation",
-            "control_values": ["non-targeting"],
-            "min_cells": 20,
+            "options": {"perturbation_key": "perturbation", "control_values": ["non-targeting"], "min_cells": 20},
         },
         "preprocess": {
             "ingested": f"{RES}/ingested.h5ad",
             "interventions": f"{RES}/interventions.parquet",
             "out": f"{RES}/preprocessed.h5ad",
             "gene_sets": f"{SIM}/programs.gmt",
-            "n_top_genes": 60,
+            "options": {"n_top_genes": 60},
         },
         "anchors": {
             "preprocessed": f"{RES}/preprocessed.h5ad",

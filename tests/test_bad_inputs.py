@@ -96,9 +96,14 @@ def good(tmp_path_factory) -> Good:
     sim.adata.write_h5ad(g.screen)
     write_gmt(sim.gene_sets, g.gmt)
     pipeline.ingest(path=g.screen, out_h5ad=g.ingested, out_qc=g.qc)
-    pipeline.label(ingested=g.ingested, out=g.interventions, perturbation_key="perturbation", control_values=[CONTROL])
+    labels = {"perturbation_key": "perturbation", "control_values": [CONTROL]}
+    pipeline.label(ingested=g.ingested, out=g.interventions, options=labels)
     pipeline.preprocess(
-        ingested=g.ingested, interventions=g.interventions, out=g.preprocessed, gene_sets=g.gmt, n_top_genes=30
+        ingested=g.ingested,
+        interventions=g.interventions,
+        out=g.preprocessed,
+        gene_sets=g.gmt,
+        options={"n_top_genes": 30},
     )
     pipeline.anchors(preprocessed=g.preprocessed, out=g.anchors, gene_sets=g.gmt)
     pipeline.train(
@@ -188,14 +193,16 @@ def ingest_args(path, **kw):
     return {"path": path, "_bad": path, **kw}
 
 
-def label_args(good, ingested=None, **kw):
-    base = {"ingested": ingested or good.ingested, "perturbation_key": "perturbation", "control_values": [CONTROL]}
-    return {**base, "_bad": ingested or good.ingested, **kw}
+def label_args(good, ingested=None, **options):
+    options = {"perturbation_key": "perturbation", "control_values": [CONTROL], **options}
+    return {"ingested": ingested or good.ingested, "options": options, "_bad": ingested or good.ingested}
 
 
 def preprocess_args(good, **kw):
-    base = {"ingested": good.ingested, "interventions": good.interventions, "gene_sets": good.gmt, "n_top_genes": 30}
-    return {**base, **kw}
+    """Files and ``_bad`` as given (else the good ones); other keywords are preprocess options."""
+    base = {"ingested": good.ingested, "interventions": good.interventions, "gene_sets": good.gmt}
+    files = {k: kw.pop(k) for k in (*base, "_bad") if k in kw}
+    return {**base, **files, "options": {"n_top_genes": 30, **kw}}
 
 
 def anchors_args(good, gene_sets, **kw):
@@ -737,7 +744,7 @@ CATALOGUE: list[Case] = [
         lambda g, t: {
             "ingested": _robot_ingested(t),
             "kind": "robot",
-            "robot_labels": {"actions": ["action.wrist"]},
+            "options": {"actions": ["action.wrist"]},
             "_bad": t / "robot.h5ad",
         },
         ["{bad}: action channel(s) ['action.wrist'] not found; expected channels of the data (var names)"],
@@ -782,7 +789,7 @@ CATALOGUE: list[Case] = [
         "config-unknown-format",
         "config",
         _config_with(lambda c: c["datasets"]["demo"].update(format="csv")),
-        ["config: datasets.demo.format: 'csv' is not one of ['h5ad'"],
+        ["config: datasets.demo.format: 'csv' is not a format of kind 'screen'; expected one of ['h5ad'"],
         error=ConfigError,
     ),
     Case(
@@ -853,9 +860,7 @@ def test_rare_perturbation_is_dropped_with_a_warning(good, tmp_path, caplog):
         pipeline.label(
             ingested=tmp_path / "ing.h5ad",
             out=tmp_path / "iv.parquet",
-            perturbation_key="perturbation",
-            control_values=[CONTROL],
-            min_cells=20,
+            options={"perturbation_key": "perturbation", "control_values": [CONTROL], "min_cells": 20},
         )
     table = pd.read_parquet(tmp_path / "iv.parquet")
     assert "REG3" not in set(table["intervention"]) and {"REG1", "REG2"} <= set(table["intervention"])
@@ -885,7 +890,9 @@ def test_unmatched_control_value_stops_the_labels_step(good, tmp_path):
     nothing: one line naming the value and the labels that look like controls; nothing written."""
     out = tmp_path / "iv.parquet"
     with pytest.raises(InputError) as err:
-        pipeline.label(ingested=good.ingested, out=out, perturbation_key="perturbation", control_values=["NTC"])
+        pipeline.label(
+            ingested=good.ingested, out=out, options={"perturbation_key": "perturbation", "control_values": ["NTC"]}
+        )
     assert f"{good.ingested}: obs['perturbation']: control value 'NTC' matches no label" in str(err.value)
     assert "labels that look like controls: 'non-targeting' (100 cells)" in str(err.value)
     assert "\n" not in str(err.value) and not out.exists()
@@ -893,7 +900,9 @@ def test_unmatched_control_value_stops_the_labels_step(good, tmp_path):
 
 def test_a_single_control_label_is_not_split_into_characters(good, tmp_path):
     pipeline.label(
-        ingested=good.ingested, out=tmp_path / "iv.parquet", perturbation_key="perturbation", control_values=CONTROL
+        ingested=good.ingested,
+        out=tmp_path / "iv.parquet",
+        options={"perturbation_key": "perturbation", "control_values": CONTROL},
     )
     assert pd.read_parquet(tmp_path / "iv.parquet")["is_control"].sum() == 100
 
@@ -934,10 +943,8 @@ CLI_CASES: dict[str, tuple[Callable[[Good, Path], list[str]], int, list[str]]] =
             str(g.ingested),
             "--out",
             str(t / "out/iv.parquet"),
-            "--perturbation-key",
-            "guide",
-            "--control-values",
-            "[NT]",
+            "--options",
+            "{perturbation_key: guide, control_values: [NT]}",
         ],
         1,
         ["crl-pipe label: error: {good}/ingested.h5ad: obs column 'guide' not found"],
@@ -968,37 +975,31 @@ CLI_CASES: dict[str, tuple[Callable[[Good, Path], list[str]], int, list[str]]] =
         1,
         ["crl-pipe anchors: error: {tmp}/x.gmt, line 1: expected name<TAB>description<TAB>gene..."],
     ),
-    "cli-min-cells-not-an-integer": (
+    "cli-min-anchors-not-an-integer": (
         lambda g, t: [
-            "label",
-            "--ingested",
-            str(g.ingested),
+            "anchors",
+            "--preprocessed",
+            str(g.preprocessed),
             "--out",
-            str(t / "out/iv.parquet"),
-            "--perturbation-key",
-            "perturbation",
-            "--control-values",
-            "[NT]",
-            "--min-cells",
+            str(t / "out/a.parquet"),
+            "--min-anchors",
             "many",
         ],
         2,
-        ["crl-pipe label: error: argument --min-cells: expected an integer, got 'many'"],
+        ["crl-pipe anchors: error: argument --min-anchors: expected an integer, got 'many'"],
     ),
-    "cli-control-values-bad-yaml": (
+    "cli-options-bad-yaml": (
         lambda g, t: [
             "label",
             "--ingested",
             str(g.ingested),
             "--out",
             str(t / "out/iv.parquet"),
-            "--perturbation-key",
-            "perturbation",
-            "--control-values",
-            "[NT",
+            "--options",
+            "{perturbation_key: perturbation, control_values: [NT}",
         ],
         2,
-        ["crl-pipe label: error: argument --control-values: '[NT' is not a valid YAML list"],
+        ["crl-pipe label: error: argument --options: ", "is not a valid YAML value"],
     ),
 }
 
@@ -1131,7 +1132,10 @@ def test_snakemake_rule_fails_cleanly(dataset, smk_run):
     ("edit", "message"),
     [
         (lambda c: c.update(datasets={"../x": c["datasets"]["ok"]}), "config: datasets: name '../x' is not allowed"),
-        (lambda c: c["datasets"]["ok"].update(format="loom"), "config: datasets.ok.format: 'loom' is not one of"),
+        (
+            lambda c: c["datasets"]["ok"].update(format="loom"),
+            "config: datasets.ok.format: 'loom' is not a format of kind 'screen'",
+        ),
     ],
     ids=["smk-config-dataset-name-parent-dir", "smk-config-unknown-format"],
 )

@@ -8,12 +8,15 @@ same config finds them there and does not run the rule.
 
 from __future__ import annotations
 
+import ast
 import os
 
 import _tiny_workflow as tiny
 import pytest
 
+from crl_pipe import _sources
 from crl_pipe._provenance import source_digest
+from crl_pipe._sources import code_digest, import_closure
 
 
 @pytest.mark.workflow
@@ -63,3 +66,28 @@ def test_source_digest_names_the_code_behind_a_rule():
     assert len(first) == 64 and first != source_digest("simulate")
     with pytest.raises(ValueError, match="no subpackage or module 'simulat'"):
         source_digest("simulat")
+
+
+def test_simulator_code_is_the_simulators_and_what_they_import():
+    """SIMULATOR_CODE (rules/common.smk) hashes crl_pipe.simulate and every module it imports, found
+    from the import statements: the writers it calls are in, readers and models it never reaches are out."""
+    files = import_closure("simulate")
+    assert {"simulate/_write.py", "simulate/_robot.py", "_provenance.py", "_constants.py"} <= set(files)
+    # writers reached through the io package (``from ..io import write_gmt, ...``), not the whole package
+    assert {"io/_gmt.py", "io/_h5ad.py", "io/_artifacts.py", "io/_chunked.py", "io/_lerobot.py"} <= set(files)
+    assert not {"io/__init__.py", "io/_variables.py", "pipeline.py", "models/linear.py"} & set(files)
+    assert not [f for f in files if f.startswith(("pp/", "tl/", "kinds/", "report/"))]
+    assert code_digest("simulate") == source_digest(*files)
+    assert 'SIMULATOR_CODE = code_digest("simulate")' in (tiny.REPO / "rules" / "common.smk").read_text()
+
+
+def test_import_scan_finds_every_relative_import():
+    """The fast scan of import statements finds what a full parse of each module finds."""
+    for path in sorted(_sources.ROOT.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        full = {_import_key(n) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
+        assert full <= {_import_key(n) for n in _sources._relative_imports(path)}, path
+
+
+def _import_key(node: ast.ImportFrom) -> tuple:
+    return node.level, node.module, tuple(a.name for a in node.names)

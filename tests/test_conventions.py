@@ -93,6 +93,6 @@ def test_h5ad_with_counts_in_x_or_layer_runs_ingest_and_label_without_a_key(tmp_
     ingested, interventions = tmp_path / "ingested.h5ad", tmp_path / "iv.parquet"
     pipeline.ingest(path=tmp_path / "screen.h5ad", out_h5ad=ingested, out_qc=tmp_path / "qc.parquet", format="h5ad")
     np.testing.assert_array_equal(read_h5ad(ingested).X.toarray(), counts.toarray())
-    pipeline.label(ingested=ingested, out=interventions, perturbation_key="auto")
+    pipeline.label(ingested=ingested, out=interventions, options={"perturbation_key": "auto"})
     assert list(read_table(interventions, "interventions")["intervention"]) == ["control"] * 2 + ["A"] * 2 + ["A+B"] * 2
     assert read_provenance(interventions)["params"]["perturbation_key"] == "condition"  # what was detected

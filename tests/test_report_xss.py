@@ -141,16 +141,14 @@ def report(tmp_path_factory) -> Path:
     pipeline.label(
         ingested=res / "ingested.h5ad",
         out=res / "interventions.parquet",
-        perturbation_key=KEY,
-        control_values=[CONTROL],
-        min_cells=5,
+        options={"perturbation_key": KEY, "control_values": [CONTROL], "min_cells": 5},
     )
     pipeline.preprocess(
         ingested=res / "ingested.h5ad",
         interventions=res / "interventions.parquet",
         out=res / "preprocessed.h5ad",
         gene_sets=inputs["gmt"],
-        n_top_genes=30,
+        options={"n_top_genes": 30},
     )
     pipeline.anchors(preprocessed=res / "preprocessed.h5ad", out=res / "anchors.parquet", gene_sets=inputs["gmt"])
     data = {

@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from ._artifacts import SCHEMAS, check_table, read_provenance, read_table, write_table
-from ._chunked import H5adRows, ScreenChunks, is_large, is_large_screen, read_h5ad_parts, write_h5ad_chunks
+from ._chunked import (
+    CHUNKED,
+    IN_MEMORY,
+    H5adRows,
+    ScreenChunks,
+    Storage,
+    is_large,
+    is_large_screen,
+    read_h5ad_parts,
+    storage_for,
+    storage_for_screen,
+    write_h5ad_chunks,
+)
 from ._gmt import read_gmt, write_gmt
 from ._graph import read_graph, write_graphml
 from ._guides import read_guide_counts, read_guide_map
@@ -17,9 +29,12 @@ from ._tenx import read_10x
 from ._variables import read_variable_table
 
 __all__ = [
+    "CHUNKED",
+    "IN_MEMORY",
     "H5adRows",
     "SCHEMAS",
     "ScreenChunks",
+    "Storage",
     "check_table",
     "is_large",
     "is_large_screen",
@@ -37,6 +52,8 @@ __all__ = [
     "read_rosbag",
     "read_screen",
     "read_variable_table",
+    "storage_for",
+    "storage_for_screen",
     "read_table",
     "write_gmt",
     "write_graphml",

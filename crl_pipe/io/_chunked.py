@@ -23,7 +23,7 @@ from anndata.io import read_elem, sparse_dataset, write_elem
 
 from .._errors import InputError
 from .._provenance import atomic_path
-from ._h5ad import check_h5ad_path
+from ._h5ad import check_h5ad_path, read_h5ad
 
 #: A matrix that takes more memory than this (CSR: values + column indices) is streamed in row chunks.
 STREAM_BYTES = 512 << 20
@@ -121,6 +121,43 @@ def is_large(path: str | os.PathLike, key: str = "X") -> bool:
         return False
 
 
+class Storage:
+    """How a stage holds an h5ad artifact: whole in memory, or from disk in blocks of rows.
+
+    The one choice between the in-memory and the larger-than-memory path of every stage
+    (:func:`storage_for`, :func:`storage_for_screen`); a stage asks its :class:`Storage` to
+    :meth:`read` the file, and takes its streaming algorithm where :attr:`chunked` is true.
+    """
+
+    #: Whether the file is larger than memory: read in blocks of rows, or without its large parts.
+    chunked: bool = False
+
+    def read(self, path: str | os.PathLike, *, layers: Sequence[str] = (), backed: bool = False) -> ad.AnnData:
+        """The h5ad at ``path`` as this storage holds it.
+
+        In memory, the whole file. Larger than memory, only the named ``layers`` and, unless
+        ``backed``, ``X`` (``backed``: ``X`` stays on disk, :func:`read_h5ad_parts`).
+        """
+        return read_h5ad(path)
+
+
+class _Chunked(Storage):
+    chunked = True
+
+    def read(self, path: str | os.PathLike, *, layers: Sequence[str] = (), backed: bool = False) -> ad.AnnData:
+        return read_h5ad_parts(path, layers=layers, backed=backed)
+
+
+#: The two storages: a file that fits in memory, and one that is streamed.
+IN_MEMORY, CHUNKED = Storage(), _Chunked()
+
+
+def storage_for(path: str | os.PathLike, key: str = "X") -> Storage:
+    """:data:`CHUNKED` when the matrix ``key`` of the h5ad at ``path`` is larger than memory
+    (:func:`is_large`), else :data:`IN_MEMORY`."""
+    return CHUNKED if is_large(path, key) else IN_MEMORY
+
+
 class ScreenChunks(H5adRows):
     """A raw h5ad screen read in blocks of cells, each checked as :func:`read_screen` checks a whole screen.
 
@@ -184,6 +221,11 @@ def is_large_screen(path: str | os.PathLike, counts_layer: str | None = None) ->
             return _streamable(f, _counts_key(f, path, counts_layer)[0])
     except Exception:  # noqa: BLE001 - the in-memory path reports what is wrong with the file
         return False
+
+
+def storage_for_screen(path: str | os.PathLike, counts_layer: str | None = None) -> Storage:
+    """:func:`storage_for` a raw h5ad screen, judged by its raw counts (:func:`is_large_screen`)."""
+    return CHUNKED if is_large_screen(path, counts_layer) else IN_MEMORY
 
 
 class _Appender:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._constants import CONTROL_TARGET
 from .._errors import InputError
 from ._guides import GUIDE_COUNTS_KEY, GUIDE_NAMES_KEY, GUIDE_TARGETS_KEY, _map_guides
 from ._screen import _check_counts, _check_unique
@@ -241,8 +242,6 @@ def _targets_from_reference(guides: np.ndarray, path: Path) -> np.ndarray:
 
 def _target(name: str) -> str:
     """Cell Ranger writes ``Non-Targeting`` as the target of control guides; crl-pipe says ``non-targeting``."""
-    from ..pp import CONTROL_TARGET
-
     name = str(name).strip()
     return CONTROL_TARGET if name.casefold() in _CONTROL_TARGETS or name == "" else name
 

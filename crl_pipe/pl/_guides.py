@@ -9,10 +9,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from .._constants import CONTROL_TARGET
 from ._common import BLUE, CONTROL, GREY, NEUTRAL, clamp, plain_log_ticks, require_columns, short, styled
 
-#: Target of control guides (crl_pipe.pp.CONTROL_TARGET; repeated to keep pl free of pp).
-_CONTROL_TARGET = "non-targeting"
 #: The per-guide UMI heatmap and the knockdown plot show at most this many rows; captions say so.
 MAX_GUIDES_SHOWN = 60
 MAX_TARGETS_SHOWN = 40
@@ -89,7 +88,7 @@ def guide_calls(guides: pd.DataFrame, *, dataset: str, n_cells: int | None = Non
     left.margins(y=0.12)
 
     n = len(summary)
-    control = (summary["target"] == _CONTROL_TARGET).to_numpy()
+    control = (summary["target"] == CONTROL_TARGET).to_numpy()
     colours = np.where(control, CONTROL, NEUTRAL)
     if n <= 300:
         right.bar(range(n), summary["n_called"], color=colours, width=0.85, linewidth=0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._anchors import build_anchors, data_driven_anchors
+from ._anchors import build_anchors, data_driven_anchors, identity_anchors, robot_anchors
 from ._conventions import CONVENTIONS, Convention, detect_convention
 from ._guides import CONTROL_TARGET, call_guides, guide_target
 from ._imported_calls import import_guide_calls
@@ -11,8 +11,8 @@ from ._preprocess import preprocess
 from ._preprocess_chunked import preprocess_chunked
 from ._qc import qc_metrics
 from ._robot_labels import default_action_map, robot_interventions
-from ._robot_preprocess import preprocess_robot, robot_anchors
-from ._table import identity_anchors, map_targets, preprocess_table
+from ._robot_preprocess import preprocess_robot
+from ._table import map_targets, preprocess_table
 
 __all__ = [
     "CONTROL_TARGET",

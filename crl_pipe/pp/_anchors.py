@@ -3,7 +3,9 @@
 An anchor feature depends on one latent program alone; with at least two anchors per program
 the sparse decoder is identifiable up to permutation and scaling (Moran et al. 2022; Moran &
 Aragam 2025). Gene sets give anchors from prior knowledge; :func:`data_driven_anchors` derives
-them from the data when no gene sets are given.
+them from the data when no gene sets are given. Where the latents are measured directly (the
+variables of a table, the state channels of a robot log), each anchors itself
+(:func:`identity_anchors`, :func:`robot_anchors`).
 """
 
 from __future__ import annotations
@@ -162,6 +164,35 @@ def data_driven_anchors(
             "genes loading mostly on it; expected co-varying genes in the data, or give gene sets"
         )
     return pd.DataFrame(rows, columns=ANCHOR_COLUMNS), pd.DataFrame(dropped, columns=DROPPED_COLUMNS)
+
+
+def identity_anchors(adata: ad.AnnData) -> pd.DataFrame:
+    """Anchors table in which each variable is its own program (weight 1).
+
+    The causal variables of an observed-variable table are the measurements themselves, so each
+    program is read straight from its one variable, as robot states are (:func:`robot_anchors`).
+    """
+    return _self_anchored(adata.var_names)
+
+
+def robot_anchors(adata: ad.AnnData) -> pd.DataFrame:
+    """Anchors table in which each state channel is its own program (weight 1).
+
+    Robot latents are the measured state variables themselves, so each program is anchored by the
+    one channel it is (the ``temporal`` model reads the latents straight from those channels).
+    """
+    if "kind" not in adata.var:
+        raise InputError("var column 'kind' not found; expected robot channels of kind state/action/event/other")
+    states = adata.var_names[adata.var["kind"] == "state"]
+    if not len(states):
+        raise InputError("no channel of kind 'state'; expected the robot's state variables")
+    return _self_anchored(states)
+
+
+def _self_anchored(names: Sequence[str]) -> pd.DataFrame:
+    """Each of ``names`` is a program anchored by itself alone (weight 1)."""
+    names = [str(n) for n in names]
+    return pd.DataFrame({"program": names, "feature": names, "weight": 1.0})
 
 
 def _factor_anchors(loadings: np.ndarray, j: int, n_anchors: int, min_anchors: int) -> tuple[np.ndarray, int, str]:

@@ -14,13 +14,12 @@ import scipy.sparse as sp
 from scipy.optimize import brentq
 from scipy.special import gammaln
 
+from .._constants import CONTROL_TARGET
 from .._errors import InputError
 from ._labels import CONTROL_TOKENS
 
 log = logging.getLogger("crl_pipe")
 
-#: Target of control guides and the perturbation label of cells that carry only control guides.
-CONTROL_TARGET = "non-targeting"
 METHODS = ("mixture", "threshold")
 
 _CONTROL_NAME = re.compile(r"(?:non|safe)[-_ ]?target", re.IGNORECASE)

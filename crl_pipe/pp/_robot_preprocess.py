@@ -52,17 +52,3 @@ def preprocess_robot(
     out.obs["is_control"] = labels["is_control"].astype(bool).to_numpy()
     out.uns["crl_pipe_preprocess"] = {"kinds": list(kinds), "n_frames": int(out.n_obs), "n_channels": int(out.n_vars)}
     return out
-
-
-def robot_anchors(adata: ad.AnnData) -> pd.DataFrame:
-    """Anchors table in which each state channel is its own program (weight 1).
-
-    Robot latents are the measured state variables themselves, so each program is anchored by the
-    one channel it is (the ``temporal`` model reads the latents straight from those channels).
-    """
-    if "kind" not in adata.var:
-        raise InputError("var column 'kind' not found; expected robot channels of kind state/action/event/other")
-    states = [str(c) for c in adata.var_names[adata.var["kind"] == "state"]]
-    if not states:
-        raise InputError("no channel of kind 'state'; expected the robot's state variables")
-    return pd.DataFrame({"program": states, "feature": states, "weight": 1.0})

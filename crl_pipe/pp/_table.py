@@ -96,16 +96,6 @@ def preprocess_table(
     return out
 
 
-def identity_anchors(adata: ad.AnnData) -> pd.DataFrame:
-    """Anchors table in which each variable is its own program (weight 1).
-
-    The causal variables of an observed-variable table are the measurements themselves, so each
-    program is read straight from its one variable, as robot states are (:func:`robot_anchors`).
-    """
-    names = [str(v) for v in adata.var_names]
-    return pd.DataFrame({"program": names, "feature": names, "weight": 1.0})
-
-
 def _check_targets(labels: pd.DataFrame, variables: pd.Index) -> None:
     """Known targets must be variables of the table (a typo would silently leave an intervention untargeted)."""
     per_label = labels.drop_duplicates("intervention").set_index("intervention")["targets"]

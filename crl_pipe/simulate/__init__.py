@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
-
-import scipy.sparse as sp
-
-from .._provenance import provenance
 from ._data import screen_to_crl_data
 from ._robot import ARM_EDGES, ARM_JOINTS, SimulatedRobot, simulate_arm, simulate_robot, write_robot_simulation
 from ._screen import CONTROL_LABEL, SimulatedScreen, simulate_screen, simulate_screen_chunks
+from ._write import write_simulation
 
 __all__ = [
     "ARM_EDGES",
@@ -28,35 +21,3 @@ __all__ = [
     "write_robot_simulation",
     "write_simulation",
 ]
-
-
-def write_simulation(
-    screen: SimulatedScreen,
-    *,
-    out_h5ad: str | os.PathLike,
-    out_gmt: str | os.PathLike,
-    out_truth_dir: str | os.PathLike,
-    params: Mapping[str, Any] | None = None,
-    blocks: Iterable[sp.spmatrix] | None = None,
-) -> None:
-    """Write the screen (h5ad), its anchor gene sets (GMT) and the truth tables (Parquet).
-
-    ``blocks``: the counts as CSR blocks of cells (:func:`simulate_screen_chunks`), appended to the
-    h5ad one at a time instead of ``screen.adata.X``.
-    """
-    from ..io import write_gmt, write_h5ad, write_table
-    from ..io._chunked import write_h5ad_chunks
-
-    prov = provenance("simulate", {}, params)
-    truth = Path(out_truth_dir)
-    write_table(screen.graph.assign(stability=1.0), truth / "graph.parquet", "graph", prov)
-    write_table(screen.targets, truth / "targets.parquet", "truth_targets", prov)
-    write_table(screen.latents, truth / "latents.parquet", "latents", prov)
-    write_gmt(screen.gene_sets, out_gmt)
-    if blocks is None:
-        write_h5ad(screen.adata, out_h5ad, prov)
-        return
-    obs, var = screen.adata.obs, screen.adata.var
-    with write_h5ad_chunks(out_h5ad, obs, var, prov, max_nnz=len(obs) * len(var)) as out:
-        for block in blocks:
-            out.append(block)

@@ -24,9 +24,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._constants import CONTROL_TARGET
 from .._errors import ConfigError
 
-CONTROL_LABEL = "non-targeting"
+#: Label of the control cells (the target of control guides).
+CONTROL_LABEL = CONTROL_TARGET
 
 
 @dataclass

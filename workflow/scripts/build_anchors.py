@@ -14,5 +14,4 @@ run_step(
     exclusive=smk.params.exclusive,
     n_programs=smk.params.n_programs,
     kind=smk.params.kind,
-    format=smk.params.format,
 )

@@ -9,10 +9,6 @@ run_step(
     label,
     ingested=smk.input.ingested,
     out=smk.output.interventions,
-    perturbation_key=smk.params.perturbation_key,
-    control_values=smk.params.control_values,
-    min_cells=smk.params.min_cells,
     kind=smk.params.kind,
-    robot_labels=smk.params.robot_labels,
-    target_map=smk.params.target_map,
+    options=smk.params.options,
 )

@@ -11,11 +11,6 @@ run_step(
     interventions=smk.input.interventions,
     out=smk.output.h5ad,
     gene_sets=smk.input.get("gene_sets"),
-    n_top_genes=smk.params.n_top_genes,
-    target_sum=smk.params.target_sum,
     kind=smk.params.kind,
-    channel_kinds=smk.params.channel_kinds,
-    format=smk.params.format,
-    transform=smk.params.transform,
-    cofactor=smk.params.cofactor,
+    options=smk.params.options,
 )

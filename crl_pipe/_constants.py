@@ -1,0 +1,7 @@
+"""Labels that several layers share (``io``, ``pp``, ``pl``, ``simulate``), defined once, at the bottom."""
+
+from __future__ import annotations
+
+#: Target of control guides, the perturbation label of cells that carry only control guides, and the
+#: label of the control cells of simulated screens.
+CONTROL_TARGET = "non-targeting"

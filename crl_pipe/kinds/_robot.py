@@ -1,0 +1,86 @@
+"""A robot log: frames x channels (states, commanded actions, events) of one or more episodes.
+
+Formats: ``lerobot``, ``rosbag`` and ``table`` (``kind: robot``). The interventions are the
+command changes and events of the log; preprocessing keeps the channels of the chosen kinds; each
+state channel is a causal variable that anchors itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._errors import InputError
+from ._base import DatasetKind, GeneSets, PathLike
+from ._vocabulary import ROBOT
+
+if TYPE_CHECKING:
+    import anndata as ad
+    import pandas as pd
+
+
+class RobotKind(DatasetKind):
+    """Robot logs (``kind: robot``, format ``lerobot``, ``rosbag`` or ``table``)."""
+
+    name = "robot"
+    config_kind = "robot"
+    formats = ("lerobot", "rosbag", "table")
+    vocabulary = ROBOT
+    truth = {
+        "graph": "edges among the causal variables (joints, objects), with their lag in frames",
+        "targets": "each intervention (command, event) and the variable(s) it acts on",
+        "latents": "each frame's true variable values",
+    }
+
+    # ---- config side
+    def ingest_options(self, dataset: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(dataset.get("reader", {}))
+
+    def label_options(self, dataset: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(dataset.get("robot_labels", {}))
+
+    def preprocess_options(self, dataset: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+        return {"channel_kinds": list(dataset.get("channel_kinds", ["state", "action"]))}
+
+    # ---- data side
+    def read(self, path: PathLike, *, format: str, **options: Any) -> ad.AnnData:
+        from .. import io  # data side: loads anndata, kept out of the Snakemake process
+
+        return io.read_screen(path, format=format, **options)  # the reader registry of every layout
+
+    def label(self, ingested: PathLike, **options: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """Interventions from the events and commanded actions (:func:`crl_pipe.pp.robot_interventions`;
+        ``options``: its settings, config ``robot_labels``)."""
+        from .. import pp  # data side, as above
+        from ..io import read_h5ad
+
+        try:
+            table = pp.robot_interventions(read_h5ad(ingested), **options)
+        except InputError as err:  # name the file, as the screen labels do
+            raise InputError(f"{ingested}: {err}") from None
+        return table, dict(options)
+
+    def preprocess(
+        self,
+        adata: ad.AnnData,
+        labels: pd.DataFrame,
+        *,
+        gene_sets: GeneSets | None = None,
+        channel_kinds: Sequence[str] = ("state", "action"),
+    ) -> ad.AnnData:
+        from .. import pp  # data side, as above
+
+        return pp.preprocess_robot(adata, labels, kinds=channel_kinds)
+
+    def anchors(
+        self,
+        adata: ad.AnnData,
+        gene_sets: GeneSets | None,
+        *,
+        min_anchors: int = 2,
+        exclusive: bool = True,
+        n_programs: int | None = None,
+    ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        from .. import pp  # data side, as above
+
+        return pp.robot_anchors(adata), None
