@@ -482,34 +482,20 @@ def report(
     *,
     dataset: str,
     out_html: PathLike,
-    interventions: PathLike,
-    qc: PathLike,
-    anchors: PathLike,
-    model_dirs: Mapping[str, PathLike],
-    truth_graph: PathLike | None = None,
+    artifacts: Mapping[str, Any],
     config: Mapping[str, Any] | None = None,
-    baseline_dirs: Mapping[str, PathLike] | None = None,
-    guides: PathLike | None = None,
-    expression: PathLike | None = None,
 ) -> None:
-    """Assemble the self-contained HTML report of one dataset across its models (and baselines);
-    with ``guides`` (``guides.parquet``) and ``expression`` (``preprocessed.h5ad``) of a cell
-    screen, also its guide calls and the knockdown of each targeted gene."""
-    from .report import write_report
+    """Assemble the self-contained HTML report of one dataset across its models (and baselines).
 
-    write_report(
-        out_html,
-        dataset=dataset,
-        interventions=interventions,
-        qc=qc,
-        anchors=anchors,
-        model_dirs=model_dirs,
-        truth_graph=truth_graph,
-        config=config,
-        baseline_dirs=baseline_dirs,
-        guides=guides,
-        expression=expression,
-    )
+    ``artifacts``: artifact -> path (:data:`crl_pipe.report.ARTIFACTS`): ``interventions``, ``qc``,
+    ``anchors``; ``models`` and ``baselines`` (name -> results folder); optionally ``truth_graph``,
+    and for a screen of counts ``guides`` (``guides.parquet``) and ``expression``
+    (``preprocessed.h5ad``), for its guide calls and the knockdown of each targeted gene.
+    ``config``: the settings shown under "How this was run".
+    """
+    from .report import ReportInputs, write_report  # deferred: matplotlib and jinja2 load only for the report
+
+    write_report(out_html, ReportInputs.from_paths(dataset, artifacts, config=config))
 
 
 def collect_benchmark(*, metrics: Mapping[str, PathLike], out: PathLike) -> None:
