@@ -17,7 +17,7 @@ import pandas as pd
 
 from ._errors import ConfigError, InputError
 from ._provenance import provenance
-from .io import read_h5ad, read_table, write_h5ad, write_table
+from .io import read_h5ad, read_table, to_anndata, write_h5ad, write_table
 
 log = logging.getLogger("crl_pipe")
 
@@ -515,6 +515,21 @@ def collect_benchmark(*, metrics: Mapping[str, PathLike], out: PathLike) -> None
         "benchmark",
         provenance("benchmark", {"metrics": list(metrics.values())}),
     )
+
+
+def export(*, results_dir: PathLike, model: str, out: PathLike, counts: bool = True) -> None:
+    """Write the preprocessed AnnData with one model's latents (``obsm["X_<model>"]``), loadings
+    (``varm["<model>_loadings"]``), targets and graph (``uns[<model>]``) to ``out``, for scanpy and
+    pertpy (:func:`crl_pipe.io.to_anndata`); ``counts=false`` leaves out the raw counts layer."""
+    folder = Path(results_dir) / str(model)
+    adata = to_anndata(results_dir, model, counts=counts)
+    files = {
+        "preprocessed": Path(results_dir) / "preprocessed.h5ad",
+        "interventions": Path(results_dir) / "interventions.parquet",
+    }
+    files.update({name: folder / f"{name}.parquet" for name in ("latents", "loadings", "targets", "graph")})
+    files = {role: path for role, path in files.items() if path.exists()}
+    write_h5ad(adata, out, provenance("export", files, {"model": model, "counts": counts}))
 
 
 def _is_table(kind: str, format: str) -> bool:

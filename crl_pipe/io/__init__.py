@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._artifacts import SCHEMAS, check_table, read_provenance, read_table, write_table
 from ._chunked import H5adRows, ScreenChunks, is_large, is_large_screen, read_h5ad_parts, write_h5ad_chunks
+from ._export import to_anndata
 from ._gmt import read_gmt, write_gmt
 from ._graph import read_graph, write_graphml
 from ._guides import read_guide_counts, read_guide_map
@@ -38,6 +39,7 @@ __all__ = [
     "read_screen",
     "read_variable_table",
     "read_table",
+    "to_anndata",
     "write_gmt",
     "write_graphml",
     "write_h5ad",
