@@ -15,6 +15,7 @@ import pytest
 from crl_pipe import InputError
 from crl_pipe._provenance import provenance
 from crl_pipe.io import write_table
+from crl_pipe.kinds import Vocabulary
 from crl_pipe.report import SECTIONS, ReportInputs, write_report
 
 IMG = "<img src=x onerror=alert(1)>"
@@ -278,3 +279,45 @@ def test_report_reads_truth_graph_as_tsv(tmp_path):
     page = _html(render(tmp_path / "report.html", "x", paths, truth_graph=truth))
     assert "The true graph is on the right" in page
     assert "true graph<br>" in page  # listed among the artifacts (no provenance in a TSV)
+
+
+def test_sections_speak_the_words_of_the_dataset_kind(tmp_path):
+    """Nouns, titles, omitted sections and captions come from the kind's Vocabulary, not from branches."""
+    paths = make_artifacts(tmp_path, models={"linear": {"epochs": 1, "loadings": True}}, with_truth=False)
+    wells = Vocabulary(
+        prose="plates",  # no paragraphs of its own: the screen's are used
+        sample="well",
+        samples="wells",
+        label="compound",
+        control="vehicle",
+        controls="vehicle wells",
+        perturbations_long="compounds (labels other than vehicle)",
+        latents_long="pathways",
+        features="readouts",
+        title_words={"Programs": "Pathways"},
+        omitted_sections=frozenset({"guides", "training"}),
+        qc_figure=False,
+        closest_program=False,
+    )
+    page = _html(write_report(tmp_path / "r.html", ReportInputs.from_paths("plate", paths, vocabulary=wells)))
+    titles = re.findall(r"<h2>(.*?)</h2>", page)
+    assert titles == [
+        "1. What went in",
+        "2. Which program each perturbation hits",
+        "3. Pathways",
+        "4. Causal graph among programs",
+        "5. Metrics",
+        "6. How this was run",
+    ]
+    assert "<td>wells</td>" in page and "<td>vehicle wells</td>" in page and "<td>pathways</td>" in page
+    assert "Targets per well</h3>" in page and "</b>vehicle wells</li>" in page
+    assert "Wells per compound, most first; vehicle in orange" in page  # the caption written from the nouns
+    assert "<th>vehicle</th>" in page and "<td>vehicle (0 targets)</td>" in page
+    assert "top 10 readouts by |loading|</th>" in page and "closest program" not in page
+    assert "Quality control" not in page and 'id="guides"' not in page and 'id="training"' not in page
+    assert "A <em>program</em> is a group of genes" in page  # the screen's paragraphs
+    screen = _html(render(tmp_path / "s.html", "plate", paths, config={"dataset": {"kind": "screen"}}))
+    robot = _html(render(tmp_path / "b.html", "plate", paths, config={"dataset": {"kind": "robot"}}))
+    assert "Quality control" in screen and "Each row of the log is a <em>frame</em>" not in screen
+    assert "Each row of the log is a <em>frame</em>" in robot and 'id="guides"' not in robot
+    assert ">2. Which variable each intervention hits</h2>" in robot and ">3. Causal variables</h2>" in robot

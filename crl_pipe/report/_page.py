@@ -85,6 +85,7 @@ def render_report(inputs: ReportInputs) -> str:
         "dataset": inputs.dataset,
         "version": __version__,
         "vocabulary": inputs.vocabulary,
+        "prose_template": prose_template(inputs.vocabulary.prose),
         "page": [s.anchor for s in PAGE],
         "sections": numbered,
         "titles": dict(numbered),
@@ -93,6 +94,13 @@ def render_report(inputs: ReportInputs) -> str:
     for section in shown:
         context.update({name: build(inputs) for name, build in section.parts.items()})
     return _environment().get_template("report.html.j2").render(**context)
+
+
+def prose_template(prose: str) -> str:
+    """The template of a kind's explanatory paragraphs, ``prose/<prose>.html.j2``; a kind without its own
+    (a new one, a test's) reads the screen's."""
+    name = f"prose/{prose}.html.j2"
+    return name if (_TEMPLATES / name).is_file() else "prose/screen.html.j2"
 
 
 def _environment() -> jinja2.Environment:
