@@ -17,7 +17,7 @@ import pandas as pd
 
 from ._errors import ConfigError
 from ._provenance import provenance
-from .io import read_h5ad, read_table, write_table
+from .io import read_h5ad, read_table, to_anndata, write_h5ad, write_table
 from .kinds import get_kind
 
 log = logging.getLogger("crl_pipe")
@@ -364,34 +364,20 @@ def report(
     *,
     dataset: str,
     out_html: PathLike,
-    interventions: PathLike,
-    qc: PathLike,
-    anchors: PathLike,
-    model_dirs: Mapping[str, PathLike],
-    truth_graph: PathLike | None = None,
+    artifacts: Mapping[str, Any],
     config: Mapping[str, Any] | None = None,
-    baseline_dirs: Mapping[str, PathLike] | None = None,
-    guides: PathLike | None = None,
-    expression: PathLike | None = None,
 ) -> None:
-    """Assemble the self-contained HTML report of one dataset across its models (and baselines);
-    with ``guides`` (``guides.parquet``) and ``expression`` (``preprocessed.h5ad``) of a cell
-    screen, also its guide calls and the knockdown of each targeted gene."""
-    from .report import write_report
+    """Assemble the self-contained HTML report of one dataset across its models (and baselines).
 
-    write_report(
-        out_html,
-        dataset=dataset,
-        interventions=interventions,
-        qc=qc,
-        anchors=anchors,
-        model_dirs=model_dirs,
-        truth_graph=truth_graph,
-        config=config,
-        baseline_dirs=baseline_dirs,
-        guides=guides,
-        expression=expression,
-    )
+    ``artifacts``: artifact -> path (:data:`crl_pipe.report.ARTIFACTS`): ``interventions``, ``qc``,
+    ``anchors``; ``models`` and ``baselines`` (name -> results folder); optionally ``truth_graph``,
+    and for a screen of counts ``guides`` (``guides.parquet``) and ``expression``
+    (``preprocessed.h5ad``), for its guide calls and the knockdown of each targeted gene.
+    ``config``: the settings shown under "How this was run".
+    """
+    from .report import ReportInputs, write_report  # deferred: matplotlib and jinja2 load only for the report
+
+    write_report(out_html, ReportInputs.from_paths(dataset, artifacts, config=config))
 
 
 def collect_benchmark(*, metrics: Mapping[str, PathLike], out: PathLike) -> None:
@@ -411,6 +397,21 @@ def collect_benchmark(*, metrics: Mapping[str, PathLike], out: PathLike) -> None
         "benchmark",
         provenance("benchmark", {"metrics": list(metrics.values())}),
     )
+
+
+def export(*, results_dir: PathLike, model: str, out: PathLike, counts: bool = True) -> None:
+    """Write the preprocessed AnnData with one model's latents (``obsm["X_<model>"]``), loadings
+    (``varm["<model>_loadings"]``), targets and graph (``uns[<model>]``) to ``out``, for scanpy and
+    pertpy (:func:`crl_pipe.io.to_anndata`); ``counts=false`` leaves out the raw counts layer."""
+    folder = Path(results_dir) / str(model)
+    adata = to_anndata(results_dir, model, counts=counts)
+    files = {
+        "preprocessed": Path(results_dir) / "preprocessed.h5ad",
+        "interventions": Path(results_dir) / "interventions.parquet",
+    }
+    files.update({name: folder / f"{name}.parquet" for name in ("latents", "loadings", "targets", "graph")})
+    files = {role: path for role, path in files.items() if path.exists()}
+    write_h5ad(adata, out, provenance("export", files, {"model": model, "counts": counts}))
 
 
 def _action_channels(preprocessed: PathLike) -> list[str]:

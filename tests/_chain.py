@@ -83,11 +83,13 @@ def _kwargs() -> dict[str, dict[str, Any]]:
         "report": {
             "dataset": "demo",
             "out_html": f"{RES}/report.html",
-            "interventions": f"{RES}/interventions.parquet",
-            "qc": f"{RES}/qc.parquet",
-            "anchors": f"{RES}/anchors.parquet",
-            "model_dirs": {"linear": MODEL},
-            "truth_graph": f"{SIM}/truth/graph.parquet",
+            "artifacts": {
+                "interventions": f"{RES}/interventions.parquet",
+                "qc": f"{RES}/qc.parquet",
+                "anchors": f"{RES}/anchors.parquet",
+                "models": {"linear": MODEL},
+                "truth_graph": f"{SIM}/truth/graph.parquet",
+            },
             "config": {"dataset": {"name": "demo", "perturbation_key": "perturbation"}, "seed": 0},
         },
     }

@@ -682,10 +682,12 @@ CATALOGUE: list[Case] = [
         "report",
         lambda g, t: {
             "dataset": "x",
-            "interventions": g.interventions,
-            "qc": g.qc,
-            "anchors": g.anchors,
-            "model_dirs": {"linear": t / "nowhere"},
+            "artifacts": {
+                "interventions": g.interventions,
+                "qc": g.qc,
+                "anchors": g.anchors,
+                "models": {"linear": t / "nowhere"},
+            },
             "_bad": t / "nowhere",
         },
         ["{bad}: model folder of 'linear' does not exist"],

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from test_report import make_artifacts
+from test_report import make_artifacts, render
 
 from crl_pipe._provenance import provenance
 from crl_pipe.io import read_h5ad, write_table
-from crl_pipe.report import SECTIONS, write_report
+from crl_pipe.report import SECTIONS
 from crl_pipe.tl import knockdown
 
 GENES = ["GATA1", "MYC", "TAL1"]
@@ -95,17 +95,13 @@ def _guides_table(labels: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_report_section_shows_calls_and_knockdown_only_when_there_are_some(tmp_path):
-    kwargs = make_artifacts(tmp_path / "a", models={"linear": {"epochs": 1}}, with_truth=False)
-    labels = pd.read_parquet(kwargs["interventions"])
+    paths = make_artifacts(tmp_path / "a", models={"linear": {"epochs": 1}}, with_truth=False)
+    labels = pd.read_parquet(paths["interventions"])
     write_table(_guides_table(labels), tmp_path / "guides.parquet", "guides", provenance("ingest", {}))
     screen = _screen(labels.assign(targets=labels["targets"].map(list)), genes=["GATA1", "TP53", "OTHER"])
     screen.write_h5ad(tmp_path / "pre.h5ad")
-    out = write_report(
-        tmp_path / "report.html",
-        dataset="pilot",
-        guides=tmp_path / "guides.parquet",
-        expression=tmp_path / "pre.h5ad",
-        **kwargs,
+    out = render(
+        tmp_path / "report.html", "pilot", paths, guides=tmp_path / "guides.parquet", expression=tmp_path / "pre.h5ad"
     )
     page = out.read_text(encoding="utf-8")
     section = page.split(f". {html.escape(dict(SECTIONS)['guides'])}</h2>")[1].split("</section>")[0]
@@ -118,9 +114,7 @@ def test_report_section_shows_calls_and_knockdown_only_when_there_are_some(tmp_p
     write_table(
         _guides_table(labels).assign(called=False), tmp_path / "none.parquet", "guides", provenance("ingest", {})
     )
-    page = write_report(
-        tmp_path / "plain.html", dataset="plain", guides=tmp_path / "none.parquet", **kwargs
-    ).read_text()
+    page = render(tmp_path / "plain.html", "plain", paths, guides=tmp_path / "none.parquet").read_text()
     section = page.split(f". {html.escape(dict(SECTIONS)['guides'])}</h2>")[1].split("</section>")[0]
     assert "No guides were called for this dataset" in section and "cannot be checked here" in section
     assert "<img" not in section

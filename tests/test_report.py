@@ -15,7 +15,8 @@ import pytest
 from crl_pipe import InputError
 from crl_pipe._provenance import provenance
 from crl_pipe.io import write_table
-from crl_pipe.report import SECTIONS, write_report
+from crl_pipe.kinds import Vocabulary
+from crl_pipe.report import SECTIONS, ReportInputs, write_report
 
 IMG = "<img src=x onerror=alert(1)>"
 SCRIPT = "<script>alert(1)</script>"
@@ -37,7 +38,7 @@ def make_artifacts(
     with_truth: bool = True,
     seed: int = 0,
 ) -> dict:
-    """Small fake stage artifacts under ``root``; returns the keyword arguments of ``write_report``."""
+    """Small fake stage artifacts under ``root``; returns the artifact paths of :meth:`ReportInputs.from_paths`."""
     rng = np.random.default_rng(seed)
     genes = genes or ["GATA1", "TP53", "MYC", "SPI1"]
     programs = programs or ["erythroid", "stress", "growth"]
@@ -148,21 +149,26 @@ def make_artifacts(
         }
         (d / "model.json").write_text(json.dumps(meta))
         model_dirs[name] = d
-    kwargs = {
+    paths = {
         "interventions": root / "interventions.parquet",
         "qc": root / "qc.parquet",
         "anchors": root / "anchors.parquet",
-        "model_dirs": model_dirs,
-        "config": {
-            "dataset": {"name": "screen", "path": "data/screen.h5ad"},
-            "train": {"epochs": 15, "models": list(models)},
-        },
+        "models": model_dirs,
     }
     if with_truth:
         truth = pd.DataFrame({"source": programs[:-1], "target": programs[1:], "weight": [1.0] * (len(programs) - 1)})
         truth.to_parquet(root / "truth_graph.parquet")
-        kwargs["truth_graph"] = root / "truth_graph.parquet"
-    return kwargs
+        paths["truth_graph"] = root / "truth_graph.parquet"
+    return paths
+
+
+#: The configuration the fake reports show under "How this was run".
+CONFIG = {"dataset": {"name": "screen", "path": "data/screen.h5ad"}, "train": {"epochs": 15, "models": ["linear"]}}
+
+
+def render(out: Path, dataset: str, paths: dict, config: dict | None = CONFIG, **more) -> Path:
+    """``write_report`` of the artifacts ``paths`` (plus ``more`` of them)."""
+    return write_report(out, ReportInputs.from_paths(dataset, {**paths, **more}, config=config))
 
 
 def _html(path: Path) -> str:
@@ -172,20 +178,20 @@ def _html(path: Path) -> str:
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory) -> tuple[str, dict]:
     root = tmp_path_factory.mktemp("full")
-    kwargs = make_artifacts(root)
-    out = write_report(root / "report.html", dataset="K562 pilot screen", **kwargs)
-    return _html(out), kwargs
+    paths = make_artifacts(root)
+    out = render(root / "report.html", "K562 pilot screen", paths)
+    return _html(out), paths
 
 
 def test_report_is_complete(full_report):
-    page, kwargs = full_report
+    page, paths = full_report
     assert page.startswith("<!DOCTYPE html>") or page.lstrip().startswith("<!DOCTYPE html>")
     for number, (_, heading) in enumerate(SECTIONS, start=1):
         assert f">{number}. {html.escape(heading)}</h2>" in page
     assert "K562 pilot screen" in page
     for label in ["control", "GATA1", "TP53", "MYC", "SPI1", "GATA1+TP53"]:
         assert f">{label}<" in page
-    for model in kwargs["model_dirs"]:
+    for model in paths["models"]:
         assert f">{model}<" in page
     # metrics table: every model's values
     assert "0.912" in page and "0.812" in page and "0.875" in page
@@ -217,9 +223,8 @@ def test_report_is_self_contained(full_report):
 
 
 def test_report_without_metrics_truth_or_config(tmp_path):
-    kwargs = make_artifacts(tmp_path, models={"linear": {"epochs": 1}}, with_metrics=False, with_truth=False)
-    kwargs["config"] = None
-    out = write_report(tmp_path / "sub" / "report.html", dataset="plain", **kwargs)
+    paths = make_artifacts(tmp_path, models={"linear": {"epochs": 1}}, with_metrics=False, with_truth=False)
+    out = render(tmp_path / "sub" / "report.html", "plain", paths, config=None)
     page = _html(out)
     for number, (_, heading) in enumerate(SECTIONS, start=1):
         assert f">{number}. {html.escape(heading)}</h2>" in page
@@ -231,14 +236,13 @@ def test_report_without_metrics_truth_or_config(tmp_path):
 
 
 def test_report_escapes_user_strings(tmp_path):
-    kwargs = make_artifacts(
+    paths = make_artifacts(
         tmp_path,
         genes=[IMG, SCRIPT, "GENE&1"],
         programs=[IMG, SCRIPT, "prog\"'"],
         models={SCRIPT: {"epochs": 3, "loadings": True}, IMG: {"epochs": 1}},
     )
-    kwargs["config"] = {"dataset": {"name": SCRIPT, "note": IMG}}
-    out = write_report(tmp_path / "report.html", dataset=SCRIPT, **kwargs)
+    out = render(tmp_path / "report.html", SCRIPT, paths, config={"dataset": {"name": SCRIPT, "note": IMG}})
     page = _html(out)
     assert IMG not in page and SCRIPT not in page
     assert "<img src=x" not in page and "<script" not in page
@@ -251,27 +255,69 @@ def test_report_escapes_user_strings(tmp_path):
 
 
 def test_report_errors_name_the_file(tmp_path):
-    kwargs = make_artifacts(tmp_path, models={"linear": {"epochs": 1}}, with_truth=False)
+    paths = make_artifacts(tmp_path, models={"linear": {"epochs": 1}}, with_truth=False)
     (tmp_path / "model0" / "graph.parquet").unlink()
     with pytest.raises(InputError, match=r"graph\.parquet"):
-        write_report(tmp_path / "report.html", dataset="x", **kwargs)
+        render(tmp_path / "report.html", "x", paths)
     assert not (tmp_path / "report.html").exists()
 
 
 def test_report_scales_to_many_interventions(tmp_path):
     genes = [f"GENE{i}" for i in range(120)]
-    kwargs = make_artifacts(
+    paths = make_artifacts(
         tmp_path, genes=genes, programs=[f"P{i}" for i in range(12)], models={"linear": {"epochs": 1}}
     )
-    page = _html(write_report(tmp_path / "report.html", dataset="big", **kwargs))
+    page = _html(render(tmp_path / "report.html", "big", paths))
     assert "Only the 60 of 121 perturbations" in page
     assert all(f">{g}<" in page for g in genes)
 
 
 def test_report_reads_truth_graph_as_tsv(tmp_path):
-    kwargs = make_artifacts(tmp_path, models={"linear": {"epochs": 1}}, with_truth=False)
+    paths = make_artifacts(tmp_path, models={"linear": {"epochs": 1}}, with_truth=False)
     truth = tmp_path / "truth.tsv"
     truth.write_text("source\ttarget\tweight\nerythroid\tstress\t1.0\nstress\tgrowth\t-1.0\n")
-    page = _html(write_report(tmp_path / "report.html", dataset="x", truth_graph=truth, **kwargs))
+    page = _html(render(tmp_path / "report.html", "x", paths, truth_graph=truth))
     assert "The true graph is on the right" in page
     assert "true graph<br>" in page  # listed among the artifacts (no provenance in a TSV)
+
+
+def test_sections_speak_the_words_of_the_dataset_kind(tmp_path):
+    """Nouns, titles, omitted sections and captions come from the kind's Vocabulary, not from branches."""
+    paths = make_artifacts(tmp_path, models={"linear": {"epochs": 1, "loadings": True}}, with_truth=False)
+    wells = Vocabulary(
+        prose="plates",  # no paragraphs of its own: the screen's are used
+        sample="well",
+        samples="wells",
+        label="compound",
+        control="vehicle",
+        controls="vehicle wells",
+        perturbations_long="compounds (labels other than vehicle)",
+        latents_long="pathways",
+        features="readouts",
+        title_words={"Programs": "Pathways"},
+        omitted_sections=frozenset({"guides", "training"}),
+        qc_figure=False,
+        closest_program=False,
+    )
+    page = _html(write_report(tmp_path / "r.html", ReportInputs.from_paths("plate", paths, vocabulary=wells)))
+    titles = re.findall(r"<h2>(.*?)</h2>", page)
+    assert titles == [
+        "1. What went in",
+        "2. Which program each perturbation hits",
+        "3. Pathways",
+        "4. Causal graph among programs",
+        "5. Metrics",
+        "6. How this was run",
+    ]
+    assert "<td>wells</td>" in page and "<td>vehicle wells</td>" in page and "<td>pathways</td>" in page
+    assert "Targets per well</h3>" in page and "</b>vehicle wells</li>" in page
+    assert "Wells per compound, most first; vehicle in orange" in page  # the caption written from the nouns
+    assert "<th>vehicle</th>" in page and "<td>vehicle (0 targets)</td>" in page
+    assert "top 10 readouts by |loading|</th>" in page and "closest program" not in page
+    assert "Quality control" not in page and 'id="guides"' not in page and 'id="training"' not in page
+    assert "A <em>program</em> is a group of genes" in page  # the screen's paragraphs
+    screen = _html(render(tmp_path / "s.html", "plate", paths, config={"dataset": {"kind": "screen"}}))
+    robot = _html(render(tmp_path / "b.html", "plate", paths, config={"dataset": {"kind": "robot"}}))
+    assert "Quality control" in screen and "Each row of the log is a <em>frame</em>" not in screen
+    assert "Each row of the log is a <em>frame</em>" in robot and 'id="guides"' not in robot
+    assert ">2. Which variable each intervention hits</h2>" in robot and ">3. Causal variables</h2>" in robot

@@ -175,11 +175,13 @@ def report(tmp_path_factory) -> Path:
     pipeline.report(
         dataset=DATASET,
         out_html=res / "report.html",
-        interventions=res / "interventions.parquet",
-        qc=res / "qc.parquet",
-        anchors=res / "anchors.parquet",
-        model_dirs={"linear": model},
-        truth_graph=inputs["truth"],
+        artifacts={
+            "interventions": res / "interventions.parquet",
+            "qc": res / "qc.parquet",
+            "anchors": res / "anchors.parquet",
+            "models": {"linear": model},
+            "truth_graph": inputs["truth"],
+        },
         config=config,
     )
     return res / "report.html"

@@ -16,6 +16,7 @@ from ._chunked import (
     storage_for_screen,
     write_h5ad_chunks,
 )
+from ._export import to_anndata
 from ._gmt import read_gmt, write_gmt
 from ._graph import read_graph, write_graphml
 from ._guides import read_guide_counts, read_guide_map
@@ -55,6 +56,7 @@ __all__ = [
     "storage_for",
     "storage_for_screen",
     "read_table",
+    "to_anndata",
     "write_gmt",
     "write_graphml",
     "write_h5ad",

@@ -9,9 +9,14 @@ from dataclasses import dataclass, field
 class Vocabulary:
     """Nouns (and the prose variant) with which the report speaks of a dataset kind.
 
-    ``prose`` picks the report's longer explanatory paragraphs (``"screen"`` or ``"robot"``);
+    ``prose`` names the template of the report's longer explanatory paragraphs
+    (``crl_pipe/report/templates/prose/<prose>.html.j2``; ``"screen"`` or ``"robot"``);
     ``title_words`` rewrite the screen section titles (``{"Programs": "Causal variables"}``);
-    ``omitted_sections`` are report sections that mean nothing for this kind.
+    ``omitted_sections`` are report sections that mean nothing for this kind; ``qc_figure``: whether
+    counts and detected genes per sample mean something (not for robot channels); ``counts_caption``:
+    the caption of the samples-per-label figure (empty: one written from the nouns);
+    ``closest_program``: whether a latent's top features are matched to the anchored program they
+    overlap most (not where each variable is its own anchor channel).
     """
 
     prose: str
@@ -26,6 +31,22 @@ class Vocabulary:
     title_words: dict[str, str] = field(default_factory=dict)
     omitted_sections: frozenset[str] = frozenset()
     qc_figure: bool = True
+    counts_caption: str = ""
+    closest_program: bool = True
+
+    def samples_per_label_caption(self) -> str:
+        """The caption of the figure of samples per label: ``counts_caption``, or one in this kind's nouns."""
+        return self.counts_caption or (
+            f"{self.samples.capitalize()} per {self.label}, most first; {self.control} in orange, dashed line = "
+            f"median. Look for {self.label}s with far fewer {self.samples} than the rest: their estimates are the "
+            "least reliable."
+        )
+
+    def title(self, title: str) -> str:
+        """A section title in this kind's words (``title_words`` applied in order)."""
+        for screen, own in self.title_words.items():
+            title = title.replace(screen, own)
+        return title
 
 
 #: Perturbation screens (counts or tables of measured variables): cells, genes, programs.
@@ -60,4 +81,10 @@ ROBOT = Vocabulary(
     },
     omitted_sections=frozenset({"guides"}),
     qc_figure=False,
+    counts_caption=(
+        "Frames per intervention label (the variables whose command changed on that frame, or an event's "
+        "targets), most first; observational frames in orange, dashed line = median. A label seen on few "
+        "frames says little on its own; the temporal model pools them by target."
+    ),
+    closest_program=False,
 )

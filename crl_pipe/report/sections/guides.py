@@ -1,20 +1,19 @@
-"""The report section on guide calls and on the knockdown of each targeted gene."""
+"""Section "Guides and knockdown": how guides were called and whether each targeted gene went down."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .. import pl, tl
-from ..io import read_h5ad, read_table
-from ..pl._guides import MAX_GUIDES_SHOWN, MAX_TARGETS_SHOWN, guide_summary, guides_per_cell_counts
-from ._html import Table, _count, _figure, _num
-
-PathLike = str | os.PathLike
+from ... import pl, tl
+from ...io import read_h5ad
+from ...pl._guides import MAX_GUIDES_SHOWN, MAX_TARGETS_SHOWN, guide_summary, guides_per_cell_counts
+from .._blocks import Table, figure
+from .._format import count, num, p_value
+from .._inputs import ReportInputs
 
 #: How each calling method reads in the report's sentence "Guides were called ... (by ...)".
 METHOD_TEXT = {
@@ -24,16 +23,14 @@ METHOD_TEXT = {
 }
 
 
-def guides_section(
-    dataset: str, labels: pd.DataFrame, n_cells: int, guides: PathLike | None, expression: PathLike | None
-) -> dict[str, Any]:
+def guides_section(inputs: ReportInputs) -> dict[str, Any]:
     """Guide-calling figures and tables (when ``guides.parquet`` holds calls) and the knockdown check
     (when ``expression``, the preprocessed h5ad, measures some single target)."""
-    calls = read_table(guides, "guides") if guides else None
+    calls = inputs.guides
     has_calls = calls is not None and bool(calls["called"].any())
     return {
-        "calls": _calls(dataset, calls, n_cells) if has_calls else None,
-        "knockdown": _knockdown(dataset, labels, Path(expression)) if expression else None,
+        "calls": _calls(inputs.dataset, calls, len(inputs.qc)) if has_calls else None,
+        "knockdown": _knockdown(inputs.dataset, inputs.labels, inputs.expression) if inputs.expression else None,
     }
 
 
@@ -46,8 +43,8 @@ def _calls(dataset: str, calls: pd.DataFrame, n_cells: int) -> dict[str, Any]:
         "single": f"{100 * per_cell.get(1, 0) / total:.1f}%",
         "several": f"{100 * per_cell[per_cell.index >= 2].sum() / total:.1f}%",
         "none": f"{100 * per_cell.get(0, 0) / total:.1f}%",
-        "guides": _count(len(summary)),
-        "median_cells": _count(float(summary["n_called"].median())),
+        "guides": count(len(summary)),
+        "median_cells": count(float(summary["n_called"].median())),
         "methods": "; ".join(METHOD_TEXT.get(m, m) for m in methods) or "an unrecorded method",
     }
     umi_caption = (
@@ -58,13 +55,13 @@ def _calls(dataset: str, calls: pd.DataFrame, n_cells: int) -> dict[str, Any]:
     if len(summary) > MAX_GUIDES_SHOWN:
         umi_caption += f" The {MAX_GUIDES_SHOWN} guides called in most cells are drawn; the table lists all."
     figures = [
-        _figure(
+        figure(
             pl.guide_calls(calls, dataset=dataset, n_cells=n_cells),
             "Left: cells by number of called guides; in a low-MOI screen most cells should carry exactly one. "
             "Right: cells in which each guide is called, control guides in orange; guides far below the median "
             "give the least reliable estimates.",
         ),
-        _figure(pl.guide_umis(calls, dataset=dataset), umi_caption),
+        figure(pl.guide_umis(calls, dataset=dataset), umi_caption),
     ]
     table = Table(
         ["guide", "target", "how called", "UMI threshold", "cells detected", "cells called", "median UMIs (called)"],
@@ -73,10 +70,10 @@ def _calls(dataset: str, calls: pd.DataFrame, n_cells: int) -> dict[str, Any]:
                 r.guide,
                 r.target,
                 r.method,
-                _num(r.threshold) if np.isfinite(r.threshold) else "never called",
-                _count(r.n_detected),
-                _count(r.n_called),
-                _num(r.median_umis_called),
+                num(r.threshold) if np.isfinite(r.threshold) else "never called",
+                count(r.n_detected),
+                count(r.n_called),
+                num(r.median_umis_called),
             ]
             for r in summary.itertuples(index=False)
         ],
@@ -121,13 +118,13 @@ def _knockdown(dataset: str, labels: pd.DataFrame, expression: Path) -> dict[str
             [
                 r.intervention,
                 r.gene,
-                _count(r.n_cells),
-                _count(r.n_control),
-                _num(r.mean_perturbed),
-                _num(r.mean_control),
-                _num(r.log_fc),
+                count(r.n_cells),
+                count(r.n_control),
+                num(r.mean_perturbed),
+                num(r.mean_control),
+                num(r.log_fc),
                 f"{100 * r.remaining:.0f}" if np.isfinite(r.remaining) else "n/a",
-                _p_value(r.p_value),
+                p_value(r.p_value),
             ]
             for r in result.itertuples(index=False)
         ],
@@ -135,14 +132,8 @@ def _knockdown(dataset: str, labels: pd.DataFrame, expression: Path) -> dict[str
         numeric=[2, 3, 4, 5, 6, 7, 8],
     )
     return {
-        "figure": _figure(pl.knockdown(result, dataset=dataset), caption),
+        "figure": figure(pl.knockdown(result, dataset=dataset), caption),
         "table": table,
         "summary": f"{lower} of {len(result)} measured target genes are lower in their perturbed cells than in the "
         f"controls ({significant} with p < 0.05, two-sided Mann-Whitney U test).",
     }
-
-
-def _p_value(p: float) -> str:
-    if not np.isfinite(p):
-        return "n/a"
-    return "< 1e-300" if p < 1e-300 else f"{p:.1e}"

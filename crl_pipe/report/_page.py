@@ -1,0 +1,113 @@
+"""The page: which sections it shows in which order, and the one template that lays them out.
+
+Every figure is embedded as a base64 PNG data URI (:func:`crl_pipe.report._blocks.figure`); every
+string from the data (gene, guide, program, model, dataset names, config values) reaches the page
+only through Jinja2 with autoescaping on, never marked safe. The page loads nothing: no external
+CSS, JavaScript, fonts or images.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .. import __version__
+from .._provenance import atomic_path
+from ._inputs import ReportInputs
+from .sections.glance import glance_table
+from .sections.graph import graph_section
+from .sections.guides import guides_section
+from .sections.heldout import held_out_table
+from .sections.inputs import inputs_section
+from .sections.metrics import metrics_table
+from .sections.programs import programs_section
+from .sections.run import run_section
+from .sections.targets import targets_section
+from .sections.training import training_section
+
+PathLike = str | os.PathLike
+
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass(frozen=True)
+class Section:
+    """A numbered section of the page: its anchor (also its template, ``sections/<anchor>.html.j2``),
+    its title in a screen's words, and the parts it renders (template variable -> builder)."""
+
+    anchor: str
+    title: str
+    parts: dict[str, Callable[[ReportInputs], Any]]
+
+
+#: The numbered sections, in page order.
+PAGE: tuple[Section, ...] = (
+    Section("inputs", "What went in", {"inputs": inputs_section}),
+    Section("guides", "Guides and knockdown", {"guides": guides_section}),
+    Section("targets", "Which program each perturbation hits", {"targets": targets_section}),
+    Section("programs", "Programs", {"programs": programs_section}),
+    Section("graph", "Causal graph among programs", {"graphs": graph_section}),
+    Section("metrics", "Metrics", {"metrics": metrics_table, "heldout": held_out_table}),
+    Section("training", "Training curves", {"training": training_section}),
+    Section("run", "How this was run", {"run": run_section}),
+)
+
+#: Section anchors and headings, in page order (the table of contents); numbered when rendered.
+SECTIONS: list[tuple[str, str]] = [(s.anchor, s.title) for s in PAGE]
+
+
+def write_report(out_html: PathLike, inputs: ReportInputs) -> Path:
+    """Write the report of ``inputs`` to ``out_html`` (one file; figures embedded; no network needed).
+
+    Parameters
+    ----------
+    out_html
+        Where to write the HTML file (atomically: no partial file is left on error).
+    inputs
+        What the report shows (:meth:`ReportInputs.from_paths` reads it from the stage artifacts).
+    """
+    html = render_report(inputs)
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return Path(out_html)
+
+
+def render_report(inputs: ReportInputs) -> str:
+    """The report as an HTML string (see :func:`write_report`)."""
+    shown = [s for s in PAGE if s.anchor not in inputs.vocabulary.omitted_sections]
+    numbered = [(s.anchor, f"{i}. {inputs.vocabulary.title(s.title)}") for i, s in enumerate(shown, start=1)]
+    context: dict[str, Any] = {
+        "dataset": inputs.dataset,
+        "version": __version__,
+        "vocabulary": inputs.vocabulary,
+        "prose_template": prose_template(inputs.vocabulary.prose),
+        "page": [s.anchor for s in PAGE],
+        "sections": numbered,
+        "titles": dict(numbered),
+        "glance": glance_table(inputs),
+    }
+    for section in shown:
+        context.update({name: build(inputs) for name, build in section.parts.items()})
+    return _environment().get_template("report.html.j2").render(**context)
+
+
+def prose_template(prose: str) -> str:
+    """The template of a kind's explanatory paragraphs, ``prose/<prose>.html.j2``; a kind without its own
+    (a new one, a test's) reads the screen's."""
+    name = f"prose/{prose}.html.j2"
+    return name if (_TEMPLATES / name).is_file() else "prose/screen.html.j2"
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_TEMPLATES),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "j2"), default_for_string=True, default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )

@@ -1,0 +1,158 @@
+"""Section "Causal graph among programs": each model's graph beside the truth, its edges, what is identifiable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from ... import pl
+from ...pl._common import ordered_unique
+from ...tl import identifiability
+from .._blocks import Table, Token, figure
+from .._format import count, join, natural_sorted, num
+from .._inputs import ModelArtifacts, ReportInputs
+
+CAPTION = (
+    "Arrows point from cause to effect; thick = strong, blue = raises, orange = lowers the target program, "
+    "faint or dashed = kept by few refits. Trust the bold arrows."
+)
+DRIVERS_CAPTION = (
+    "Rows are the causal variables, columns the observed causes (commands); boxes mark each row's "
+    "strongest cause. A diagonal of boxes means each command drives its own variable."
+)
+
+
+def graph_section(inputs: ReportInputs) -> list[dict[str, Any]]:
+    """One block per model and baseline: the graph figure, its edge table, and (for models of a screen)
+    which programs and edges these data can identify (:func:`crl_pipe.tl.identifiability`)."""
+    identifiable = {
+        m.name: identifiability(inputs.labels, m.targets, list(m.latent_names), inputs.anchors, m.graph)
+        for m in inputs.models
+    }
+    return [_block(i, m, inputs, identifiable.get(m.name)) for i, m in enumerate(inputs.fitted)]
+
+
+def _block(
+    i: int, m: ModelArtifacts, inputs: ReportInputs, identifiable: tuple[pd.DataFrame, pd.DataFrame] | None
+) -> dict[str, Any]:
+    dataset, truth = inputs.dataset, inputs.truth
+    nodes = list(m.latent_names)
+    graph, true_graph = m.graph, truth
+    shown = _natural_sorted_nodes(truth) if truth is not None else None
+    observed = set(m.graph["source"]) - set(nodes)  # commands of a robot log: the drivers heatmap shows them
+    if observed:
+        if truth is not None:
+            observed |= set(truth["source"]) - set(nodes)
+            true_graph = truth[~truth["source"].isin(observed)]
+            shown = [n for n in shown if n not in observed]
+        graph = m.graph[~m.graph["source"].isin(observed)]
+    if truth is not None:
+        fig = pl.graph_comparison(graph, true_graph, dataset=dataset, model=m.name, nodes=nodes, truth_nodes=shown)
+        text = CAPTION + " The true graph is on the right; its programs have their own names (the metrics match them)."
+    else:
+        among = "variables" if observed else "programs"
+        fig = pl.causal_graph(graph, title=f"{dataset}: {m.name}: causal graph among {among}", nodes=nodes)
+        text = CAPTION
+    if observed:
+        text += " Only edges among the causal variables are drawn; the commands' edges are in the heatmap below."
+    if "undirected" in m.graph and m.graph["undirected"].any():
+        text += " Arrows both ways mark edges the method left undirected (the data do not orient them)."
+    programs, support = identifiable or (None, None)
+    table = _edge_table(m, support)
+    edges = m.graph
+    if "lag" in edges and edges["lag"].notna().any():  # a model with a time axis: which edges are instantaneous
+        table = _with_lags(table, _by_stability(m))
+        text += " In the table, lag 0 marks an instantaneous (same-frame) edge; a pair can have a lagged edge too."
+    block = {"id": f"graph-{i + 1}", "model": m.name, "figure": figure(fig, text), "table": table, "drivers": None}
+    # anchors and single-target perturbations identify screen programs; a robot's variables are measured
+    block["identifiability"] = (
+        _identifiability_block(programs, support) if programs is not None and not observed else None
+    )
+    if (~m.graph["source"].isin(m.latent_names) & m.graph["target"].isin(m.latent_names)).any():
+        drive = pl.observed_causes(
+            m.graph, list(m.latent_names), title=f"{dataset}: {m.name}: what drives each variable"
+        )
+        block["drivers"] = figure(drive, DRIVERS_CAPTION)
+    return block
+
+
+def _natural_sorted_nodes(truth: pd.DataFrame) -> list[str]:
+    return natural_sorted(ordered_unique(pd.concat([truth["source"], truth["target"]])))
+
+
+def _by_stability(m: ModelArtifacts) -> pd.DataFrame:
+    return m.graph.assign(abs=m.graph["weight"].abs()).sort_values(["stability", "abs"], ascending=False, kind="stable")
+
+
+def _edge_table(m: ModelArtifacts, support: pd.DataFrame | None) -> Table:
+    supported_by = (
+        support.assign(source=support["source"].astype(str), target=support["target"].astype(str))
+        .drop_duplicates(["source", "target"])
+        .set_index(["source", "target"])["supported_by"]
+        if support is not None and len(support)
+        else pd.Series(dtype=str)
+    )
+    edges = _by_stability(m)
+    return Table(
+        ["source", "target", "weight", "stability", "supported by (perturbations of the source alone)"],
+        [
+            [str(r.source), str(r.target), num(r.weight), f"{r.stability:.2f}",
+             _edge_support_cell(supported_by.get((str(r.source), str(r.target))))]
+            for r in edges.itertuples(index=False)
+        ],
+        summary=f"{m.name}: edges ({len(edges)}), most stable first",
+        numeric=[2, 3],
+    )  # fmt: skip
+
+
+def _with_lags(table: Table, edges: pd.DataFrame) -> Table:
+    """``table`` with a lag column after the weight (0 = instantaneous)."""
+    lags = ["" if pd.isna(lag) else ("0 (instantaneous)" if lag == 0 else str(int(lag))) for lag in edges["lag"]]
+    return Table(
+        [*table.headers[:3], "lag (frames)", *table.headers[3:]],
+        [[*row[:3], lag, *row[3:]] for row, lag in zip(table.rows, lags, strict=True)],
+        summary=table.summary,
+        numeric=[2, 4],
+    )
+
+
+def _edge_support_cell(support: str | None) -> list[Token] | str:
+    if support is None:
+        return ""
+    if support == "nothing":
+        return [Token("nothing: rests on the model's assumptions", strong=True)]
+    return support
+
+
+def _identifiability_block(programs: pd.DataFrame, edges: pd.DataFrame) -> dict[str, Any]:
+    rows = [
+        [
+            str(r.program),
+            count(r.n_anchors),
+            join(r.single_target) or "none",
+            count(r.single_target_cells),
+            join(r.multi_target) or "none",
+            [Token(r.explanation, strong=r.verdict == "nothing")],
+        ]
+        for r in programs.itertuples(index=False)
+    ]
+    n_ok = int((programs["verdict"] == "identified").sum())
+    n_bare = int(edges["rests_on_nothing"].sum()) if len(edges) else 0
+    summary = f"{n_ok} of {len(programs)} programs are fully identifiable"
+    if len(edges):
+        summary += f"; {n_bare} of {len(edges)} edges rest on no intervention of their cause"
+    table = Table(
+        [
+            "program",
+            "anchor genes",
+            "single-target perturbations",
+            "their cells",
+            "multi-target perturbations",
+            "what holds",
+        ],
+        rows,
+        summary=f"Identifiability per program ({len(programs)} programs)",
+        numeric=[1, 3],
+    )
+    return {"summary": summary, "table": table}
