@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from .._errors import InputError
+from .._errors import ConfigError, InputError
 from ..io import read_graph, read_provenance, read_table
-from ..kinds import ROBOT, SCREEN, Vocabulary
+from ..kinds import SCREEN, Vocabulary, get_kind, kind_names, kind_of
 from ..pl._common import ordered_unique, require_columns
 
 PathLike = str | os.PathLike
@@ -174,9 +174,13 @@ class ReportInputs:
 
 
 def vocabulary_of(config: Mapping[str, Any] | None) -> Vocabulary:
-    """The words of the dataset's kind, from the report's ``config`` (``dataset.kind``: robot or screen)."""
-    # the one place the report looks at the kind; the registry of dataset kinds will answer this
-    return ROBOT if (config or {}).get("dataset", {}).get("kind") == "robot" else SCREEN
+    """The words of the dataset's kind (:func:`crl_pipe.kinds.kind_of` of the report's ``config["dataset"]``)."""
+    dataset = (config or {}).get("dataset", {})
+    try:
+        return kind_of(dataset).vocabulary
+    except ConfigError:  # a hand-written config without its format: the words of a kind of that name
+        kinds = [get_kind(name) for name in kind_names()]
+        return next((k.vocabulary for k in kinds if k.config_kind == dataset.get("kind", "screen")), SCREEN)
 
 
 def load_model(name: str, directory: Path) -> ModelArtifacts:
