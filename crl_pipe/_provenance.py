@@ -6,10 +6,12 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from ._errors import InputError
 
 _CHUNK = 1 << 20
@@ -25,8 +27,6 @@ def sha256sum(path: str | os.PathLike) -> str:
 
 
 def package_version() -> str:
-    from . import __version__
-
     return __version__
 
 
@@ -117,8 +117,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             if tmp.is_dir():
-                import shutil
-
                 shutil.rmtree(tmp)
             else:
                 tmp.unlink()
@@ -126,8 +124,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def _remove_leftovers(final: Path) -> None:
     """Delete ``.<name>.tmp-<pid>`` files that killed writers of ``final`` left behind."""
-    import shutil
-
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 import yaml
 
-from . import __version__, pipeline
+from . import __version__, cluster, pipeline
 from ._errors import CrlPipeError
 
 #: Subcommand -> the pipeline step it runs, in workflow order (tests check every step is here).
@@ -287,8 +287,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cluster_check(snakemake_args: list[str]) -> int:
     """``crl-pipe cluster-check [--] [SNAKEMAKE ARGS]`` (:func:`crl_pipe.cluster.cluster_check`)."""
-    from . import cluster
-
     if snakemake_args[:1] in (["-h"], ["--help"]):
         print(f"usage: crl-pipe cluster-check [SNAKEMAKE ARGS]\n\n{inspect.getdoc(cluster.cluster_check)}")
         return 0

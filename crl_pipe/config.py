@@ -21,6 +21,8 @@ import os
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import jsonschema
 import yaml
@@ -90,9 +92,6 @@ def load_schema(schema_path: str | os.PathLike) -> tuple[dict[str, Any], Registr
     schema["$id"] = path.as_uri()
 
     def retrieve(uri: str) -> Resource:
-        from urllib.parse import urlparse
-        from urllib.request import url2pathname
-
         return Resource.from_contents(
             yaml.safe_load(Path(url2pathname(urlparse(uri).path)).read_text(encoding="utf-8"))
         )

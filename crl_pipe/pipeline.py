@@ -7,6 +7,7 @@ nothing else; each reads its input artifacts, calls the in-memory API (``io``, `
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -15,10 +16,12 @@ from typing import Any
 
 import pandas as pd
 
+from . import io
 from ._errors import ConfigError
-from ._provenance import provenance
-from .io import read_h5ad, read_table, to_anndata, write_h5ad, write_table
+from ._provenance import atomic_path, provenance
+from .io import read_h5ad, read_table, storage_for, to_anndata, write_graphml, write_h5ad, write_table
 from .kinds import get_kind
+from .models import model_capabilities
 
 log = logging.getLogger("crl_pipe")
 
@@ -40,7 +43,7 @@ def simulate(
     the counts in blocks of that many cells (:func:`crl_pipe.simulate.simulate_screen_chunks`), for
     screens too large to hold as a dense matrix.
     """
-    from . import simulate as sim
+    from . import simulate as sim  # deferred: scanpy, scikit-learn and MuJoCo load only to simulate
 
     params = {k: v for k, v in params.items() if k != "kind"}
     if chunk_cells:
@@ -60,7 +63,7 @@ def simulate_robot(*, out_dir: PathLike, out_truth_dir: PathLike, params: Mappin
     Writes a LeRobot v2.1 dataset into ``out_dir`` and the truth folder (``graph.parquet``,
     ``targets.parquet``, ``latents.parquet``).
     """
-    from . import simulate as sim
+    from . import simulate as sim  # deferred: scanpy, scikit-learn and MuJoCo load only to simulate
 
     kwargs = {k: v for k, v in params.items() if k not in ("kind", "simulator")}
     simulator = params.get("simulator", "arm")
@@ -184,13 +187,12 @@ def train(
     Deep models checkpoint their training under ``out_dir/checkpoints`` (not a declared output, so
     that a killed job leaves it behind and a rerun resumes from it) and use ``threads`` CPU threads.
     """
-    from . import tl
-    from .models import model_capabilities
+    from . import tl  # deferred: torch loads only for the steps that use a model
 
     caps = model_capabilities(model)
     params = dict(params or {})
     if require_device and caps.uses_torch:
-        from .models._training import resolve_device
+        from .models._training import resolve_device  # deferred: torch, as above
 
         resolve_device(params.get("device", "auto"), strict=True)
     data = _load_data(preprocessed, interventions, anchors, counts=caps.reads_counts, held_out=held_out)
@@ -226,9 +228,8 @@ def graph(
 ) -> None:
     """Latent causal graph of the trained model, with each edge's stability over bootstrap refits
     (on the cells it was trained on: without the ``held_out`` combinations)."""
-    from . import tl
-    from .io import write_graphml
-    from .models import load_model
+    from . import tl  # deferred: torch loads only for the steps that use a model
+    from .models import load_model  # deferred: these names load torch
 
     params = {"n_refits": n_refits, "seed": seed, **_held_out_param(held_out)}
     fitted = load_model(model_dir)
@@ -252,7 +253,7 @@ def evaluate(
     """Compare the recovered model with the ground truth (target accuracy, SHD, MCC); with the
     ``predictions.parquet`` of :func:`predict`, add its held-out scores averaged over the labels
     (``heldout_r2_top20``, ``heldout_mmd``, ... and the baselines' ``heldout_r2_top20_additive`` ...)."""
-    from . import io, tl
+    from . import tl  # deferred: torch loads only for the steps that use a model
 
     truth = {k: v for k, v in truth.items() if v}
     metrics = tl.evaluate(
@@ -296,8 +297,8 @@ def predict(
     """Score a trained model's predicted cells of the ``held_out`` combinations against the observed
     ones, beside the control-mean and additive baselines, into ``predictions.parquet``
     (:func:`crl_pipe.tl.evaluate_combinations`: ``intervention, predictor, metric, value``)."""
-    from . import tl
-    from .models import load_model, model_names
+    from . import tl  # deferred: torch loads only for the steps that use a model
+    from .models import load_model, model_names  # deferred: these names load torch
 
     fitted = load_model(model_dir)
     if not fitted.capabilities.predicts:
@@ -328,12 +329,8 @@ def baseline(
     """Fit a classical causal-discovery baseline (``pc``, ``ges``; :func:`crl_pipe.tl.baseline_graph`) on the
     preprocessed variables (without the ``held_out`` combinations, as the models); writes
     ``graph.parquet``/``graph.graphml`` as ``graph`` does, and ``model.json``."""
-    import json
-
-    from . import tl
-    from ._provenance import atomic_path
-    from .io import write_graphml
-    from .models import CRLData
+    from . import tl  # deferred: torch loads only for the steps that use a model
+    from .models import CRLData  # deferred: these names load torch
 
     params = dict(params or {})
     data = CRLData.from_artifacts(read_h5ad(preprocessed), read_table(interventions, "interventions"))
@@ -351,7 +348,7 @@ def baseline(
 
 def evaluate_baseline(*, graph: PathLike, truth_graph: PathLike, out: PathLike) -> None:
     """SHD, edge precision and recall of a baseline's graph of observed variables against the true graph."""
-    from . import io, tl
+    from . import tl  # deferred: torch loads only for the steps that use a model
 
     edges, truth = read_table(graph, "graph"), io.read_graph(truth_graph)
     nodes = set(truth["source"]) | set(truth["target"])
@@ -429,8 +426,7 @@ def _load_data(
 ):
     """CRLData of the stage artifacts; a large screen is read without its raw counts unless ``counts``;
     without the cells of the ``held_out`` combinations (what every model trains on)."""
-    from .io import storage_for
-    from .models import CRLData
+    from .models import CRLData  # deferred: these names load torch
 
     adata = storage_for(preprocessed).read(preprocessed, layers=["counts"] if counts else [])
     data = CRLData.from_artifacts(adata, read_table(interventions, "interventions"), read_table(anchors, "anchors"))
@@ -439,7 +435,7 @@ def _load_data(
 
 def _held_out_dropped(data, held_out: Sequence[str], interventions: PathLike):
     """The one place where held-out combinations leave the training data (train, graph, baseline)."""
-    from . import tl
+    from . import tl  # deferred: torch loads only for the steps that use a model
 
     return tl.hold_out(data, held_out, source=str(interventions)) if held_out else data
 

@@ -23,6 +23,7 @@ from anndata.io import read_elem, sparse_dataset, write_elem
 
 from .._errors import InputError
 from .._provenance import atomic_path
+from ._counts import check_counts, check_unique, to_csr
 from ._h5ad import check_h5ad_path, read_h5ad
 
 #: A matrix that takes more memory than this (CSR: values + column indices) is streamed in row chunks.
@@ -169,11 +170,10 @@ class ScreenChunks(H5adRows):
         self, path: str | os.PathLike, *, counts_layer: str | None = None, chunk_rows: int | None = None
     ) -> None:
         super().__init__(path)
-        from ._screen import _check_unique
 
         try:
-            _check_unique(self.obs.index.astype(str), self.path, "obs index (cell IDs)")
-            _check_unique(self.var.index.astype(str), self.path, "var index (gene symbols)")
+            check_unique(self.obs.index.astype(str), self.path, "obs index (cell IDs)")
+            check_unique(self.var.index.astype(str), self.path, "var index (gene symbols)")
             self.key, self.field = _counts_key(self._file, self.path, counts_layer)
         except InputError:
             self.close()
@@ -188,11 +188,10 @@ class ScreenChunks(H5adRows):
             )
 
     def __iter__(self) -> Iterator[ad.AnnData]:
-        from ._screen import _check_counts, _to_csr
 
         for start, stop, block in self.chunks(self.key, self.chunk_rows):
-            counts = _to_csr(block, where=f"{self.path}: {self.field}")
-            _check_counts(counts, path=self.path, field=f"{self.field} (rows {start}-{stop})")
+            counts = to_csr(block, where=f"{self.path}: {self.field}")
+            check_counts(counts, path=self.path, field=f"{self.field} (rows {start}-{stop})")
             yield ad.AnnData(X=counts.astype(np.float32), obs=self.obs.iloc[start:stop], var=self.var)
 
 

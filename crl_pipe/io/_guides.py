@@ -19,7 +19,7 @@ import scipy.io
 import scipy.sparse as sp
 
 from .._errors import InputError
-from ._screen import _check_counts, _check_unique, _read_h5ad_screen
+from ._counts import check_counts, check_unique, read_h5ad_counts
 
 log = logging.getLogger("crl_pipe")
 
@@ -145,7 +145,7 @@ def _read_expression(path: Path, *, counts_layer: str | None) -> tuple[ad.AnnDat
     if path.is_dir():
         return _read_mtx(path)
     if _is_h5ad(path):
-        return _read_h5ad_screen(path, counts_layer=counts_layer), None
+        return read_h5ad_counts(path, counts_layer=counts_layer), None
     if _is_table(path):
         counts = _read_count_table(path, what="gene")
         return _to_anndata(counts, path), None
@@ -159,11 +159,11 @@ def _read_expression(path: Path, *, counts_layer: str | None) -> tuple[ad.AnnDat
 
 def _read_guides(path: Path) -> _Counts:
     if _is_h5ad(path):
-        adata = _read_h5ad_screen(path, counts_layer=None)
+        adata = read_h5ad_counts(path, counts_layer=None)
         return _Counts(adata.obs_names, adata.var_names, adata.X)
     if _is_table(path):
         counts = _read_count_table(path, what="guide")
-        _check_counts(counts.matrix, path=path, field="guide counts")
+        check_counts(counts.matrix, path=path, field="guide counts")
         return counts._replace(matrix=counts.matrix.astype(np.float32))
     if not path.exists():
         raise InputError(f"{path}: guide counts file does not exist")
@@ -173,7 +173,7 @@ def _read_guides(path: Path) -> _Counts:
 
 
 def _to_anndata(counts: _Counts, path: Path) -> ad.AnnData:
-    _check_counts(counts.matrix, path=path, field="counts")
+    check_counts(counts.matrix, path=path, field="counts")
     return ad.AnnData(
         X=counts.matrix.astype(np.float32),
         obs=pd.DataFrame(index=counts.cells),
@@ -196,7 +196,7 @@ def _read_count_table(path: Path, *, what: str) -> _Counts:
     features = pd.Index([n.strip() for n in names[1:]], dtype=str)
     if (features == "").any():
         raise InputError(f"{path}: header has an empty {what} name in column {int((features == '').argmax()) + 2}")
-    _check_unique(features, path, f"header ({what} names)")
+    check_unique(features, path, f"header ({what} names)")
     columns = ["barcode", *(f"c{i}" for i in range(len(features)))]  # own names: the header's may repeat or be empty
     types = {"barcode": pa.string(), **{c: pa.float64() for c in columns[1:]}}
     cells: list[str] = []
@@ -219,7 +219,7 @@ def _read_count_table(path: Path, *, what: str) -> _Counts:
     cell_index = pd.Index(cells, dtype=str)
     if (cell_index.str.strip() == "").any():
         raise InputError(f"{path}: row {int((cell_index.str.strip() == '').argmax()) + 2} has an empty cell barcode")
-    _check_unique(cell_index, path, "first column (cell barcodes)")
+    check_unique(cell_index, path, "first column (cell barcodes)")
     return _Counts(cell_index, features, matrix)
 
 
@@ -263,7 +263,7 @@ def _read_mtx(folder: Path) -> tuple[ad.AnnData, _Counts | None]:
             f"{matrix_file}: matrix is {matrix.shape[1]} features x {matrix.shape[0]} cells; expected "
             f"{len(features)} features ({features_file.name}) x {len(cells)} cells ({barcodes_file.name})"
         )
-    _check_unique(cells, barcodes_file, "cell barcodes")
+    check_unique(cells, barcodes_file, "cell barcodes")
     kinds = features[2] if features.shape[1] > 2 else pd.Series(_GENE_FEATURE, index=features.index)
     is_gene, is_guide = (kinds == _GENE_FEATURE).to_numpy(), (kinds == _GUIDE_FEATURE).to_numpy()
     if (~is_gene & ~is_guide).any():
@@ -281,9 +281,9 @@ def _read_mtx(folder: Path) -> tuple[ad.AnnData, _Counts | None]:
     guides = None
     if is_guide.any():
         guide_names = pd.Index(features[0][is_guide], dtype=str)
-        _check_unique(guide_names, features_file, f"{_GUIDE_FEATURE} feature IDs")
+        check_unique(guide_names, features_file, f"{_GUIDE_FEATURE} feature IDs")
         guides = _Counts(cells, guide_names, matrix[:, is_guide])
-        _check_counts(guides.matrix, path=matrix_file, field="guide counts")
+        check_counts(guides.matrix, path=matrix_file, field="guide counts")
         guides = guides._replace(matrix=guides.matrix.astype(np.float32))
     return adata, guides
 
@@ -314,7 +314,7 @@ def _unique_symbols(symbols: pd.Series, path: Path) -> pd.Index:
         log.info("%s: %d repeated gene symbol(s) made unique with a -N suffix", path, int((nth > 0).sum()))
     unique = symbols.where(nth == 0, symbols + "-" + nth.astype(str))
     index = pd.Index(unique, dtype=str)
-    _check_unique(index, path, "gene symbols")
+    check_unique(index, path, "gene symbols")
     return index
 
 

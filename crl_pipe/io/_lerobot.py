@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .._errors import InputError
-from ._robot import frames_to_anndata, require_path
+from ._frames import frames_to_anndata, require_path
 
 #: Per-frame bookkeeping columns of every LeRobot dataset; they become ``obs``, never channels.
 _BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
@@ -45,7 +45,7 @@ def read_lerobot(path: str | os.PathLike, *, columns: Sequence[str] | None = Non
 
     Returns
     -------
-    AnnData, one row per frame (see :mod:`crl_pipe.io._robot`). A vector column is split into one
+    AnnData, one row per frame (see :mod:`crl_pipe.io._frames`). A vector column is split into one
     channel per element, named from ``features.<column>.names`` (else ``col_0``, ``col_1`` ...).
     Channels of ``observation.state`` keep the bare name (``kLeftElbow``: kind ``state``), the
     other columns are prefixed with the column (``action.kLeftElbow``: kind ``action``;

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from ._robot import KINDS, frames_to_anndata, require_path
+from ._frames import KINDS, frames_to_anndata, require_path
 
 _CLOCKS = ("log", "header")
 _SUFFIXES = (".bag", ".mcap", ".db3")
@@ -63,7 +63,7 @@ def read_rosbag(
 
     Returns
     -------
-    AnnData, one row per frame (see :mod:`crl_pipe.io._robot`). Channel ``<topic>.<field>.<element>``
+    AnnData, one row per frame (see :mod:`crl_pipe.io._frames`). Channel ``<topic>.<field>.<element>``
     has ``source`` = topic, ``field`` = field, ``channel`` = element name (the joint), so that a
     command topic pairs with the state topic of the same joints. ``timestamp`` is in seconds from
     the episode's first frame; ``obs["time_ns"]`` keeps the absolute clock time.
@@ -120,8 +120,8 @@ def _recordings(root: Path) -> list[tuple[str, Path]]:
 
 def _import_anyreader():
     try:
-        from rosbags.highlevel import AnyReader, AnyReaderError
-        from rosbags.typesys import Stores, get_typestore
+        from rosbags.highlevel import AnyReader, AnyReaderError  # deferred: rosbags loads only to read ROS logs
+        from rosbags.typesys import Stores, get_typestore  # deferred: rosbags loads only to read ROS logs
     except ImportError:
         raise ImportError("reading rosbags needs the 'rosbags' package: pip install rosbags") from None
     return AnyReader, AnyReaderError, get_typestore(Stores.LATEST)

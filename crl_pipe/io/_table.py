@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from ._robot import frames_to_anndata, require_path
+from ._frames import frames_to_anndata, require_path
 
 #: Seconds per unit of the time column.
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
@@ -52,7 +52,7 @@ def read_robot_table(
 
     Returns
     -------
-    AnnData with one row per table row (see :mod:`crl_pipe.io._robot`): ``frame`` is the row's
+    AnnData with one row per table row (see :mod:`crl_pipe.io._frames`): ``frame`` is the row's
     position within its episode, in file order; ``timestamp`` is in seconds. Rows must already be in
     time order within each episode (they are not sorted).
     """

@@ -16,8 +16,8 @@ import scipy.sparse as sp
 
 from .._constants import CONTROL_TARGET
 from .._errors import InputError
+from ._counts import check_counts, check_unique
 from ._guides import GUIDE_COUNTS_KEY, GUIDE_NAMES_KEY, GUIDE_TARGETS_KEY, _map_guides
-from ._screen import _check_counts, _check_unique
 
 log = logging.getLogger("crl_pipe")
 
@@ -151,7 +151,7 @@ def _analysis(root: Path) -> Path | None:
 
 def _read_matrix(matrix: Path) -> ad.AnnData:
     """All features (gene expression, guide capture, others), var index = feature IDs."""
-    import scanpy as sc
+    import scanpy as sc  # deferred: scanpy takes seconds to import; only this reader needs it
 
     try:
         with warnings.catch_warnings():
@@ -189,11 +189,11 @@ def _split_features(full: ad.AnnData, matrix: Path) -> ad.AnnData:
             "%s: %d feature(s) neither %r nor %r left out", matrix, int((~is_gene & ~is_guide).sum()), _GENE, _GUIDE
         )
     cells = pd.Index(full.obs_names.astype(str))
-    _check_unique(cells, matrix, "cell barcodes")
+    check_unique(cells, matrix, "cell barcodes")
     counts = sp.csr_matrix(full.X)
-    _check_counts(counts, path=matrix, field="counts")
+    check_counts(counts, path=matrix, field="counts")
     guide_ids = pd.Index(full.var_names[is_guide].astype(str))
-    _check_unique(guide_ids, matrix, f"{_GUIDE} feature IDs")
+    check_unique(guide_ids, matrix, f"{_GUIDE} feature IDs")
     symbols = full.var["gene_symbols"][is_gene].astype(str)
     adata = ad.AnnData(
         X=counts[:, is_gene].astype(np.float32),

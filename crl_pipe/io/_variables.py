@@ -9,6 +9,7 @@ where none is active, the form :func:`crl_pipe.pp.label_interventions` reads.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 from collections.abc import Sequence
@@ -94,8 +95,6 @@ def _read(path: Path) -> pd.DataFrame:
 
 def _separator(path: Path) -> str:
     """Tab when the header line holds one (Tetrad/Sachs ``.txt`` files are tab-separated), else comma."""
-    import gzip
-
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
         header = fh.readline()

@@ -145,7 +145,7 @@ class DatasetKind(ABC):
         """Read ``path`` (:meth:`read`), call its guides (:meth:`call_guides`) and measure its QC;
         write ``ingested.h5ad``, ``qc.parquet`` and ``guides.parquet``."""
         from .. import pp  # data side (see the module docstring)
-        from ..io import write_h5ad, write_table
+        from ..io import write_h5ad, write_table  # data side (see the module docstring)
 
         options, calling = dict(options or {}), dict(guide_calling or {})
         check_options(self.read, options, "reader", skip={"format"})

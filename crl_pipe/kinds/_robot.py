@@ -52,7 +52,7 @@ class RobotKind(DatasetKind):
         """Interventions from the events and commanded actions (:func:`crl_pipe.pp.robot_interventions`;
         ``options``: its settings, config ``robot_labels``)."""
         from .. import pp  # data side, as above
-        from ..io import read_h5ad
+        from ..io import read_h5ad  # data side, as above
 
         try:
             table = pp.robot_interventions(read_h5ad(ingested), **options)

@@ -18,7 +18,7 @@ from ._vocabulary import SCREEN
 
 if TYPE_CHECKING:
     import anndata as ad
-    import pandas as pd
+    import pandas as pd  # data side, as above
 
 #: Input formats that carry guide UMI counts: their guides are called in ingest.
 GUIDE_FORMATS = ("guide_counts", "10x")
@@ -75,7 +75,7 @@ class ScreenKind(DatasetKind):
         if format not in GUIDE_FORMATS:
             return no_guides()
         from .. import pp  # data side, as above
-        from ..io._tenx import CALLS_FILE, CALLS_KEY
+        from ..io._tenx import CALLS_FILE, CALLS_KEY  # data side, as above
 
         method = calling.pop("method", None)
         has_calls = CALLS_KEY in adata.obs
@@ -148,7 +148,7 @@ class ScreenKind(DatasetKind):
         guide_calling: Mapping[str, Any] | None = None,
     ) -> None:
         """As :meth:`DatasetKind.write_ingested`; an h5ad screen larger than memory block by block of cells."""
-        import pandas as pd
+        import pandas as pd  # data side, as above
 
         from .. import io, pp  # data side, as above
 
@@ -214,7 +214,7 @@ def label_cells(
     ``"auto"``); ``target_map`` (label token -> variables) replaces each one's targets
     (:func:`crl_pipe.pp.map_targets`). Returns the table and the settings used."""
     from .. import pp  # data side, as above
-    from ..io import read_h5ad
+    from ..io import read_h5ad  # data side, as above
 
     adata = read_h5ad(ingested, backed=True)
     if perturbation_key in (None, "auto"):  # detected here, so that the provenance names the column

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import networkx as nx
 import numpy as np
 import pandas as pd
 import torch
@@ -537,8 +538,6 @@ def _instantaneous_dag(design: _Design, lagged: np.ndarray, threshold: float, so
        interventions, lagged parents) show up in j's equation and j's in k's.
     3. Acyclicity: while the oriented pairs hold a cycle, drop its edge with the weakest evidence.
     """
-    import networkx as nx
-
     m, alpha = design.m, solve["alpha"]
     full = _group_lasso(design, inst=np.ones((m, m)), **solve)[design.inst_rows]
     strong = np.abs(full) >= max(threshold, 1e-12)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -133,8 +134,6 @@ def guide_umis(guides: pd.DataFrame, *, dataset: str, max_guides: int = MAX_GUID
     max_guides
         Rows of the heatmap: the guides called in the most cells.
     """
-    from matplotlib.colors import LogNorm
-
     summary = guide_summary(guides)
     umis = np.maximum(guides["umis"].to_numpy(dtype=float), 1.0)
     edges = _umi_edges(umis.max() if umis.size else 10.0)

@@ -6,7 +6,8 @@ from ._anchors import build_anchors, data_driven_anchors, identity_anchors, robo
 from ._conventions import CONVENTIONS, Convention, detect_convention
 from ._guides import CONTROL_TARGET, call_guides, guide_target
 from ._imported_calls import import_guide_calls
-from ._labels import CONTROL_TOKENS, label_interventions, parse_perturbation
+from ._labels import label_interventions
+from ._perturbation import CONTROL_TOKENS, parse_perturbation
 from ._preprocess import preprocess
 from ._preprocess_chunked import preprocess_chunked
 from ._qc import qc_metrics

@@ -232,8 +232,8 @@ def _standardised_sample(adata: ad.AnnData) -> tuple[np.ndarray, np.ndarray]:
 
 def _varimax_loadings(Z: np.ndarray, k: int) -> np.ndarray:
     """Varimax-rotated loadings (k x genes), factors sorted by explained variance, signs made positive."""
-    from sklearn.decomposition import FactorAnalysis
-    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.decomposition import FactorAnalysis  # deferred: scikit-learn only for programs learned here
+    from sklearn.exceptions import ConvergenceWarning  # deferred: as above
 
     with warnings.catch_warnings():
         # Non-convergence is reported through the crl_pipe log instead (warnings are errors in tests).

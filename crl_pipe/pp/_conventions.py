@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .._constants import CONTROL_TARGET
 from .._errors import InputError
-from ._labels import parse_perturbation
+from ._guides import guide_target
+from ._perturbation import parse_perturbation
 
 log = logging.getLogger("crl_pipe")
 
@@ -52,8 +54,6 @@ def _norman(label: object) -> object:
 
 def _feature_call(label: object) -> object:
     """Cell Ranger ``feature_call``: guide names joined by ``|``, mapped to their targets by the naming rule."""
-    from ._guides import CONTROL_TARGET, guide_target
-
     if not isinstance(label, str) or not label.strip():
         return None
     genes = sorted({guide_target(g) for g in label.split("|") if g.strip()} - {CONTROL_TARGET})

@@ -16,7 +16,7 @@ from scipy.special import gammaln
 
 from .._constants import CONTROL_TARGET
 from .._errors import InputError
-from ._labels import CONTROL_TOKENS
+from ._perturbation import CONTROL_TOKENS
 
 log = logging.getLogger("crl_pipe")
 

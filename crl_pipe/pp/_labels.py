@@ -11,52 +11,17 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
+from ._conventions import AUTO, convention_for, detect_convention
+from ._perturbation import CONTROL_TOKENS, SEPARATORS, parse_perturbation
 
 log = logging.getLogger("crl_pipe")
 
-#: Tokens that mean "no gene targeted", compared case-insensitively (pertpy, GEARS, Norman 2019, CROP-seq usage).
-CONTROL_TOKENS = frozenset({"ctrl", "control", "non-targeting", "nontargeting", "nt", "safe-targeting"})
-#: Separators between the genes of a combinatorial label: GEARS ``A+B``, Norman ``A,B``, Cell Ranger ``A|B``.
-_SEPARATORS = re.compile(r"[+,|;]")
 _MAX_SHOWN = 10
 #: Label words that suggest a control, shown when a configured control value matches no label.
 _CONTROL_LIKE = re.compile(
     r"ctrl|control|non.?target|safe.?target|scrambl|negative|intergenic|luciferase|lacz|(?:^|[^a-z])ntc?(?:$|[^a-z])",
     re.IGNORECASE,
 )
-
-
-def parse_perturbation(label: object, control_values: Sequence[str] = ()) -> tuple[str, ...] | None:
-    """Genes targeted by one perturbation label.
-
-    The label is split on ``+``, ``,``, ``|`` and ``;``; control tokens (``ctrl``, ``control``,
-    ``non-targeting``, ``nontargeting``, ``nt``, ``safe-targeting`` and ``control_values``,
-    case-insensitive) are dropped, so ``"GENE+ctrl"`` gives ``("GENE",)``.
-
-    Parameters
-    ----------
-    label
-        One value of the perturbation column.
-    control_values
-        Extra labels (or tokens) that mark control cells, e.g. ``["NTC"]``.
-
-    Returns
-    -------
-    Sorted unique target genes; ``()`` for a control cell; ``None`` for an unlabelled cell (missing
-    value, or a label with no token at all, such as ``""`` or ``"+"``).
-    """
-    if label is None or (not isinstance(label, str) and pd.isna(label)):
-        return None
-    text = str(label).strip()
-    if isinstance(control_values, str):  # one label, not its characters
-        control_values = [control_values]
-    controls = CONTROL_TOKENS | {str(c).strip().casefold() for c in control_values}
-    if text.casefold() in controls:
-        return ()
-    tokens = [t.strip() for t in _SEPARATORS.split(text) if t.strip()]
-    if not tokens:
-        return None
-    return tuple(sorted({t for t in tokens if t.casefold() not in controls}))
 
 
 def label_interventions(
@@ -94,7 +59,6 @@ def label_interventions(
     ``control_label``), ``targets`` (list of genes), ``n_targets``, ``is_control``, in the cell
     order of ``adata``. Unlabelled cells (missing label) are left out.
     """
-    from ._conventions import AUTO, convention_for, detect_convention  # deferred: it parses labels with this module
 
     where = f"{adata.filename}: " if adata.isbacked else ""
     if isinstance(control_values, str):  # one label, not its characters
@@ -157,7 +121,7 @@ def _check_controls(
         # nothing is a config mistake (shifts are measured against the controls): stop before training.
         folded = str(value).strip().casefold()
         hit = any(
-            str(u).strip().casefold() == folded or folded in {t.strip().casefold() for t in _SEPARATORS.split(str(u))}
+            str(u).strip().casefold() == folded or folded in {t.strip().casefold() for t in SEPARATORS.split(str(u))}
             for u in uniques
         )
         if not hit:
@@ -174,7 +138,7 @@ def _control_like(column: pd.Series) -> str:
     like = [
         (label, n)
         for label, n in counts.items()
-        if all(parse_perturbation(t) == () or _CONTROL_LIKE.search(t) for t in _SEPARATORS.split(label))
+        if all(parse_perturbation(t) == () or _CONTROL_LIKE.search(t) for t in SEPARATORS.split(label))
     ]
     return ", ".join(f"{label!r} ({n} cells)" for label, n in like[:_MAX_SHOWN]) or "none"
 

@@ -57,7 +57,7 @@ def preprocess(
     A screen larger than memory goes through :func:`preprocess_chunked` instead (file to file, in
     blocks of cells; the workflow picks it for inputs above 512 MiB), which writes the same artifact.
     """
-    import scanpy as sc
+    import scanpy as sc  # deferred: scanpy takes seconds to import
 
     _check_params(n_top_genes, target_sum)
     labels = _labels_by_cell(interventions)
@@ -139,7 +139,7 @@ def _highly_variable(adata: ad.AnnData, n_top_genes: int) -> pd.DataFrame:
     Constant genes have no dispersion, and scanpy warns when ``n_top_genes`` exceeds the genes
     with one, so they are left out of the call and ``n_top_genes`` is capped at the rest.
     """
-    import scanpy as sc
+    import scanpy as sc  # deferred: scanpy takes seconds to import
 
     X = adata.X
     mean = np.asarray(X.mean(axis=0, dtype=np.float64)).ravel()

@@ -101,7 +101,7 @@ def _labelled(obs_names: pd.Index, labels: pd.DataFrame) -> np.ndarray:
 
 def _normalised_log(counts: sp.csr_matrix, target_sum: float) -> sp.csr_matrix:
     """scanpy's ``normalize_total`` + ``log1p`` of some cells (both act on each cell alone)."""
-    import scanpy as sc
+    import scanpy as sc  # deferred: scanpy takes seconds to import
 
     block = ad.AnnData(X=counts.copy())
     sc.pp.normalize_total(block, target_sum=target_sum)

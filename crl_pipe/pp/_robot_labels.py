@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from ._labels import parse_perturbation
+from ._perturbation import parse_perturbation
 
 log = logging.getLogger("crl_pipe")
 

@@ -29,7 +29,10 @@ import numpy as np
 import pandas as pd
 
 from .._errors import ConfigError
-from ..io._robot import frames_to_anndata
+from .._provenance import provenance
+from ..io import write_lerobot, write_table
+from ..io._frames import frames_to_anndata
+from ._sensors import ARM_SENSORS, arm_sensors
 
 
 @dataclass
@@ -176,9 +179,6 @@ def write_robot_simulation(
     with the default action map) acts on latent j; uncommanded variables (a gate, a light) are
     targeted by no label.
     """
-    from .._provenance import provenance
-    from ..io import write_lerobot, write_table
-
     prov = provenance("simulate_robot", {}, params)
     truth = Path(out_truth_dir)
     write_table(sim.graph.assign(stability=1.0), truth / "graph.parquet", "graph", prov)
@@ -316,7 +316,7 @@ def simulate_arm(
     Needs the ``mujoco`` package (``pip install 'crl-pipe[robot]'``).
     """
     try:
-        import mujoco
+        import mujoco  # deferred: MuJoCo only for the arm simulator
     except ImportError:
         raise ImportError("simulate_arm needs the 'mujoco' package: pip install mujoco") from None
     if observation not in ("state", "sensors"):
@@ -344,8 +344,6 @@ def simulate_arm(
     measured = true.copy()
     measured[:, :-1] += noise * rng.normal(size=(len(true), len(variables) - 1))  # the light is read exactly
     if observation == "sensors":
-        from ._sensors import ARM_SENSORS, arm_sensors
-
         measured = arm_sensors(mujoco, _ARM_XML, true, ARM_JOINTS, [n_frames] * n_episodes, rng, sensor_noise, fps)
         variables = list(ARM_SENSORS)
     n, joints = len(variables), list(ARM_JOINTS)

@@ -58,14 +58,14 @@ def fit_baseline(data: CRLData, method: str, *, samples: str = "control", **para
     X = _rows(data, samples, method)
     names = list(data.features)
     if method == "pc":
-        from causallearn.search.ConstraintBased.PC import pc
+        from causallearn.search.ConstraintBased.PC import pc  # deferred: causal-learn only for the PC/GES baselines
 
         alpha = float(params.get("alpha", 0.05))
         if not 0 < alpha < 1:
             raise ConfigError(f"baseline pc: alpha={alpha!r}; expected a test level between 0 and 1")
         graph = pc(X, alpha=alpha, indep_test="fisherz", stable=True, show_progress=False).G.graph
     elif method == "ges":
-        from causallearn.search.ScoreBased.GES import ges
+        from causallearn.search.ScoreBased.GES import ges  # deferred: causal-learn only for the PC/GES baselines
 
         graph = ges(X, score_func="local_score_BIC", lambda_value=params.get("lambda_value"))["G"].graph
     else:

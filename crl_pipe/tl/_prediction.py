@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from .._errors import ConfigError, InputError, ModelError
 from ..models import CRLData, CRLModel, model_names
+from ..pp import parse_perturbation
 
 #: predictors scored side by side: the model, the control mean, and the additive baseline
 #: (control mean plus the observed single-perturbation changes), the usual bar in combination prediction
@@ -36,8 +37,6 @@ def resolve_held_out(
     predict it. Anything else is a :class:`ConfigError` naming the label (``where``: the config key;
     ``source``: where the labels come from).
     """
-    from ..pp import parse_perturbation
-
     held_out = [held_out] if isinstance(held_out, str) else list(held_out)
     present = set(data.intervention[~data.is_control])
     labels = []
