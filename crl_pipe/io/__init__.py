@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._artifacts import SCHEMAS, check_table, read_provenance, read_table, write_table
+from ._artifacts import SCHEMAS, check_table, read_model_meta, read_provenance, read_table, write_table
 from ._chunked import (
     CHUNKED,
     IN_MEMORY,
@@ -47,6 +47,7 @@ __all__ = [
     "read_h5ad",
     "read_h5ad_parts",
     "read_lerobot",
+    "read_model_meta",
     "read_provenance",
     "read_robot",
     "read_robot_table",

@@ -142,3 +142,22 @@ def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
     meta = pq.read_schema(path).metadata or {}
     raw = meta.get(PROVENANCE_KEY)
     return json.loads(raw) if raw else {}
+
+
+def read_model_meta(path: str | os.PathLike, *, strict: bool = True) -> dict[str, Any]:
+    """A model folder's ``model.json`` (model, params, latent_names); ``{}`` when there is none.
+
+    Unreadable JSON is an :class:`InputError`; JSON that is not an object is one when ``strict``,
+    else read as ``{}`` (the report shows a model without its settings rather than none)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        if strict:
+            raise InputError(f"{path}: expected a JSON object with keys model, params, latent_names")
+        return {}
+    return meta

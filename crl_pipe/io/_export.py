@@ -14,7 +14,7 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from .._errors import InputError
-from ._artifacts import read_table
+from ._artifacts import read_model_meta, read_table
 from ._chunked import read_h5ad_parts
 
 #: Columns of ``interventions.parquet`` copied to ``obs`` where the preprocessed AnnData lacks them.
@@ -64,7 +64,7 @@ def to_anndata(results_dir: str | os.PathLike, model: str, *, counts: bool = Tru
     adata = read_h5ad_parts(results_dir / "preprocessed.h5ad", layers=["counts"] if counts else [])
     adata.obs_names = adata.obs_names.astype(str)
     adata.var_names = adata.var_names.astype(str)
-    meta = _model_meta(folder / "model.json")
+    meta = read_model_meta(folder / "model.json")
     latents = read_table(folder / "latents.parquet", "latents")
     names = [str(n) for n in meta.get("latent_names") or [c for c in latents.columns if c != "sample_id"]]
     adata.obsm[f"X_{model}"] = _latent_matrix(latents, names, adata.obs_names, folder / "latents.parquet")
@@ -81,18 +81,6 @@ def to_anndata(results_dir: str | os.PathLike, model: str, *, counts: bool = Tru
     if (folder / "graph.parquet").exists():  # written by the graph step, after training
         adata.uns[str(model)]["graph"] = _plain(read_table(folder / "graph.parquet", "graph"))
     return adata
-
-
-def _model_meta(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"{path}: expected a JSON object with keys model, params, latent_names")
-    return meta
 
 
 def _latent_matrix(latents: pd.DataFrame, names: list[str], obs_names: pd.Index, path: Path) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from .._errors import ConfigError, InputError
-from ..io import read_graph, read_provenance, read_table
+from ..io import read_graph, read_model_meta, read_provenance, read_table
 from ..kinds import SCREEN, Vocabulary, get_kind, kind_names, kind_of
 from ..pl._common import ordered_unique, require_columns
 
@@ -197,7 +196,7 @@ def load_model(name: str, directory: Path) -> ModelArtifacts:
     if "loadings" in files:
         loadings = read_table(files["loadings"])
         require_columns(loadings, ["latent", "feature", "loading"], f"{files['loadings']}")
-    meta = _read_meta(directory / "model.json", strict=True)
+    meta = read_model_meta(directory / "model.json", strict=True)
     latent_names = [str(x) for x in meta.get("latent_names") or []]
     if not latent_names and "latents" in files:
         latent_names = [c for c in read_table(files["latents"], "latents").columns if c != "sample_id"]
@@ -215,26 +214,11 @@ def load_baseline(name: str, directory: Path) -> ModelArtifacts:
     files = {"graph": directory / "graph.parquet", **({"metrics": metrics_path} if metrics_path.exists() else {})}
     graph = read_table(files["graph"], "graph")
     metrics = read_table(metrics_path, "metrics") if metrics_path.exists() else None
-    meta = _read_meta(directory / "model.json", strict=False)
+    meta = read_model_meta(directory / "model.json", strict=False)
     names = [str(x) for x in meta.get("latent_names") or []]
     names = names or ordered_unique(pd.concat([graph["source"], graph["target"]]).astype(str))
     targets = pd.DataFrame({"intervention": [], "latent": [], "score": []})
     return ModelArtifacts(name, directory, targets, graph, None, metrics, None, meta, names, files)
-
-
-def _read_meta(path: Path, *, strict: bool) -> dict[str, Any]:
-    """``model.json`` (empty when absent); not an object: an error when ``strict``, else empty."""
-    if not path.exists():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(meta, dict):
-        if strict:
-            raise InputError(f"{path}: expected a JSON object with keys model, params, latent_names")
-        return {}
-    return meta
 
 
 def read_truth_graph(path: Path) -> pd.DataFrame:
