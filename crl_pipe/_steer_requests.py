@@ -96,22 +96,22 @@ def parse_requests(raw: Sequence[Mapping] | Mapping, *, where: str = "steer") ->
 
 
 def check_names(
-    requests: Iterable[SteerRequest], *, programs: Sequence[str], genes: Iterable[str], where: str = "steer"
+    requests: Iterable[SteerRequest], *, programs: Sequence[str], genes: Iterable[str] | None, where: str = "steer"
 ) -> None:
     """Every program a request sets or shifts is one of ``programs``, every gene it knocks down one of ``genes``.
 
     ``genes``: the genes a knockdown can reach (measured features, trained perturbation targets, gene-set
-    members). A miss is a one-line :class:`ConfigError` naming the request and what exists.
+    members); None: not checked. A miss is a one-line :class:`ConfigError` naming the request and what exists.
     """
     programs = list(programs)
-    genes = set(genes)
+    genes = None if genes is None else set(genes)
     for request in requests:
         for program in request.programs:
             if program not in programs:
                 raise ConfigError(
                     f"{where} {request.name!r}: no program {program!r}; expected one of {_shown(programs)}"
                 )
-        for gene in request.knockdown:
+        for gene in request.knockdown if genes is not None else ():
             if gene not in genes:
                 close = difflib.get_close_matches(gene, sorted(genes), n=3)
                 hint = f"close: {', '.join(close)}" if close else f"{len(genes)} genes, e.g. {_shown(sorted(genes))}"
@@ -119,6 +119,12 @@ def check_names(
                     f"{where} {request.name!r}: gene {gene!r} is neither measured, perturbed in training nor in a "
                     f"gene set ({hint})"
                 )
+
+
+def gmt_programs(path: str) -> list[str]:
+    """The gene-set names of a GMT file (first field of each line), read without the scientific stack."""
+    with open(path, encoding="utf-8") as handle:
+        return [line.split("\t", 1)[0].strip() for line in handle if line.strip()]
 
 
 def _numbers(value, at: str) -> dict[str, float]:

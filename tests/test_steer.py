@@ -3,12 +3,16 @@ predict every gene's change with an interval; held-out singles predicted from pr
 
 from __future__ import annotations
 
+import copy
+
+import _tiny_workflow as tiny
 import networkx as nx
 import numpy as np
 import pytest
 from _screens import screen_and_data
 
 from crl_pipe import ConfigError, tl
+from crl_pipe.io import read_table
 from crl_pipe.models import LinearSEM
 
 SCREEN = dict(
@@ -127,3 +131,58 @@ def test_a_held_out_single_without_route_is_a_config_error(fitted):
     unmeasured = replace(data, targets={**data.targets, "REG3": ("UNMEASURED",)})
     with pytest.raises(ConfigError, match=r"held_out: single 'REG3' has no route to a program: its target\(s\)"):
         tl.hold_out(unmeasured, ["REG3"])
+
+
+# -- the workflow ------------------------------------------------------------------------------------
+
+
+def _steer_config() -> dict:
+    config = copy.deepcopy(tiny.CONFIG)
+    config["simulations"][tiny.SIM] |= {"regulators_in_programs": True}
+    config["datasets"][tiny.DATASET] |= {
+        "held_out": ["REG2"],
+        "steer": [{"do": {"P1": -2.0}}, {"name": "REG3 down", "knockdown": {"REG3": 0.8}}],
+    }
+    config["graph"] = {"n_refits": 2}
+    config["steering"] = {"n_boot": 10}
+    return config
+
+
+def test_a_bad_request_in_the_config_stops_the_workflow_before_any_job(tmp_path):
+    config = _steer_config()
+    config["datasets"][tiny.DATASET]["steer"] = [{"knockdown": {"REG3": 1.5}}]
+    tiny.write_config(tmp_path, config)
+    proc = tiny.run_snakemake(tmp_path, "--dry-run", "--quiet")
+    assert proc.returncode != 0
+    assert "datasets.sim.steer[0].knockdown.REG3" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.workflow
+def test_workflow_steers_and_scores_a_held_out_single(tmp_path):
+    tiny.write_config(tmp_path, _steer_config())
+    proc = tiny.run_snakemake(tmp_path, "--cores", "2")
+    assert proc.returncode == 0, tiny.failure(proc, tmp_path)
+    res = tmp_path / f"results/{tiny.DATASET}"
+    steering = read_table(res / "linear/steering.parquet", "steering")
+    assert list(steering.columns) == tl.STEERING_COLUMNS
+    assert set(steering["request"]) == {"do(P1=-2)", "REG3 down"}
+    assert (steering["lower"] <= steering["predicted_change"] + 1e-9).all()
+    assert (steering["predicted_change"] <= steering["upper"] + 1e-9).all()
+    route = steering.groupby("request")["route"].first()
+    assert route["REG3 down"].startswith("knockdown REG3: trained")
+    # REG2 is held out: no cell of it in training, predicted through its gene set and scored
+    latents = read_table(res / "linear/latents.parquet", "latents")
+    labels = read_table(res / "interventions.parquet", "interventions")
+    held = set(labels.loc[labels["intervention"].str.split("+").map(lambda p: "REG2" in p), "sample_id"])
+    assert held and not held & set(latents["sample_id"])
+    singles = read_table(res / "linear/held_out_singles.parquet", "predictions")
+    assert set(singles["intervention"]) == {"REG2"}
+    assert set(singles["predictor"]) == set(tl.SINGLE_PREDICTORS)
+    metrics = read_table(res / "linear/metrics.parquet", "metrics").set_index("metric")["value"]
+    s = singles.pivot(index="metric", columns="predictor", values="value")
+    assert metrics["heldout_single_pearson_delta_top20"] == pytest.approx(s.loc["pearson_delta_top20", "model"])
+    assert metrics["heldout_single_n_labels"] == 1
+    html = (res / "report.html").read_text()
+    assert "What if</h2>" in html and "<h3>REG3 down (linear)</h3>" in html
+    assert "Route: knockdown REG3: trained" in html and "<h3>Held-out single perturbations</h3>" in html
