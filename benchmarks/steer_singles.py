@@ -1,6 +1,6 @@
 """Held-out single perturbations predicted by steering, beside the field's simple baselines.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/steer_singles.py --seeds 0 1 2 --programs 6 [--models linear]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/steer_singles.py --seeds 0 1 2 [--models linear causal_vae]
 
 For each seed: a simulated screen whose perturbed genes belong to their program's gene set
 (``regulators_in_programs``), every single held out in turn (with the combinations that include it);
@@ -27,7 +27,7 @@ from crl_pipe.simulate import screen_to_crl_data, simulate_screen
 METRICS = ["pearson_delta_top20", "pearson_delta_all", "r2_delta_top20", "r2_delta_all", "mmd"]
 
 
-def run(seed: int, n_programs: int, models: list[str], mixing: str) -> pd.DataFrame:
+def run(seed: int, n_programs: int, models: list[str], mixing: str, epochs: int) -> pd.DataFrame:
     screen = simulate_screen(n_programs=n_programs, mixing=mixing, regulators_in_programs=True, seed=seed)
     data = screen_to_crl_data(screen, with_counts=False)
     singles = [label for label in data.perturbations if "+" not in label]
@@ -36,7 +36,8 @@ def run(seed: int, n_programs: int, models: list[str], mixing: str) -> pd.DataFr
         train = tl.hold_out(data, [label])
         for name in models:
             start = time.perf_counter()
-            model = get_model(name)(**({"device": "cpu"} if get_model(name).capabilities.uses_torch else {}))
+            torch_params = {"device": "cpu", "epochs": epochs}
+            model = get_model(name)(**(torch_params if get_model(name).capabilities.uses_torch else {}))
             model.fit(train, seed=seed)
             scores = tl.evaluate_singles(model, data, [label])
             scores["predictor"] = scores["predictor"].replace({"model": name})
@@ -52,10 +53,13 @@ def main() -> None:
     parser.add_argument("--programs", type=int, default=6)
     parser.add_argument("--models", nargs="+", default=["linear"])
     parser.add_argument("--mixing", default="linear", choices=["linear", "nonlinear"])
+    parser.add_argument("--epochs", type=int, default=200, help="epochs of the PyTorch models")
     parser.add_argument("--out", default=None, help="CSV of every score")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    table = pd.concat([run(s, args.programs, args.models, args.mixing) for s in args.seeds], ignore_index=True)
+    table = pd.concat(
+        [run(s, args.programs, args.models, args.mixing, args.epochs) for s in args.seeds], ignore_index=True
+    )
     if args.out:
         table.to_csv(args.out, index=False)
     medians = table.pivot_table(index="predictor", columns="metric", values="value", aggfunc="median")[METRICS]

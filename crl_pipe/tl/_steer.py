@@ -21,7 +21,9 @@ expression units), an anchor feature decoded from its own program alone. A nonli
 Intervals come from refits of the SEM on bootstrap resamples of the cells (within intervention
 groups): each refit reads ``B``, the training shifts and ``L`` again from the resampled latents with
 the shift readout every model uses (:func:`crl_pipe.models._shift_sem.fit_shift_sem`), the encoder
-staying fixed (a refit is not a new training run); ``lower``/``upper`` are their quantiles.
+staying fixed (a refit is not a new training run); ``lower``/``upper`` are the model's prediction
+plus the quantiles of the refits' deviations from the same readout on every cell (for ``linear``,
+whose fit is that readout, simply the refits' quantiles).
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class Steerer:
     def bootstrap(self, n_boot: int, seed: int = 0) -> None:
         """Refit the SEM and decoder on ``n_boot`` bootstrap resamples of the cells (the intervals)."""
         self.boot = [self._refit(rows) for rows in _resamples(self.data, n_boot, seed)]
+        # the readout on every cell: the refits' spread is taken around it (see _interval)
+        self.readout = self._refit(np.arange(self.data.n_cells)) if n_boot else None
 
     # -- the fits ----------------------------------------------------------------------------------
     def _model_fit(self) -> _Fit:
@@ -220,9 +224,14 @@ class Steerer:
         if not self.boot:
             nan = np.full(len(self.features), np.nan)
             return nan, nan
-        draws = np.array([self.predict(request, fit=fit)[1] for fit in self.boot])
+        # a deep model's own graph and shifts (what the point prediction uses) are not those of the
+        # readout its refits repeat: the refits' deviations from the readout on every cell are
+        # centred on the model's prediction (for linear, whose fit is the readout, they coincide)
+        point = self.predict(request)[1]
+        centre = self.predict(request, fit=self.readout)[1]
+        draws = np.array([self.predict(request, fit=fit)[1] for fit in self.boot]) - centre
         tail = (1.0 - level) / 2.0
-        return np.quantile(draws, tail, axis=0), np.quantile(draws, 1.0 - tail, axis=0)
+        return point + np.quantile(draws, tail, axis=0), point + np.quantile(draws, 1.0 - tail, axis=0)
 
     def _paths(self, request: SteerRequest, dz: np.ndarray, fit: _Fit) -> list[str]:
         """Per feature, the chain of programs carrying the effect: the strongest path in the graph from a
