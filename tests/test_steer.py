@@ -79,7 +79,7 @@ def test_knockdown_routes_are_recorded(fitted):
     held = LinearSEM().fit(train, seed=0)
     table = tl.steer(held, [{"knockdown": {"REG3": 0.8}}, {"knockdown": {"REG2": 0.5}}], train, n_boot=0)
     route = table.groupby("request")["route"].first()
-    assert route["knockdown(REG3=0.8)"].startswith("knockdown REG3: trained (x 0.8/")
+    assert route["knockdown(REG3=0.8)"].startswith("knockdown REG3: trained REG3 (x 0.8/")
     assert route["knockdown(REG2=0.5)"].startswith("knockdown REG2: gene_set P2 (typical shift")
     # a knockdown lowers its program's anchors, half the knockdown about half the change
     change = table.set_index(["request", "feature"])["predicted_change"]

@@ -124,7 +124,7 @@ class Steerer:
     # -- requests ----------------------------------------------------------------------------------
     def reachable_genes(self) -> set[str]:
         """Genes a knockdown can name: measured features, trained single-target perturbations, anchors."""
-        genes = set(self.features) | set(_trained_singles(self.data))
+        genes = set(self.features) | set(_trained_singles(self.data).values())
         return genes | {g for members in self.data.anchors.values() for g in members}
 
     def check(self, requests: Sequence[Mapping] | Mapping, *, where: str = "steer") -> list[SteerRequest]:
@@ -159,13 +159,14 @@ class Steerer:
     def _knockdown(self, gene: str, fraction: float, fit: _Fit, prior_only: bool) -> tuple[np.ndarray, str]:
         """Exogenous shifts (K) of knocking ``gene`` down by ``fraction``, and the route that maps it."""
         K = len(self.programs)
-        if not prior_only and gene in fit.shifts and gene in _trained_singles(self.data):
-            measured = self.knocked.get(gene)
-            if measured is not None and measured >= _MIN_MEASURED_KNOCKDOWN:
+        label = None if prior_only else _trained_label(self.data, gene, fit)
+        if label is not None:
+            measured = self.knocked.get(label)
+            if measured is not None:
                 scale, note = fraction / measured, f"x {fraction:g}/{measured:.2f} measured"
             else:
                 scale, note = 1.0, "as trained; knockdown not measured"
-            return fit.shifts[gene] * scale, f"knockdown {gene}: trained ({note})"
+            return fit.shifts[label] * scale, f"knockdown {gene}: trained {label} ({note})"
         typical, reference = self._typical_shift(fit)
         scale = fraction / reference if reference else 1.0
         members = [k for k, p in enumerate(self.programs) if gene in self.data.anchors.get(p, ())]
@@ -191,7 +192,7 @@ class Steerer:
         values = np.concatenate(values) if values else np.array([])
         if not values.size:
             raise ModelError("knockdown: no trained single perturbation with a target to scale a prior route by")
-        measured = [self.knocked[lab] for lab in singles if self.knocked.get(lab, 0) >= _MIN_MEASURED_KNOCKDOWN]
+        measured = [self.knocked[lab] for lab in singles if lab in self.knocked]
         return float(np.median(values)), float(np.median(measured)) if measured else 0.0
 
     def table(self, requests: Sequence[SteerRequest], *, level: float = 0.9) -> pd.DataFrame:
@@ -360,22 +361,31 @@ def _decoder(X: np.ndarray | sp.spmatrix, Z: np.ndarray, anchors: np.ndarray) ->
     return L
 
 
-def _trained_singles(data: CRLData) -> list[str]:
-    """Trained perturbation labels that target one gene named as the label (a single-gene label)."""
-    return [lab for lab in data.perturbations if tuple(data.targets.get(lab, ())) == (lab,)]
+def _trained_singles(data: CRLData) -> dict[str, str]:
+    """Trained perturbation label -> its one target (a gene, or a variable of a table), for single-target labels."""
+    return {lab: str(data.targets[lab][0]) for lab in data.perturbations if len(data.targets.get(lab, ())) == 1}
+
+
+def _trained_label(data: CRLData, gene: str, fit: _Fit) -> str | None:
+    """The trained single-target perturbation of ``gene`` (the one named as the gene first), if any."""
+    labels = [lab for lab, target in _trained_singles(data).items() if target == gene and lab in fit.shifts]
+    return gene if gene in labels else (labels[0] if labels else None)
 
 
 def _measured_knockdowns(data: CRLData) -> dict[str, float]:
-    """Trained single -> fraction of its gene removed in its cells (from log-normalised means), when measured."""
+    """Trained single -> fraction of its target removed in its cells (log-normalised means back on the count
+    scale), where its target is measured and the fraction is plausible (in [5%, 100%]): a knockdown."""
     index = {f: i for i, f in enumerate(data.features)}
     control = data.is_control
     out = {}
-    for lab in _trained_singles(data):
-        if lab not in index:
+    for lab, gene in _trained_singles(data).items():
+        if gene not in index:
             continue
-        col = data.X[:, index[lab]]
+        col = data.X[:, index[gene]]
         col = np.asarray(col.toarray()).ravel() if sp.issparse(col) else np.asarray(col).ravel()
         base = np.expm1(col[control]).mean()
         if base > 0:
-            out[lab] = float(1.0 - np.expm1(col[data.intervention == lab]).mean() / base)
+            fraction = float(1.0 - np.expm1(col[data.intervention == lab]).mean() / base)
+            if _MIN_MEASURED_KNOCKDOWN <= fraction <= 1.0:
+                out[lab] = fraction
     return out
