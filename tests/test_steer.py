@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from _screens import screen_and_data
 
-from crl_pipe import ConfigError, tl
-from crl_pipe.io import read_table
+from crl_pipe import ConfigError, cli, tl
+from crl_pipe.io import read_provenance, read_table
 from crl_pipe.models import LinearSEM
 
 SCREEN = dict(
@@ -186,3 +186,24 @@ def test_workflow_steers_and_scores_a_held_out_single(tmp_path):
     html = (res / "report.html").read_text()
     assert "What if</h2>" in html and "<h3>REG3 down (linear)</h3>" in html
     assert "Route: knockdown REG3: trained" in html and "<h3>Held-out single perturbations</h3>" in html
+
+
+def test_crl_pipe_steer_on_a_finished_run(cached_run, tmp_path, monkeypatch, capsys):
+    """The command line runs the stage on a finished run's artifacts; a bad request writes nothing."""
+    monkeypatch.chdir(cached_run.folder)
+    res = f"results/{tiny.DATASET}"
+    common = [
+        *("--preprocessed", f"{res}/preprocessed.h5ad", "--interventions", f"{res}/interventions.parquet"),
+        *("--anchors", f"{res}/anchors.parquet", "--model-dir", f"{res}/linear"),
+        *("--out", str(tmp_path / "steering.parquet"), "--out-singles", str(tmp_path / "singles.parquet")),
+        "--n-boot",
+        "5",
+    ]
+    assert cli.main(["steer", *common, "--requests", "[{do: {P9: 1.0}}]"]) != 0
+    assert "steer 'do(P9=1)': no program 'P9'; expected one of P1, P2, P3" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    assert cli.main(["steer", *common, "--requests", "[{shift: {P1: 1.0}}, {knockdown: {REG2: 0.5}}]"]) == 0
+    table = read_table(tmp_path / "steering.parquet", "steering")
+    assert set(table["request"]) == {"shift(P1=1)", "knockdown(REG2=0.5)"}
+    assert read_provenance(tmp_path / "steering.parquet")["params"]["n_boot"] == 5
+    assert read_table(tmp_path / "singles.parquet", "predictions").empty  # no held-out single
