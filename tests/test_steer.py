@@ -14,6 +14,7 @@ from _screens import screen_and_data
 from crl_pipe import ConfigError, cli, tl
 from crl_pipe.io import read_provenance, read_table
 from crl_pipe.models import LinearSEM
+from crl_pipe.simulate import simulate_screen
 
 SCREEN = dict(
     n_programs=5,
@@ -31,6 +32,20 @@ SCREEN = dict(
 def fitted():
     screen, data = screen_and_data(**SCREEN)
     return screen, data, LinearSEM().fit(data, seed=0)
+
+
+def test_regulators_in_programs_adds_prior_knowledge_and_keeps_the_truth():
+    plain = simulate_screen(**{**SCREEN, "regulators_in_programs": False})
+    screen, _ = screen_and_data(**SCREEN)
+    assert screen.graph.equals(plain.graph) and screen.targets.equals(plain.targets)
+    assert all(screen.gene_sets[f"P{k}"] == [*plain.gene_sets[f"P{k}"], f"REG{k}"] for k in range(1, 6))
+    # each regulator now follows its program in the control cells (REG1 with P1's anchors)
+    X = screen.adata.X.toarray()
+    control = (screen.adata.obs["perturbation"] == "non-targeting").to_numpy()
+    genes = list(screen.adata.var_names)
+    anchor_mean = np.log1p(X[control][:, [genes.index(g) for g in plain.gene_sets["P1"]]]).mean(axis=1)
+    reg1 = np.log1p(X[control, genes.index("REG1")])
+    assert np.corrcoef(anchor_mean, reg1)[0, 1] > 0.2
 
 
 def _true_descendants(screen, program: str) -> set[str]:
