@@ -368,8 +368,8 @@ def _held_out_singles(ds):
 
 
 def steers(dataset, model):
-    """Whether rule steer runs for ``model`` on ``dataset``: the model steers (a latent linear SEM) and the
-    dataset has steering requests or held-out singles to predict."""
+    """Whether ``model`` answers steering requests on ``dataset`` (its rule is steer) - it steers (a latent
+    linear SEM) and the dataset has requests or held-out singles to predict."""
     ds = DATASETS[dataset]
     wanted = bool(ds.get("steer")) or bool(_held_out_singles(ds))
     return wanted and model_capabilities(model).steers
