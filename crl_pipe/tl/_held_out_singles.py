@@ -30,6 +30,8 @@ from ._steer import Steerer
 SINGLE_PREDICTORS = ("model", "no_change", "mean_change", "linear_embedding")
 #: Principal components of the gene embedding, and the ridge penalty of the linear baseline.
 _EMBEDDING_DIMS, _EMBEDDING_RIDGE = 10, 0.1
+#: At most this many cells (seeded sample) enter the embedding's PCA, and each side of an MMD.
+_MAX_EMBEDDING_CELLS, _MAX_CELLS = 20_000, 1000
 
 
 def evaluate_singles(
@@ -53,7 +55,7 @@ def evaluate_singles(
     top_n
         The most changed genes (largest |observed change|) of the ``_top`` metrics.
     seed
-        Seed of the MMD subsamples.
+        Seed of the MMD subsamples (at most 1,000 cells a side) and of the embedding's sample of cells.
 
     Returns
     -------
@@ -64,21 +66,27 @@ def evaluate_singles(
     control cells shifted by the predicted change against the observed cells).
     """
     singles = [label for label in held_out if "+" not in label]
+    if not singles:
+        return pd.DataFrame({"intervention": [], "predictor": [], "metric": [], "value": []}).astype(
+            {"intervention": str, "predictor": str, "metric": str, "value": float}
+        )
     train = data.subset(~held_out_cells(data, list(held_out)))
     steerer = Steerer(model, train, n_boot=0)
     features = steerer.features
-    X = _dense(data.X)
-    control = X[data.is_control]
-    ctrl_mean = control.mean(axis=0)
+    rng = np.random.default_rng(seed)
+    ctrl_mean = _mean_rows(data.X, data.is_control)
+    control = _dense(data.X[_sample(np.flatnonzero(data.is_control), _MAX_CELLS, rng)])  # for the MMD only
     trained = list(train.perturbations)
-    train_deltas = np.array([X[data.intervention == lab].mean(axis=0) - ctrl_mean for lab in trained])
-    embedding = _gene_embedding(_dense(train.X), train.is_control)
+    train_deltas = np.array([_mean_rows(data.X, data.intervention == lab) - ctrl_mean for lab in trained])
+    embedding = _gene_embedding(_dense(train.X[_sample(np.arange(train.n_cells), _MAX_EMBEDDING_CELLS, rng)]))
     rng = np.random.default_rng(seed)
     rows = []
     for label in singles:
-        observed = X[data.intervention == label]
-        if not len(observed):
+        cells = np.flatnonzero(data.intervention == label)
+        if not len(cells):
             raise InputError(f"evaluate_singles: held-out single {label!r} has no cells in the data")
+        obs_delta = _mean_rows(data.X, data.intervention == label) - ctrl_mean
+        observed = _dense(data.X[_sample(cells, _MAX_CELLS, rng)])
         genes = [g for g in data.targets.get(label, (label,)) if g in steerer.reachable_genes()]
         reference = steerer._typical_shift(steerer.point)[1] or 1.0
         request = SteerRequest(label, knockdown=dict.fromkeys(genes, reference))
@@ -88,7 +96,6 @@ def evaluate_singles(
             "mean_change": train_deltas.mean(axis=0),
             "linear_embedding": _linear_embedding(embedding, features, trained, train.targets, train_deltas, genes),
         }
-        obs_delta = observed.mean(axis=0) - ctrl_mean
         for name, delta in predictions.items():
             if delta is None:
                 continue
@@ -115,7 +122,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(a * b) / norm) if norm > 1e-12 else float("nan")
 
 
-def _gene_embedding(X: np.ndarray, is_control: np.ndarray) -> np.ndarray:
+def _gene_embedding(X: np.ndarray) -> np.ndarray:
     """Genes x d: the top principal axes of the (centred) training cells, scaled by their SDs."""
     Xc = X - X.mean(axis=0)
     _, s, vt = np.linalg.svd(Xc, full_matrices=False)
@@ -137,6 +144,16 @@ def _linear_embedding(G, features, trained, targets, deltas, genes) -> np.ndarra
     W = np.linalg.solve(P.T @ P + _EMBEDDING_RIDGE * np.eye(d), (left @ P).T).T  # d x d
     p = G[[index[g] for g in genes]].sum(axis=0)
     return b.ravel() + G @ W @ p
+
+
+def _mean_rows(X, rows: np.ndarray) -> np.ndarray:
+    """Mean of the ``rows`` (mask) of a dense or sparse matrix, as a float64 vector."""
+    return np.asarray(X[rows].mean(axis=0), dtype=np.float64).ravel()
+
+
+def _sample(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``rows``, or a sorted seeded sample of ``n`` of them."""
+    return rows if len(rows) <= n else np.sort(rng.choice(rows, size=n, replace=False))
 
 
 def _dense(X) -> np.ndarray:
