@@ -249,10 +249,13 @@ def evaluate(
     out: PathLike,
     truth: Mapping[str, PathLike | None],
     predictions: PathLike | None = None,
+    single_scores: PathLike | None = None,
 ) -> None:
     """Compare the recovered model with the ground truth (target accuracy, SHD, MCC); with the
     ``predictions.parquet`` of :func:`predict`, add its held-out scores averaged over the labels
-    (``heldout_r2_top20``, ``heldout_mmd``, ... and the baselines' ``heldout_r2_top20_additive`` ...)."""
+    (``heldout_r2_top20``, ``heldout_mmd``, ... and the baselines' ``heldout_r2_top20_additive`` ...);
+    with the ``held_out_singles.parquet`` of :func:`steer`, those of the held-out singles
+    (``heldout_single_pearson_delta_top20``, ... and ``..._mean_change``, ``..._linear_embedding`` ...)."""
     from . import tl  # deferred: torch loads only for the steps that use a model
 
     truth = {k: v for k, v in truth.items() if v}
@@ -268,6 +271,10 @@ def evaluate(
     if predictions:
         metrics = pd.concat([metrics, tl.held_out_metrics(read_table(predictions, "predictions"))], ignore_index=True)
         inputs["predictions"] = predictions
+    if single_scores:
+        singles = tl.held_out_metrics(read_table(single_scores, "predictions"), prefix="heldout_single_")
+        metrics = pd.concat([metrics, singles], ignore_index=True)
+        inputs["single_scores"] = single_scores
     write_table(metrics, out, "metrics", provenance("evaluate", inputs))
 
 
@@ -306,11 +313,58 @@ def predict(
             f"{model_dir}: model {fitted.name} cannot predict held-out cells; expected one of {model_names('predicts')}"
         )
     data = _load_data(preprocessed, interventions, anchors, counts=False)
-    labels = tl.resolve_held_out(data, held_out, source=str(interventions))
+    labels = tl.combinations(tl.resolve_held_out(data, held_out, source=str(interventions)))
     scores = tl.evaluate_combinations(fitted, data, labels, n_cells=n_cells, top_n=top_n, seed=seed)
     inputs = _model_inputs(preprocessed, interventions, anchors, model_dir)
     params = {"held_out": labels, "n_cells": n_cells, "top_n": top_n, "seed": seed}
     write_table(scores, out, "predictions", provenance("predict", inputs, params))
+
+
+def steer(
+    *,
+    preprocessed: PathLike,
+    interventions: PathLike,
+    anchors: PathLike,
+    model_dir: PathLike,
+    out: PathLike,
+    out_singles: PathLike,
+    requests: Sequence[Mapping[str, Any]] = (),
+    held_out: Sequence[str] = (),
+    n_boot: int = 50,
+    level: float = 0.9,
+    top_n: int = 20,
+    seed: int = 0,
+) -> None:
+    """Answer the steering ``requests`` with a trained model into ``steering.parquet``
+    (:func:`crl_pipe.tl.steer`), and score its prediction of the held-out singles from prior knowledge
+    beside the no-change, mean-change and linear gene-embedding baselines into ``held_out_singles.parquet``
+    (:func:`crl_pipe.tl.evaluate_singles`; empty without held-out singles).
+
+    The requests are checked against the model's programs and genes before anything is computed; a
+    bad one is a one-line :class:`ConfigError` and nothing is written.
+    """
+    from . import tl  # deferred: torch loads only for the steps that use a model
+    from .models import load_model, model_names  # deferred: these names load torch
+
+    fitted = load_model(model_dir)
+    if not fitted.capabilities.steers:
+        raise ConfigError(
+            f"{model_dir}: model {fitted.name} cannot be steered; expected one of {model_names('steers')}"
+        )
+    data = _load_data(preprocessed, interventions, anchors, counts=False)
+    labels = tl.resolve_held_out(data, held_out, source=str(interventions)) if held_out else []
+    train = _held_out_dropped(data, held_out, interventions)
+    steerer = tl.Steerer(fitted, train, n_boot=0, seed=seed)
+    parsed = steerer.check(requests, where="steer")
+    steerer.bootstrap(n_boot if parsed else 0, seed)
+    table = steerer.table(parsed, level=level)
+    scores = tl.evaluate_singles(fitted, data, labels, top_n=top_n, seed=seed)
+    inputs = _model_inputs(preprocessed, interventions, anchors, model_dir)
+    params = {"requests": [dict(r) for r in requests], "n_boot": n_boot, "level": level, "seed": seed}
+    params.update({"top_n": top_n, **_held_out_param(labels)})
+    prov = provenance("steer", inputs, params)
+    write_table(table, out, "steering", prov)
+    write_table(scores, out_singles, "predictions", prov)
 
 
 def baseline(

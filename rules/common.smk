@@ -19,6 +19,7 @@ if workflow.basedir not in sys.path:
 
 from crl_pipe import ConfigError
 from crl_pipe._sources import code_digest
+from crl_pipe._steer_requests import check_names, gmt_programs, parse_requests
 from crl_pipe.config import validate_config
 from crl_pipe.kinds import kind_of
 from crl_pipe.models.registry import model_capabilities, model_device
@@ -269,6 +270,12 @@ def _model_files(dataset):
         if predicts(dataset, model)
     ]
     files += [
+        f"results/{dataset}/{model}/{name}"
+        for model in ds["models"]
+        if steers(dataset, model)
+        for name in ("steering.parquet", "held_out_singles.parquet")
+    ]
+    files += [
         f"results/{dataset}/{baseline}/{name}"
         for baseline in ds.get("baselines", [])
         for name in ("model.json", "graph.parquet", "graph.graphml")
@@ -352,3 +359,51 @@ def get_benchmark_metrics(wildcards):
 def get_benchmark_runs(wildcards):
     """``dataset/model`` of each file of :func:`get_benchmark_metrics`, in the same order."""
     return _benchmark_runs()
+
+
+# ---- steer (requests and held-out singles) ------------------------------------------------------
+def _held_out_singles(ds):
+    """Held-out labels that name one perturbation (no '+'): predicted from prior knowledge by rule steer."""
+    return [label for label in ds.get("held_out", []) if "+" not in label]
+
+
+def steers(dataset, model):
+    """Whether ``model`` answers steering requests on ``dataset`` (its rule is steer) - it steers (a latent
+    linear SEM) and the dataset has requests or held-out singles to predict."""
+    ds = DATASETS[dataset]
+    wanted = bool(ds.get("steer")) or bool(_held_out_singles(ds))
+    return wanted and model_capabilities(model).steers
+
+
+def get_steer_requests(wildcards):
+    """The dataset's steering requests (config datasets.<ds>.steer)."""
+    return list(_dataset(wildcards).get("steer", []))
+
+
+def get_single_scores(wildcards):
+    """``{"single_scores": path}`` when rule steer scores held-out singles of this model (use with unpack)."""
+    ds = _dataset(wildcards)
+    if not (_held_out_singles(ds) and steers(wildcards.dataset, wildcards.model)):
+        return {}
+    return {
+        "single_scores": f"results/{wildcards.dataset}/{wildcards.model}/held_out_singles.parquet"
+    }
+
+
+def check_steer_requests():
+    """Each dataset's steering requests are well formed, and set or shift programs of its gene sets when
+    the GMT file is already there (rule steer checks every name against the trained model).
+    """
+    for name, ds in DATASETS.items():
+        where = f"config: datasets.{name}.steer"
+        try:
+            requests = parse_requests(ds.get("steer", []), where=where)
+            gene_sets = ds.get("gene_sets")
+            if requests and gene_sets and os.path.exists(gene_sets):
+                programs = gmt_programs(gene_sets)
+                check_names(requests, programs=programs, genes=None, where=where)
+        except ConfigError as err:
+            raise WorkflowError(str(err)) from None
+
+
+check_steer_requests()

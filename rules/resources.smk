@@ -40,6 +40,7 @@ RESOURCES = {
     "recover_graph": {"threads": 2, "mem_mb": 6000, "runtime": 120, "gpu": "model"},
     "evaluate": {"threads": 1, "mem_mb": 4000, "runtime": 30},
     "predict_held_out": {"threads": 1, "mem_mb": 4000, "runtime": 30},
+    "steer": {"threads": 1, "mem_mb": 4000, "runtime": 30},
     "fit_baseline": {"threads": 1, "mem_mb": 4000, "runtime": 60},
     "evaluate_baseline": {"threads": 1, "mem_mb": 4000, "runtime": 30},
     "write_report": {"threads": 1, "mem_mb": 4000, "runtime": 30},

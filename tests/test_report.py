@@ -307,7 +307,8 @@ def test_sections_speak_the_words_of_the_dataset_kind(tmp_path):
         "3. Pathways",
         "4. Causal graph among programs",
         "5. Metrics",
-        "6. How this was run",
+        "6. What if",
+        "7. How this was run",
     ]
     assert "<td>wells</td>" in page and "<td>vehicle wells</td>" in page and "<td>pathways</td>" in page
     assert "Targets per well</h3>" in page and "</b>vehicle wells</li>" in page

@@ -48,12 +48,23 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
     "training": {"epoch": pa.int64(), "split": pa.string(), "loss": pa.float64()},
     "truth_targets": {"intervention": pa.string(), "program": pa.string()},
     "benchmark": {"dataset": pa.string(), "model": pa.string(), "metric": pa.string(), "value": pa.float64()},
-    # held-out combinations scored by rule predict_held_out: predictor is model, control or additive
+    # held-out combinations scored by rule predict_held_out (predictor model, control or additive), and
+    # held-out singles by rule steer (held_out_singles.parquet: model, no_change, mean_change, linear_embedding)
     "predictions": {
         "intervention": pa.string(),
         "predictor": pa.string(),
         "metric": pa.string(),
         "value": pa.float64(),
+    },
+    # steering requests answered by rule steer (crl_pipe.tl.steer): one row per request and feature
+    "steering": {
+        "request": pa.string(),
+        "feature": pa.string(),
+        "predicted_change": pa.float64(),
+        "lower": pa.float64(),
+        "upper": pa.float64(),
+        "route": pa.string(),
+        "path": pa.string(),
     },
 }
 

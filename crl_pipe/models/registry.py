@@ -40,6 +40,10 @@ class ModelCapabilities:
     predicts
         Generates cells for a perturbation, including combinations never seen in training
         (:meth:`predict`), so held-out combinations can be scored against it.
+    steers
+        Its latents are programs in control SDs that follow a linear SEM (:meth:`get_adjacency`) with
+        targets read as exogenous shifts (:meth:`get_targets`), so :func:`crl_pipe.tl.steer` can set,
+        shift or knock them down and propagate the change (the workflow's rule steer).
     time_series
         Fits robot logs in time order: its edges carry a lag in frames (:meth:`get_edges` fills the
         graph's ``lag`` column) and it takes the log's action channels as ``params["actions"]``.
@@ -49,6 +53,7 @@ class ModelCapabilities:
     uses_torch: bool
     predicts: bool
     time_series: bool
+    steers: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,15 +66,15 @@ class _Entry:
 _REGISTRY: Mapping[str, _Entry] = {
     "linear": _Entry(
         "crl_pipe.models.linear:LinearSEM",
-        ModelCapabilities(reads_counts=False, uses_torch=False, predicts=False, time_series=False),
+        ModelCapabilities(reads_counts=False, uses_torch=False, predicts=False, time_series=False, steers=True),
     ),
     "sparse_vae": _Entry(
         "crl_pipe.models.sparse_vae:SparseVAE",
-        ModelCapabilities(reads_counts=True, uses_torch=True, predicts=False, time_series=False),
+        ModelCapabilities(reads_counts=True, uses_torch=True, predicts=False, time_series=False, steers=True),
     ),
     "causal_vae": _Entry(
         "crl_pipe.models.causal_vae:CausalVAE",
-        ModelCapabilities(reads_counts=False, uses_torch=True, predicts=True, time_series=False),
+        ModelCapabilities(reads_counts=False, uses_torch=True, predicts=True, time_series=False, steers=True),
     ),
     "temporal": _Entry(
         "crl_pipe.models.temporal:TemporalSEM",

@@ -32,7 +32,9 @@ ARTIFACTS: dict[str, str] = {
 REQUIRED = ("interventions", "qc", "anchors")
 
 #: Files of a model folder the report reads (targets and graph must exist).
-MODEL_FILES = ("targets", "graph", "training", "latents", "metrics", "loadings", "predictions")
+MODEL_FILES = ("targets", "graph", "training", "latents", "metrics", "loadings", "predictions", "steering")
+#: The held-out singles scored by rule steer (a table of the ``predictions`` kind).
+SINGLES_FILE = "held_out_singles.parquet"
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +52,8 @@ class ModelArtifacts:
     latent_names: list[str]
     files: dict[str, Path]
     predictions: pd.DataFrame | None = None
+    steering: pd.DataFrame | None = None
+    singles: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,9 +207,13 @@ def load_model(name: str, directory: Path) -> ModelArtifacts:
     if not latent_names:
         latent_names = ordered_unique(targets["latent"])
     predictions = read_table(files["predictions"], "predictions") if "predictions" in files else None
+    steering = read_table(files["steering"], "steering") if "steering" in files else None
+    singles_path = directory / SINGLES_FILE
+    singles = read_table(singles_path, "predictions") if singles_path.exists() else None
     return ModelArtifacts(
-        name, directory, targets, graph, training, metrics, loadings, meta, latent_names, files, predictions
-    )
+        name, directory, targets, graph, training, metrics, loadings, meta, latent_names, files, predictions,
+        steering, singles,
+    )  # fmt: skip
 
 
 def load_baseline(name: str, directory: Path) -> ModelArtifacts:

@@ -29,6 +29,7 @@ from .sections.programs import programs_section
 from .sections.run import run_section
 from .sections.targets import targets_section
 from .sections.training import training_section
+from .sections.whatif import singles_table, whatif_section
 
 PathLike = str | os.PathLike
 
@@ -53,6 +54,7 @@ PAGE: tuple[Section, ...] = (
     Section("programs", "Programs", {"programs": programs_section}),
     Section("graph", "Causal graph among programs", {"graphs": graph_section}),
     Section("metrics", "Metrics", {"metrics": metrics_table, "heldout": held_out_table}),
+    Section("whatif", "What if", {"whatif": whatif_section, "singles": singles_table}),
     Section("training", "Training curves", {"training": training_section}),
     Section("run", "How this was run", {"run": run_section}),
 )

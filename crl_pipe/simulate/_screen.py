@@ -59,6 +59,7 @@ def simulate_screen(
     dispersion: float = 10.0,
     min_edge_weight: float = 0.5,
     max_edge_weight: float = 1.5,
+    regulators_in_programs: bool = False,
     seed: int = 0,
 ) -> SimulatedScreen:
     """Simulate a CRISPR screen whose latent programs follow a linear SEM on a random DAG.
@@ -92,6 +93,10 @@ def simulate_screen(
         Negative-binomial dispersion (larger = closer to Poisson).
     min_edge_weight, max_edge_weight
         Range of |edge weight| before standardisation.
+    regulators_in_programs
+        Each perturbed gene is also a member of the program it acts on: its expression loads on
+        that program (as an anchor does) and it is listed in the program's gene set, prior
+        knowledge that maps a knockdown never seen in training to its program (steering).
     seed
         Seed of every random draw.
     """
@@ -99,7 +104,8 @@ def simulate_screen(
         n_programs=n_programs, n_genes=n_genes, anchors_per_program=anchors_per_program, n_control=n_control,
         cells_per_perturbation=cells_per_perturbation, guides_per_program=guides_per_program, n_doubles=n_doubles,
         edge_density=edge_density, mixing=mixing, shift=shift, noise_scale=noise_scale,
-        min_edge_weight=min_edge_weight, max_edge_weight=max_edge_weight, seed=seed,
+        min_edge_weight=min_edge_weight, max_edge_weight=max_edge_weight,
+        regulators_in_programs=regulators_in_programs, seed=seed,
     )  # fmt: skip
     counts = _negative_binomial(design.log_mean(slice(None)), mean_library_size, dispersion, design.rng)
     order = design.rng.permutation(len(design.genes))  # no block structure for a method to lean on
@@ -196,7 +202,7 @@ class _Design:
 
 def _design(
     *, n_programs, n_genes, anchors_per_program, n_control, cells_per_perturbation, guides_per_program, n_doubles,
-    edge_density, mixing, shift, noise_scale, min_edge_weight, max_edge_weight, seed,
+    edge_density, mixing, shift, noise_scale, min_edge_weight, max_edge_weight, seed, regulators_in_programs=False,
 ) -> _Design:  # fmt: skip
     K = n_programs
     n_regulators = K * guides_per_program
@@ -238,6 +244,10 @@ def _design(
     z = eps @ np.linalg.inv(np.eye(K) - B).T / scale
 
     genes, A, base, pair, gene_sets = _gene_model(programs, anchors_per_program, n_mixed, regulators, mixing, rng)
+    if regulators_in_programs:  # drawn after the gene model, so that every other draw stays as without it
+        for r, reg in enumerate(regulators):
+            A[len(genes) - len(regulators) + r, reg_program[reg]] = rng.uniform(0.4, 0.8)
+            gene_sets[programs[reg_program[reg]]].append(reg)
     mixed = slice(K * anchors_per_program, K * anchors_per_program + n_mixed)
     return _Design(
         rng=rng, programs=programs, B=B, scale=scale, reg_program=reg_program, conditions=conditions, labels=labels,

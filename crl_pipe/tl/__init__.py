@@ -1,18 +1,26 @@
-"""Tools: train a model, recover its causal graph with stability, evaluate against truth."""
+"""Tools: train a model, recover its causal graph with stability, evaluate against truth, steer by concept."""
 
 from __future__ import annotations
 
 from ._baselines import BASELINES, baseline_graph, fit_baseline
 from ._evaluate import evaluate, graph_metrics, map_latents, mean_correlation, predicted_targets, target_accuracy
 from ._graph import recover_graph
+from ._held_out_singles import SINGLE_PREDICTORS, evaluate_singles
 from ._identifiability import identifiability
 from ._knockdown import knockdown
-from ._prediction import evaluate_combinations, held_out_metrics, hold_out, resolve_held_out
+from ._prediction import combinations, evaluate_combinations, held_out_metrics, hold_out, resolve_held_out
 from ._resample import bootstrap_episodes, bootstrap_rows
+from ._steer import STEERING_COLUMNS, Steerer, steer
 from ._train import train
 
 __all__ = [
     "BASELINES",
+    "SINGLE_PREDICTORS",
+    "STEERING_COLUMNS",
+    "Steerer",
+    "combinations",
+    "evaluate_singles",
+    "steer",
     "baseline_graph",
     "bootstrap_episodes",
     "bootstrap_rows",

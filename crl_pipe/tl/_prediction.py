@@ -18,12 +18,22 @@ PREDICTORS = ("model", "control", "additive")
 
 
 def hold_out(data: CRLData, held_out: Sequence[str], *, where: str = "held_out", source: str = "the data") -> CRLData:
-    """``data`` without the cells of the ``held_out`` combinations, which the models must never see.
+    """``data`` without the cells of the ``held_out`` labels, which the models must never see
+    (:func:`held_out_cells`: a held-out single takes the combinations that include it along).
 
     The labels are checked by :func:`resolve_held_out`; a bad one is a :class:`ConfigError` naming it.
     """
-    labels = resolve_held_out(data, held_out, where=where, source=source)
-    return data.subset(~(np.isin(data.intervention, labels) & ~data.is_control))
+    dropped = held_out_cells(data, resolve_held_out(data, held_out, where=where, source=source))
+    return data.subset(~dropped)
+
+
+def held_out_cells(data: CRLData, labels: Sequence[str]) -> np.ndarray:
+    """Cells no model may see: those of the held-out ``labels``, and of every combination that
+    includes a held-out single (so that nothing of a held-out perturbation is trained on)."""
+    singles = {label for label in labels if "+" not in label}
+    present = set(data.intervention[~data.is_control])
+    with_single = [p for p in present if "+" in p and singles.intersection(p.split("+"))]
+    return np.isin(data.intervention, [*labels, *with_single]) & ~data.is_control
 
 
 def resolve_held_out(
@@ -32,10 +42,12 @@ def resolve_held_out(
     """The ``held_out`` labels as ``data`` names them, checked for prediction from their parts.
 
     A label is taken as written, else as the labelling step writes it (``"B,A"`` is ``"A+B"``).
-    Each must have cells in ``data``, combine two or more perturbations, and each of its parts
-    must keep cells once every held-out label is dropped, so that a model trained without them can
-    predict it. Anything else is a :class:`ConfigError` naming the label (``where``: the config key;
-    ``source``: where the labels come from).
+    Each must have cells in ``data``. A combination's parts must keep cells once every held-out
+    label is dropped, so that a model trained without them can predict it; a single perturbation
+    is predicted from prior knowledge by steering (:func:`crl_pipe.tl.evaluate_singles`) and needs
+    a route to a program: a target gene that is measured or in a gene set. Anything else is a
+    :class:`ConfigError` naming the label (``where``: the config key; ``source``: where the labels
+    come from).
     """
     held_out = [held_out] if isinstance(held_out, str) else list(held_out)
     present = set(data.intervention[~data.is_control])
@@ -46,15 +58,21 @@ def resolve_held_out(
         if label not in present:
             combos = sorted(p for p in present if "+" in p)
             shown = ", ".join(map(repr, combos[:5])) or "none in this data"
-            raise ConfigError(f"{where}: {given!r} has no cells in {source}; expected a combination label ({shown})")
-        if len(label.split("+")) < 2:
             raise ConfigError(
-                f"{where}: {given!r} is not a combination; expected a label such as 'A+B' whose parts are trained"
+                f"{where}: {given!r} has no cells in {source}; expected a combination label ({shown}) or a single one"
             )
         labels.append(label)
+    members = set(data.features) | {g for genes in data.anchors.values() for g in genes}
+    for given, label in zip(held_out, labels, strict=True):
+        targets = data.targets.get(label, ())
+        if "+" not in label and not members.intersection(targets):
+            raise ConfigError(
+                f"{where}: single {given!r} has no route to a program: its target(s) {list(targets)} are neither "
+                "measured nor in a gene set; expected a perturbation of a measured or gene-set gene"
+            )
     seen = present - set(labels)
     for given, label in zip(held_out, labels, strict=True):
-        unseen = [part for part in label.split("+") if part not in seen]
+        unseen = [part for part in label.split("+") if part not in seen and "+" in label]
         if unseen:
             raise ConfigError(
                 f"{where}: {given!r} cannot be predicted from its parts: {', '.join(map(repr, unseen))} "
@@ -63,7 +81,12 @@ def resolve_held_out(
     return labels
 
 
-def held_out_metrics(scores: pd.DataFrame) -> pd.DataFrame:
+def combinations(labels: Sequence[str]) -> list[str]:
+    """The combination labels (``A+B``) among held-out ``labels``; the others are single perturbations."""
+    return [label for label in labels if "+" in label]
+
+
+def held_out_metrics(scores: pd.DataFrame, *, prefix: str = "heldout_") -> pd.DataFrame:
     """``metric, value`` rows of :func:`evaluate_combinations` scores, averaged over the held-out labels.
 
     The model's metrics are ``heldout_<metric>`` (``heldout_r2_top20``, ``heldout_mmd`` ...), the
@@ -74,9 +97,9 @@ def held_out_metrics(scores: pd.DataFrame) -> pd.DataFrame:
     means = scores.groupby(["predictor", "metric"], sort=False)["value"].mean()
     rows = []
     for (predictor, metric), value in means.items():
-        name = "heldout_" + metric.removesuffix("_genes")
+        name = prefix + metric.removesuffix("_genes")
         rows.append((name if predictor == "model" else f"{name}_{predictor}", float(value)))
-    rows.append(("heldout_n_labels", float(scores["intervention"].nunique())))
+    rows.append((f"{prefix}n_labels", float(scores["intervention"].nunique())))
     return pd.DataFrame(rows, columns=["metric", "value"])
 
 

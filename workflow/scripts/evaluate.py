@@ -13,4 +13,5 @@ run_step(
     out=smk.output.metrics,
     truth={kind: smk.input.get(f"truth_{kind}") for kind in ("graph", "targets", "latents")},
     predictions=smk.input.get("predictions"),
+    single_scores=smk.input.get("single_scores"),
 )

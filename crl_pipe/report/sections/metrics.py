@@ -19,6 +19,13 @@ METRIC_HELP: list[tuple[str, str]] = [
         "held-out combinations: R² of predicted vs observed mean expression (all genes, or the 20 most "
         "changed); 1 = perfect; the baselines: Held-out combinations below",
     ),
+    ("heldout_single_n_labels", "held-out singles scored (averaged in the heldout_single_ rows)"),
+    (
+        "heldout_single_pearson",
+        "held-out singles, predicted from prior knowledge: Pearson correlation of predicted vs observed changes "
+        "(all genes, or the 20 most changed); 1 = perfect; the baselines: What if",
+    ),
+    ("heldout_single_r2", "held-out singles: R² of predicted vs observed changes; 1 = perfect; baselines: What if"),
     ("heldout_n_labels", "held-out combinations scored (averaged in the heldout_ rows)"),
     (
         "r2_offdiag",
@@ -50,7 +57,8 @@ def metrics_table(inputs: ReportInputs) -> Table | None:
         names += [n for n in ordered_unique(m.metrics["metric"]) if n not in set(names)]
     values = {m.name: m.metrics.groupby("metric", sort=False)["value"].mean() for m in with_metrics}
     # the held-out baselines have their own table (Held-out combinations); one row per model score here
-    names = [n for n in names if not (n.startswith("heldout_") and n.endswith(("_control", "_additive")))]
+    baselines = ("_control", "_additive", "_no_change", "_mean_change", "_linear_embedding")
+    names = [n for n in names if not (n.startswith("heldout_") and n.endswith(baselines))]
     rows = [[name, *[num(values[m.name].get(name)) for m in with_metrics], metric_help(name)] for name in names]
     return Table(
         ["metric", *[m.name for m in with_metrics], "what it means"],
