@@ -3,6 +3,7 @@ rule evaluate:
     input:
         unpack(get_truth),
         unpack(get_predictions),
+        unpack(get_hierarchy_outputs),
         graph="results/{dataset}/{model}/graph.parquet",
         targets="results/{dataset}/{model}/targets.parquet",
         latents="results/{dataset}/{model}/latents.parquet",
