@@ -260,6 +260,13 @@ def _model_files(dataset):
     names += ["graph.parquet", "graph.graphml"]
     if ds.get("truth"):
         names.append("metrics.parquet")
+    if "hierarchy" in ds:
+        names += [
+            "hierarchy.parquet",
+            "module_graph.parquet",
+            "graph_given_modules.parquet",
+            "hierarchy.json",
+        ]
     files = [
         f"results/{dataset}/{model}/{name}" for model in ds["models"] for name in names
     ]

@@ -24,7 +24,8 @@ rule simulate_module_truth:
 
 rule learn_hierarchy:
     """Level 2 of the concept graph: modules of programs (chosen by minimality), the module graph,
-    and the program graph re-read given the modules (datasets with a hierarchy entry)."""
+    and the program graph re-read given the modules (datasets with a hierarchy entry).
+    """
     input:
         latents="results/{dataset}/{model}/latents.parquet",
         interventions="results/{dataset}/interventions.parquet",

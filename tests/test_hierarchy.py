@@ -142,3 +142,18 @@ def test_stage_writes_the_artifacts_and_nothing_on_bad_input(tmp_path, two_level
     assert np.isfinite(modules[["M1", "M2"]].to_numpy()).all()
     assert "stability" in read_table(outs["out_module_graph"], "graph")
     assert outs["out_summary"].read_text().startswith("{")
+
+
+def test_concept_graph_figure_and_report_section(tmp_path, two_level):
+    from crl_pipe.pl import concept_graph
+
+    screen, result = two_level
+    anchors = pd.DataFrame(
+        [(1, p, g, 1.0, np.nan) for p, genes in screen.gene_sets.items() for g in genes],
+        columns=["level", "parent", "child", "weight", "stability"],
+    )
+    membership = pd.concat([anchors, result.membership], ignore_index=True)
+    fig = concept_graph(membership, result.program_graph, result.module_graph, title="two-level")
+    labels = {t.get_text() for t in fig.axes[0].texts}
+    assert {"M1", "M2", "P1", "P6"} <= labels and any(lab.startswith("GENE") for lab in labels)
+    assert fig.axes[0].get_yticklabels()[2].get_text() == "modules"

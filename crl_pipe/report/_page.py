@@ -23,6 +23,7 @@ from .sections.glance import glance_table
 from .sections.graph import graph_section
 from .sections.guides import guides_section
 from .sections.heldout import held_out_table
+from .sections.hierarchy import hierarchy_section
 from .sections.inputs import inputs_section
 from .sections.metrics import metrics_table
 from .sections.programs import programs_section
@@ -52,6 +53,7 @@ PAGE: tuple[Section, ...] = (
     Section("targets", "Which program each perturbation hits", {"targets": targets_section}),
     Section("programs", "Programs", {"programs": programs_section}),
     Section("graph", "Causal graph among programs", {"graphs": graph_section}),
+    Section("hierarchy", "Concept levels: genes, programs, modules", {"hierarchy": hierarchy_section}),
     Section("metrics", "Metrics", {"metrics": metrics_table, "heldout": held_out_table}),
     Section("training", "Training curves", {"training": training_section}),
     Section("run", "How this was run", {"run": run_section}),
