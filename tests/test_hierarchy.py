@@ -3,6 +3,9 @@ within-module edges removed, bad given hierarchies refused before any fit."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -157,3 +160,35 @@ def test_concept_graph_figure_and_report_section(tmp_path, two_level):
     labels = {t.get_text() for t in fig.axes[0].texts}
     assert {"M1", "M2", "P1", "P6"} <= labels and any(lab.startswith("GENE") for lab in labels)
     assert fig.axes[0].get_yticklabels()[2].get_text() == "modules"
+
+
+def test_report_shows_the_levels_only_with_a_hierarchy(tmp_path, two_level):
+    import re
+
+    from test_report import make_artifacts
+
+    from crl_pipe.report import ReportInputs, write_report
+
+    screen, result = two_level
+    paths = make_artifacts(tmp_path, models={"linear": {"epochs": 1}}, with_truth=False)
+    page = write_report(tmp_path / "plain.html", ReportInputs.from_paths("x", paths)).read_text()
+    assert "Concept levels" not in page  # no hierarchy outputs: the section is left out, numbering unchanged
+    folder = Path(paths["models"]["linear"])
+    write_table(result.membership, folder / "hierarchy.parquet", "hierarchy")
+    write_table(result.module_graph, folder / "module_graph.parquet", "graph")
+    write_table(result.program_graph, folder / "graph_given_modules.parquet", "graph")
+    (folder / "hierarchy.json").write_text(
+        json.dumps(
+            {
+                "notes": ["minimality cannot choose: <b>x</b>"],
+                "identifiability": result.identifiability.astype(object).to_dict(orient="records"),
+                "module_targets": [],
+            }
+        )  # fmt: skip
+    )
+    page = write_report(tmp_path / "levels.html", ReportInputs.from_paths("x", paths)).read_text()
+    titles = re.findall(r"<h2>(.*?)</h2>", page)
+    assert titles[titles.index("5. Causal graph among programs") + 1] == "6. Concept levels: programs and modules"
+    assert "linear: 2 module(s)" in page and "Memberships (6)" in page
+    assert "minimality cannot choose: &lt;b&gt;x&lt;/b&gt;" in page  # notes are escaped
+    assert "Program edges a module explains" in page

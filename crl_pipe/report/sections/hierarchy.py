@@ -20,9 +20,18 @@ CAPTION = (
 FILES = ("hierarchy", "module_graph", "graph_given_modules")
 
 
+def has_hierarchy(inputs: ReportInputs) -> bool:
+    """Whether some model's folder holds the outputs of rule learn_hierarchy (else the section is left out)."""
+    return any(_learned(m) for m in inputs.models)
+
+
 def hierarchy_section(inputs: ReportInputs) -> list[dict[str, Any]]:
     """One block per model whose folder holds the hierarchy outputs (rule learn_hierarchy)."""
-    return [_block(m, inputs) for m in inputs.models if all((m.directory / f"{f}.parquet").exists() for f in FILES)]
+    return [_block(m, inputs) for m in inputs.models if _learned(m)]
+
+
+def _learned(m: ModelArtifacts) -> bool:
+    return all((m.directory / f"{f}.parquet").exists() for f in FILES)
 
 
 def _block(m: ModelArtifacts, inputs: ReportInputs) -> dict[str, Any]:
