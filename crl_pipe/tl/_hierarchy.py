@@ -268,11 +268,12 @@ def _fit(Z, labels, is_control, n_targets, *, given, max_modules, min_target_z, 
         else:
             modules, selection = _choose_modules(E, max_modules)
         loadings, psi = _loadings(np.corrcoef(E.T), modules)
-        modules, loadings = _non_negative(modules, loadings)
+        if given is None:  # a given membership stays as given, whatever its loadings
+            modules, loadings = _non_negative(modules, loadings)
         if not reread or not modules:
             break
         new_B, new_rows = _reread(D, counts, se, n_tg, modules, loadings, B0, min_target_z, min_cosine, ridge,
-                                  edge_threshold)  # fmt: skip
+                                  edge_threshold, support=B1 != 0)  # fmt: skip
         if new_rows == module_rows and np.allclose(new_B, B):
             break
         B, module_rows = new_B, new_rows
@@ -297,10 +298,14 @@ def _choose_modules(E: np.ndarray, max_modules: int) -> tuple[list[np.ndarray], 
             groups = sorted((g for g in groups if g.size >= 2), key=lambda g: g[0])
             if len(groups) <= max_modules:
                 candidates[tuple(tuple(g) for g in groups)] = groups
-    rows = []
-    for key, groups in candidates.items():
-        loadings, psi = _loadings(R, groups)
-        groups, loadings = _non_negative(groups, loadings)
+    rows, seen = [], set()
+    for groups in candidates.values():
+        groups, _ = _non_negative(groups, _loadings(R, groups)[0])
+        key = _partition_text(groups)
+        if key in seen:  # two cuts that differ only by members without loading: one candidate
+            continue
+        seen.add(key)
+        loadings = _loadings(R, groups)[0]  # refit without the dropped members
         rows.append((len(groups), key, _bic(R, groups, loadings, E.shape[0]), groups))
     rows.sort(key=lambda r: r[2])
     best = rows[0][3]
@@ -406,12 +411,13 @@ def _trimmed(D, counts, se, n_tg, z_min, ridge, threshold) -> tuple[np.ndarray, 
     return _fit_given(D, counts, n_tg, {p: np.arange(D.shape[1]) for p in out}, ridge, threshold)[0], out
 
 
-def _reread(D, counts, se, n_tg, modules, loadings, B0, z_min, min_cosine, ridge, threshold):
+def _reread(D, counts, se, n_tg, modules, loadings, B0, z_min, min_cosine, ridge, threshold, support):
     """Program graph given the modules, and the perturbation rows read as moving modules.
 
     A single perturbation moves a module when its exogenous shifts on the module's members (under the
     current graph, starting from the trimmed one) pass :func:`_moves`; its shifts on the members of
     every module it moves leave the program equations and the graph is refit, until the rows settle.
+    The refit keeps to ``support`` (the one-level edges): a module can explain an edge away, never add one.
     """
     K = D.shape[1]
     single = np.flatnonzero([n == 1 for n in n_tg])
@@ -431,7 +437,7 @@ def _reread(D, counts, se, n_tg, modules, loadings, B0, z_min, min_cosine, ridge
             break
         module_rows = new_rows
         masked = {p: np.concatenate([modules[m] for m in ms]) for p, ms in module_rows.items()}
-        B = _fit_given(D, counts, n_tg, masked, ridge, threshold)[0]
+        B = _fit_given(D, counts, n_tg, masked, ridge, threshold, support=support)[0]
     return B, module_rows or {}
 
 
@@ -443,7 +449,7 @@ def _moves(shift_z: np.ndarray, w: np.ndarray, z_min: float, min_cosine: float) 
     return cos >= min_cosine
 
 
-def _fit_given(D, counts, n_tg, masked, ridge, threshold):
+def _fit_given(D, counts, n_tg, masked, ridge, threshold, support=None):
     """Shift-SEM graph (and targets) where each row ``p`` of ``masked`` leaves the equations of the programs
     ``masked[p]`` (a module it moves; all programs: out of the fit)."""
     K = D.shape[1]
@@ -457,6 +463,8 @@ def _fit_given(D, counts, n_tg, masked, ridge, threshold):
     rank = np.empty(K, dtype=int)
     rank[order] = np.arange(K)
     allowed = rank[None, :] < rank[:, None]
+    if support is not None:  # given the modules, edges can only go: a module explains, it adds nothing
+        allowed &= support
     multi = np.array([n > 1 and p not in masked for p, n in enumerate(n_tg)])
     held = targets | multi[:, None]  # doubles join once the graph names their targets
     for _ in range(5):
