@@ -192,3 +192,11 @@ def test_report_shows_the_levels_only_with_a_hierarchy(tmp_path, two_level):
     assert "linear: 2 module(s)" in page and "Memberships (6)" in page
     assert "minimality cannot choose: &lt;b&gt;x&lt;/b&gt;" in page  # notes are escaped
     assert "Program edges a module explains" in page
+
+
+def test_without_controls_modules_come_from_all_samples_and_the_graph_is_not_reread(two_level):
+    screen, _ = two_level
+    iv = _interventions(screen).assign(is_control=False, intervention="frame")
+    result = hierarchy(screen.latents, iv, n_resamples=0)
+    assert result.program_graph.empty and result.module_targets.empty
+    assert result.membership["parent"].nunique() >= 1  # the programs' co-variation still forms modules

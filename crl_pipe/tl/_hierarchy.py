@@ -181,7 +181,7 @@ def hierarchy(
     )  # fmt: skip
     fit = _fit(Z, labels, is_control, n_targets, **opts)
     names = _module_names(fit.modules)
-    perts = sorted(set(labels[~is_control]))
+    perts = sorted(set(labels[~is_control])) if is_control.sum() > 2 else []
     stability = _stabilities(fit, Z, labels, is_control, n_targets, n_resamples, seed, opts)
     scores = _module_scores(Z, fit, is_control)
     result = HierarchyResult(
@@ -248,17 +248,19 @@ def _given_indices(given, programs):
 
 # ---- one fit --------------------------------------------------------------------------------------
 def _fit(Z, labels, is_control, n_targets, *, given, max_modules, min_target_z, min_cosine, edge_threshold, ridge):
-    perts, D, counts, se, n_tg = _shifts(Z, labels, is_control, n_targets)
     K = Z.shape[1]
-    reread = len(perts) > 0 and is_control.sum() > 2
+    reread = is_control.sum() > 2 and (~is_control).any()  # without controls (logs): modules only, no re-read
+    perts, D, counts, se, n_tg = _shifts(Z, labels, is_control, n_targets) if reread else ([], None, None, None, [])
     B1 = (
         alternate(D, counts, n_tg, edge_threshold=edge_threshold, ridge=ridge, max_iter=20)[0]
         if reread
         else np.zeros((K, K))
     )
-    B, module_rows, selection = B1, {}, None
+    B, module_rows, selection, moved = B1, {}, None, np.zeros((0, K))
     if reread:
-        B, _ = _trimmed(D, counts, se, n_tg, min_target_z, ridge, edge_threshold)
+        B, out = _trimmed(D, counts, se, n_tg, min_target_z, ridge, edge_threshold)
+        # exogenous shifts (SEs) of the perturbations no single program hit explains: module evidence
+        moved = (D @ (np.eye(K) - B).T / se[:, None])[sorted(out)]
     B0 = B
     controls = Z[is_control] if is_control.sum() > 2 else Z
     for _ in range(3):  # modules from what the graph leaves, then the graph given the modules
@@ -266,7 +268,7 @@ def _fit(Z, labels, is_control, n_targets, *, given, max_modules, min_target_z, 
         if given is not None:
             modules, selection = [g for g in given if g.size], _given_selection(E, given)
         else:
-            modules, selection = _choose_modules(E, max_modules)
+            modules, selection = _choose_modules(E, max_modules, moved, min_target_z)
         loadings, psi = _loadings(np.corrcoef(E.T), modules)
         if given is None:  # a given membership stays as given, whatever its loadings
             modules, loadings = _non_negative(modules, loadings)
@@ -283,11 +285,22 @@ def _fit(Z, labels, is_control, n_targets, *, given, max_modules, min_target_z, 
     return fit
 
 
-def _choose_modules(E: np.ndarray, max_modules: int) -> tuple[list[np.ndarray], pd.DataFrame]:
-    """The partition of least BIC among the cuts of an average-linkage tree on ``1 - corr(E)``."""
+def _choose_modules(
+    E: np.ndarray, max_modules: int, moved: np.ndarray | None = None, z_min: float = 3.0
+) -> tuple[list[np.ndarray], pd.DataFrame]:
+    """The partition of least description length among the cuts of an average-linkage tree on
+    ``1 - corr(E)`` and the groups of programs that perturbations move together.
+
+    Description length = BIC of the controls' residual noise ``E`` + the squared exogenous shifts (in
+    SEs, beyond ``z_min``) of the ``moved`` perturbations that their best single target, program or
+    module, leaves unexplained (the Gaussian fit of their mean shifts).
+    """
     K = E.shape[1]
     R = np.corrcoef(E.T)
+    moved = np.zeros((0, K)) if moved is None else moved
     candidates = {(): []}  # no module at all
+    for partition in _moved_partitions(moved, z_min, max_modules):
+        candidates[tuple(tuple(g) for g in partition)] = partition
     if K > 2:
         dist = np.clip(1.0 - R, 0.0, 2.0)
         np.fill_diagonal(dist, 0.0)
@@ -306,7 +319,8 @@ def _choose_modules(E: np.ndarray, max_modules: int) -> tuple[list[np.ndarray], 
             continue
         seen.add(key)
         loadings = _loadings(R, groups)[0]  # refit without the dropped members
-        rows.append((len(groups), key, _bic(R, groups, loadings, E.shape[0]), groups))
+        cost = _bic(R, groups, loadings, E.shape[0]) + _shift_cost(moved, groups, z_min)
+        rows.append((len(groups), key, cost, groups))
     rows.sort(key=lambda r: r[2])
     best = rows[0][3]
     selection = pd.DataFrame(
@@ -314,6 +328,38 @@ def _choose_modules(E: np.ndarray, max_modules: int) -> tuple[list[np.ndarray], 
         columns=["n_modules", "partition", "bic", "chosen"],
     )
     return best, selection
+
+
+def _moved_partitions(moved: np.ndarray, z_min: float, max_modules: int) -> list[list[np.ndarray]]:
+    """Partitions whose modules are the programs each perturbation moves together (>= 2, one sign),
+    taken in order of shift size, each program in the first module that claims it."""
+    groups = []
+    for row in moved:
+        sign = np.sign(row[np.argmax(np.abs(row))])
+        g = np.flatnonzero(sign * row >= z_min)
+        if g.size >= 2:
+            groups.append((float(np.abs(row[g]).sum()), g))
+    groups.sort(key=lambda t: -t[0])
+    out, taken = [], set()
+    for _, g in groups:
+        g = np.array([k for k in g if k not in taken])
+        if g.size >= 2:
+            out.append(g)
+            taken |= set(g.tolist())
+    partitions = [sorted(out[:n], key=lambda g: g[0]) for n in range(1, min(len(out), max_modules) + 1)]
+    return partitions
+
+
+def _shift_cost(moved: np.ndarray, groups: list[np.ndarray], z_min: float) -> float:
+    """Squared exogenous shift (SEs beyond ``z_min``) that the best single target of each moved
+    perturbation leaves unexplained: one program, or one module (its members)."""
+    cost = 0.0
+    excess = np.maximum(np.abs(moved) - z_min, 0.0) ** 2
+    for row in excess:
+        total = row.sum()
+        best = max([row.max(initial=0.0)] + [row[g].sum() for g in groups])
+        cost += total - best
+    return float(cost)
 
 
 def _given_selection(E, given):
