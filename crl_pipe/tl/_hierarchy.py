@@ -269,9 +269,9 @@ def _fit(Z, labels, is_control, n_targets, *, given, max_modules, min_target_z, 
             modules, selection = [g for g in given if g.size], _given_selection(E, given)
         else:
             modules, selection = _choose_modules(E, max_modules, moved, min_target_z)
+        # the chosen (or given) membership stays whole: a member the controls barely load is kept at MIN_LOADING
         loadings, psi = _loadings(np.corrcoef(E.T), modules)
-        if given is None:  # a given membership stays as given, whatever its loadings
-            modules, loadings = _non_negative(modules, loadings)
+        loadings = [np.maximum(w, MIN_LOADING) for w in loadings]
         if not reread or not modules:
             break
         new_B, new_rows = _reread(D, counts, se, n_tg, modules, loadings, B0, min_target_z, min_cosine, ridge,
@@ -299,8 +299,7 @@ def _choose_modules(
     R = np.corrcoef(E.T)
     moved = np.zeros((0, K)) if moved is None else moved
     candidates = {(): []}  # no module at all
-    for partition in _moved_partitions(moved, z_min, max_modules):
-        candidates[tuple(tuple(g) for g in partition)] = partition
+    proposed = _moved_partitions(moved, z_min, max_modules)  # kept whole: perturbations moved every member
     if K > 2:
         dist = np.clip(1.0 - R, 0.0, 2.0)
         np.fill_diagonal(dist, 0.0)
@@ -312,8 +311,8 @@ def _choose_modules(
             if len(groups) <= max_modules:
                 candidates[tuple(tuple(g) for g in groups)] = groups
     rows, seen = [], set()
-    for groups in candidates.values():
-        groups, _ = _non_negative(groups, _loadings(R, groups)[0])
+    pruned = [_non_negative(groups, _loadings(R, groups)[0])[0] for groups in candidates.values()]
+    for groups in proposed + pruned:
         key = _partition_text(groups)
         if key in seen:  # two cuts that differ only by members without loading: one candidate
             continue
