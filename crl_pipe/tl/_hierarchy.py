@@ -35,7 +35,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.optimize import linear_sum_assignment
+from scipy.optimize import linear_sum_assignment, nnls
 from scipy.spatial.distance import squareform
 
 from .._errors import ConfigError, InputError
@@ -268,7 +268,7 @@ def _fit(Z, labels, is_control, n_targets, *, given, max_modules, min_target_z, 
         if given is not None:
             modules, selection = [g for g in given if g.size], _given_selection(E, given)
         else:
-            modules, selection = _choose_modules(E, max_modules, moved, min_target_z)
+            modules, selection = _choose_modules(E, max_modules, moved, min_target_z, np.eye(K) - B)
         # the chosen (or given) membership stays whole: a member the controls barely load is kept at MIN_LOADING
         loadings, psi = _loadings(np.corrcoef(E.T), modules)
         loadings = [np.maximum(w, MIN_LOADING) for w in loadings]
@@ -286,14 +286,15 @@ def _fit(Z, labels, is_control, n_targets, *, given, max_modules, min_target_z, 
 
 
 def _choose_modules(
-    E: np.ndarray, max_modules: int, moved: np.ndarray | None = None, z_min: float = 3.0
+    E: np.ndarray, max_modules: int, moved: np.ndarray | None = None, z_min: float = 3.0, A: np.ndarray | None = None
 ) -> tuple[list[np.ndarray], pd.DataFrame]:
     """The partition of least description length among the cuts of an average-linkage tree on
     ``1 - corr(E)`` and the groups of programs that perturbations move together.
 
     Description length = BIC of the controls' residual noise ``E`` + the squared exogenous shifts (in
     SEs, beyond ``z_min``) of the ``moved`` perturbations that their best single target, program or
-    module, leaves unexplained (the Gaussian fit of their mean shifts).
+    module, leaves unexplained (the Gaussian fit of their mean shifts). With ``A`` (``I - B``), the
+    controls' fit allows for noise in the latents themselves (:func:`_bic_noisy`).
     """
     K = E.shape[1]
     R = np.corrcoef(E.T)
@@ -318,7 +319,8 @@ def _choose_modules(
             continue
         seen.add(key)
         loadings = _loadings(R, groups)[0]  # refit without the dropped members
-        cost = _bic(R, groups, loadings, E.shape[0]) + _shift_cost(moved, groups, z_min)
+        fit = _bic(R, groups, loadings, E.shape[0]) if A is None else _bic_noisy(np.cov(E.T), A, groups, E.shape[0])
+        cost = fit + _shift_cost(moved, groups, z_min)
         rows.append((len(groups), key, cost, groups))
     rows.sort(key=lambda r: r[2])
     best = rows[0][3]
@@ -454,6 +456,55 @@ def _trimmed(D, counts, se, n_tg, z_min, ridge, threshold) -> tuple[np.ndarray, 
             break
         out.add(max(score, key=score.get))
     return _fit_given(D, counts, n_tg, {p: np.arange(D.shape[1]) for p in out}, ridge, threshold)[0], out
+
+
+def _bic_noisy(C: np.ndarray, A: np.ndarray, groups, n: int, rounds: int = 5) -> float:
+    """BIC of the residual covariance ``C`` under ``W Phi W^T + Psi + A D A^T``.
+
+    A model's latents are the programs plus measurement noise ``u`` (variances ``D``); the residual
+    ``A (z + u)`` then carries ``A D A^T``, which correlates programs joined by strong edges and would
+    pass for a module. ``D >= 0`` (non-negative least squares on the off-diagonal entries) and the
+    module loadings are fit in turn; ``D`` costs one parameter per program.
+    """
+
+    K = C.shape[0]
+    off = ~np.eye(K, dtype=bool)
+    basis = np.stack([np.outer(A[:, k], A[:, k])[off] for k in range(K)], axis=1)
+    sd = np.sqrt(np.diag(C))
+    d = np.zeros(K)
+    module = np.zeros((K, K))
+    for _ in range(rounds):
+        noise = (A * d) @ A.T
+        Rm = (C - noise) / np.outer(sd, sd)
+        np.fill_diagonal(Rm, 1.0)
+        loadings, _ = _loadings(Rm, groups)
+        module = _module_cov(Rm, groups, loadings) * np.outer(sd, sd)
+        d, _ = nnls(basis, (C - module)[off])
+    S = module + (A * d) @ A.T
+    S[np.diag_indices(K)] = np.diag(C)  # psi fills the diagonal
+    sign, logdet = np.linalg.slogdet(S)
+    if sign <= 0 or np.linalg.eigvalsh(S).min() <= 1e-9:
+        return np.inf
+    nll = n * (logdet + np.trace(np.linalg.solve(S, C)))
+    M = len(groups)
+    return float(nll + np.log(n) * (sum(g.size for g in groups) + M * (M - 1) / 2 + K))
+
+
+def _module_cov(R: np.ndarray, groups, loadings) -> np.ndarray:
+    """``W Phi W^T`` (zero diagonal) with ``Phi`` the least-squares correlations between modules."""
+    K, M = R.shape[0], len(groups)
+    W = np.zeros((K, max(M, 1)))
+    for m, (g, w) in enumerate(zip(groups, loadings, strict=True)):
+        W[g, m] = w
+    Phi = np.eye(max(M, 1))
+    for a in range(M):
+        for b in range(a + 1, M):
+            ww = np.outer(W[groups[a], a], W[groups[b], b])
+            cross = np.sum(R[np.ix_(groups[a], groups[b])] * ww) / max(np.sum(ww**2), 1e-12)
+            Phi[a, b] = Phi[b, a] = np.clip(cross, -1, 1)
+    S = W @ Phi @ W.T
+    np.fill_diagonal(S, 0.0)
+    return S
 
 
 def _reread(D, counts, se, n_tg, modules, loadings, B0, z_min, min_cosine, ridge, threshold, support):
