@@ -7,14 +7,17 @@ non-negative loading on each of its programs instead of many edges.
 
 The steps (:func:`hierarchy`), on latents in control SDs (controls at mean 0, SD 1):
 
-1. One-level shift readout (:func:`crl_pipe.models._shift_sem.alternate`): graph ``B`` and targets.
+1. One-level shift readout (:func:`crl_pipe.models._shift_sem.alternate`): graph ``B1``; and a trimmed
+   readout ``B0`` without the perturbations that no single program hit explains (:func:`_trimmed`).
 2. Modules from the co-variation the graph leaves: the controls' residual noise ``e = z - B z`` is
-   fit by a non-negative one-factor-per-module model, ``cov(e) = W W^T + Psi`` with ``W >= 0`` and
-   each program in at most one module (the level-2 analogue of an anchor). Candidate partitions
-   come from average-linkage clustering on ``1 - corr(e)``; the number of modules is the one with
-   the smallest BIC (a two-part description length: Gaussian fit plus ``log(n)/2`` per loading), so
-   a module is kept only when it explains more co-variation than its loadings cost. When the
-   runner-up differs by less than ``tolerance`` BIC units, minimality cannot choose and it says so.
+   fit by a non-negative one-factor-per-module model, ``cov(e) = W Phi W^T + Psi (+ (I - B) D (I - B)^T``
+   for measurement noise in the latents), with ``W >= 0`` and each program in at most one module (the
+   level-2 analogue of an anchor). Candidate partitions are the groups the trimmed perturbations move
+   together and the cuts of an average-linkage tree on ``1 - corr(e)``; the chosen one has the least
+   description length: BIC (Gaussian fit plus ``log(n)/2`` per parameter) plus the squared exogenous
+   shifts (SEs) of the trimmed perturbations that their best single target leaves unexplained. So a
+   module is kept only when it explains more than its loadings cost. When the runner-up differs by
+   less than ``tolerance``, minimality cannot choose and it says so.
 3. The program graph re-read given the modules: a perturbation whose exogenous shift
    ``(I - B) d_p`` moves every member of a module significantly, with the same sign and in
    proportion to the loadings, is read as hitting the module; its shifts on the members of every
