@@ -101,6 +101,7 @@ def test_given_hierarchy_is_kept_and_flagged_when_the_data_disagree(two_level):
     if sorted(map(sorted, truth.values())) != sorted(map(sorted, wrong.values())):
         flagged = hierarchy(screen.latents, _interventions(screen), given=wrong, n_resamples=0)
         assert sorted(flagged.membership["parent"].unique()) == ["A", "B"]
+        assert list(flagged.scores.columns) == ["sample_id", "A", "B"]  # the same names in every table
         assert any("the data prefer" in note for note in flagged.notes)
 
 
@@ -200,3 +201,14 @@ def test_without_controls_modules_come_from_all_samples_and_the_graph_is_not_rer
     result = hierarchy(screen.latents, iv, n_resamples=0)
     assert result.program_graph.empty and result.module_targets.empty
     assert result.membership["parent"].nunique() >= 1  # the programs' co-variation still forms modules
+
+
+def test_a_given_nested_hierarchy_adds_level_3(two_level):
+    screen, _ = two_level
+    truth = screen.hierarchy.groupby("parent")["child"].apply(list).to_dict()
+    result = hierarchy(
+        screen.latents, _interventions(screen), given={**truth, "cell_state": ["M1", "M2"]}, n_resamples=0
+    )
+    level3 = result.membership[result.membership["level"] == 3]
+    assert sorted(level3["child"]) == ["M1", "M2"] and set(level3["parent"]) == {"cell_state"}
+    assert list(result.scores.columns) == ["sample_id", "M1", "M2"]

@@ -183,7 +183,7 @@ def hierarchy(
         min_target_z=min_target_z, min_cosine=min_cosine, edge_threshold=edge_threshold, ridge=ridge,
     )  # fmt: skip
     fit = _fit(Z, labels, is_control, n_targets, **opts)
-    names = _module_names(fit.modules)
+    names = _module_names(fit.modules, given, programs)
     perts = sorted(set(labels[~is_control])) if is_control.sum() > 2 else []
     stability = _stabilities(fit, Z, labels, is_control, n_targets, n_resamples, seed, opts)
     scores = _module_scores(Z, fit, is_control)
@@ -648,7 +648,10 @@ def _match_modules(reference, other) -> dict[int, int]:
 
 
 # ---- tables ---------------------------------------------------------------------------------------
-def _module_names(modules) -> list[str]:
+def _module_names(modules, given=None, programs=()) -> list[str]:
+    """``M1``, ``M2`` ... in order of their first program; a given hierarchy's own names (its modules with programs)."""
+    if given is not None:
+        return [name for name, members in given.items() if any(x in programs for x in members)]
     return [f"M{m + 1}" for m in range(len(modules))]
 
 
@@ -659,10 +662,6 @@ def _membership_table(fit, names, programs, stability, given) -> pd.DataFrame:
         for k, w in zip(g, ws, strict=True)
     ]
     if given is not None:  # given names replace M1.. ; nested modules form level 3
-        rename = dict(
-            zip(names, [n for n, members in given.items() if any(x in programs for x in members)], strict=False)
-        )
-        rows = [(lvl, rename.get(p, p), c, w, s) for lvl, p, c, w, s in rows]
         rows += [
             (3, module, member, np.nan, np.nan)
             for module, members in given.items()
