@@ -491,7 +491,7 @@ def hierarchy(
     anchor feature -> program, 2 = program -> module, 3 = module -> module of a given nested hierarchy),
     ``modules.parquet`` (module scores), ``module_graph.parquet``, ``graph_given_modules.parquet`` (the
     program graph re-read given the modules, with the one-level edges a module explains) and
-    ``hierarchy.json`` (candidate decompositions with their BIC, identifiability per module, notes).
+    ``hierarchy.json`` (candidate decompositions with their description length, identifiability per module, notes).
 
     A ``given`` hierarchy (module -> programs or modules) is checked against the latents before any fit.
     """

@@ -81,7 +81,9 @@ def test_modules_recovered_and_spurious_edges_removed(two_level):
     # memberships are stable and each module is identified (>= 2 programs of its own)
     assert (result.membership["stability"] >= 0.8).all()
     assert result.identifiability["identifiable"].all()
-    assert result.selection.iloc[0]["chosen"] and result.selection.iloc[0]["n_modules"] == 2
+    best = result.selection.iloc[0]
+    assert best["chosen"] and best["n_modules"] == 2 and best["partition"].count("{") == 2
+    assert result.selection["description_length"].is_monotonic_increasing
 
 
 def test_one_level_screen_gets_no_module():

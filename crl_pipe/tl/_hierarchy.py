@@ -72,7 +72,8 @@ class HierarchyResult:
     module_targets
         ``intervention, module``: perturbations read as hitting a module.
     selection
-        ``n_modules, partition, bic, chosen``: each candidate decomposition and its description length.
+        ``n_modules, partition, description_length, chosen``: each candidate decomposition
+        (programs by name) and its description length (BIC + unexplained shifts).
     identifiability
         Per module: ``module, n_members, n_exclusive, identifiable, reason``.
     notes
@@ -159,7 +160,7 @@ def hierarchy(
     max_modules
         Most modules a decomposition may have (default: half the programs).
     tolerance
-        BIC units: a runner-up decomposition closer than this to the chosen one is reported as
+        Description-length (BIC) units: a runner-up decomposition closer than this to the chosen one is reported as
         one minimality cannot rule out (2: "not worth more than a bare mention", Kass & Raftery 1995).
     min_target_z
         Shift (in standard errors) a program needs to count as moved by a perturbation.
@@ -201,6 +202,7 @@ def hierarchy(
         identifiability=_identifiability(fit, names, programs),
     )
     result.notes = _notes(fit, names, programs, tolerance, given is not None)
+    result.selection = fit.selection.assign(partition=[_named(p, programs) for p in fit.selection["partition"]])
     return result
 
 
@@ -329,7 +331,7 @@ def _choose_modules(
     best = rows[0][3]
     selection = pd.DataFrame(
         [(n, _partition_text(g), bic, i == 0) for i, (n, _, bic, g) in enumerate(rows)],
-        columns=["n_modules", "partition", "bic", "chosen"],
+        columns=["n_modules", "partition", "description_length", "chosen"],
     )
     return best, selection
 
@@ -373,7 +375,7 @@ def _given_selection(E, given):
     found, table = _choose_modules(E, max(1, len(given)))
     given_row = pd.DataFrame(
         [(len(groups), _partition_text(groups), _bic(R, groups, loadings, E.shape[0]), True)],
-        columns=["n_modules", "partition", "bic", "chosen"],
+        columns=["n_modules", "partition", "description_length", "chosen"],
     )
     return pd.concat([given_row, table.assign(chosen=False)], ignore_index=True)
 
@@ -712,17 +714,20 @@ def _notes(fit: _Fit, names, programs, tolerance, given) -> list[str]:
     sel = fit.selection
     if sel is not None and len(sel) > 1:
         best, runner = sel.iloc[0], sel.iloc[1]
-        if not given and runner["bic"] - best["bic"] < tolerance:
+        if not given and runner["description_length"] - best["description_length"] < tolerance:
             notes.append(
                 f"minimality cannot choose: {_named(runner['partition'], programs)} is within {tolerance:g} BIC"
                 f" of the chosen {_named(best['partition'], programs)}"
             )
         if given:
             found = sel[~sel["chosen"]].iloc[0]
-            if found["partition"] != best["partition"] and found["bic"] < best["bic"] - tolerance:
+            if (
+                found["partition"] != best["partition"]
+                and found["description_length"] < best["description_length"] - tolerance
+            ):
                 notes.append(
                     f"the data prefer {_named(found['partition'], programs)} to the given hierarchy"
-                    f" (BIC {found['bic']:.1f} < {best['bic']:.1f})"
+                    f" (description length {found['description_length']:.1f} < {best['description_length']:.1f})"
                 )
     for name, g in zip(names, fit.modules, strict=True):
         hit = any(m == names.index(name) for ms in fit.module_rows.values() for m in ms)
