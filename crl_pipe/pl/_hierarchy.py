@@ -52,9 +52,11 @@ def concept_graph(
     for m in modules:
         xs = [order[c] for c in level2.loc[level2["parent"] == m, "child"] if c in order]
         pos[("m", m)] = (sum(xs) / max(len(xs), 1), 2.0)
-    gene_rows = list(genes.itertuples(index=False))
-    for i, row in enumerate(gene_rows):
-        pos[("g", row.child)] = ((i + 0.5) * max(len(programs) - 1, 1) / max(len(gene_rows), 1), 0.0)
+    gene_rows = [row for row in genes.itertuples(index=False) if row.parent in order]
+    for program, group in genes[genes["parent"].isin(list(order))].groupby("parent", sort=False):
+        n = len(group)
+        for i, gene in enumerate(group["child"]):  # fanned out under their program
+            pos[("g", gene)] = (order[program] + (i - (n - 1) / 2) * 0.8 / max(n, 1), 0.0)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(programs) + 2), 4.8))
     for row in gene_rows:
         _line(ax, pos[("g", row.child)], pos[("p", row.parent)], 0.6)
