@@ -514,12 +514,20 @@ def hierarchy(
     write_table(result.program_graph, out_program_graph, "graph", prov)
     summary = {
         "notes": result.notes,
-        "selection": result.selection.to_dict(orient="records"),
+        "selection": [  # a decomposition whose covariance is not positive definite has no finite length: null
+            {
+                **row,
+                "description_length": row["description_length"]
+                if abs(row["description_length"]) < float("inf")
+                else None,
+            }
+            for row in result.selection.to_dict(orient="records")
+        ],
         "identifiability": result.identifiability.to_dict(orient="records"),
         "module_targets": result.module_targets.to_dict(orient="records"),
     }
     with atomic_path(out_summary) as tmp:
-        tmp.write_text(json.dumps(summary, indent=1, default=_json_value), encoding="utf-8")
+        tmp.write_text(json.dumps(summary, indent=1, default=_json_value, allow_nan=False), encoding="utf-8")
 
 
 def _json_value(value: Any) -> Any:

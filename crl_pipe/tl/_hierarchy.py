@@ -202,6 +202,12 @@ def hierarchy(
         identifiability=_identifiability(fit, names, programs),
     )
     result.notes = _notes(fit, names, programs, tolerance, given is not None)
+    for name, g in zip(names, fit.modules, strict=True):
+        kept = float(np.mean(stability["members"][g])) if n_resamples and given is None else np.nan
+        if kept < 0.5:
+            result.notes.append(
+                f"{name}: resamples keep its membership only {kept:.0%} of the time; do not read it as a module"
+            )
     result.selection = fit.selection.assign(partition=[_named(p, programs) for p in fit.selection["partition"]])
     return result
 
@@ -485,10 +491,16 @@ def _bic_noisy(C: np.ndarray, A: np.ndarray, groups, n: int, rounds: int = 5) ->
         loadings, _ = _loadings(Rm, groups)
         module = _module_cov(Rm, groups, loadings) * np.outer(sd, sd)
         d, _ = nnls(basis, (C - module)[off])
+    communality = np.zeros(K)
+    for g, w in zip(groups, loadings, strict=True):
+        communality[g] = w**2 * sd[g] ** 2
     S = module + (A * d) @ A.T
-    S[np.diag_indices(K)] = np.diag(C)  # psi fills the diagonal
+    np.fill_diagonal(S, 0.0)
+    # psi >= 0 fills the diagonal: the variance neither the modules nor the noise explain
+    explained = communality + (A**2) @ d
+    S[np.diag_indices(K)] = explained + np.maximum(np.diag(C) - explained, 1e-3 * np.diag(C))
     sign, logdet = np.linalg.slogdet(S)
-    if sign <= 0 or np.linalg.eigvalsh(S).min() <= 1e-9:
+    if sign <= 0:
         return np.inf
     nll = n * (logdet + np.trace(np.linalg.solve(S, C)))
     M = len(groups)
