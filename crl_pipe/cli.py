@@ -39,6 +39,8 @@ STEPS: dict[str, Callable[..., None]] = {
     "report": pipeline.report,
     "collect-benchmark": pipeline.collect_benchmark,
     "export": pipeline.export,
+    "hierarchy": pipeline.hierarchy,
+    "simulate-modules": pipeline.simulate_modules,
 }
 
 #: Subcommand -> the arguments it takes by position, not as an option (``crl-pipe export RESULTS_DIR``).
@@ -134,6 +136,15 @@ ARGUMENT_HELP: dict[str, str] = {
     "dataset": "dataset name shown in the report",
     "config": "the settings shown under 'How this was run', as a YAML mapping (dataset.kind picks the words)",
     "counts": "keep the raw counts layer (false: only the log-normalised X)",
+    "hierarchy.given": "a given level 2 as a YAML mapping module -> [programs] (anchors one level up)",
+    "n_resamples": "bootstrap resamples of the cells behind each membership's stability",
+    "out_hierarchy": "where to write hierarchy.parquet",
+    "out_modules": "where to write modules.parquet",
+    "out_module_graph": "where to write module_graph.parquet",
+    "out_program_graph": "where to write graph_given_modules.parquet",
+    "out_summary": "where to write hierarchy.json (candidate decompositions, identifiability, notes)",
+    "evaluate.hierarchy": "the hierarchy step's outputs as a YAML mapping {hierarchy: ..., module_graph: ..., "
+    "graph_given_modules: ...}",
 }
 
 

@@ -250,12 +250,15 @@ def evaluate(
     truth: Mapping[str, PathLike | None],
     predictions: PathLike | None = None,
     single_scores: PathLike | None = None,
+    hierarchy: Mapping[str, PathLike] | None = None,
 ) -> None:
     """Compare the recovered model with the ground truth (target accuracy, SHD, MCC); with the
     ``predictions.parquet`` of :func:`predict`, add its held-out scores averaged over the labels
     (``heldout_r2_top20``, ``heldout_mmd``, ... and the baselines' ``heldout_r2_top20_additive`` ...);
     with the ``held_out_singles.parquet`` of :func:`steer`, those of the held-out singles
-    (``heldout_single_pearson_delta_top20``, ... and ``..._mean_change``, ``..._linear_embedding`` ...)."""
+    (``heldout_single_pearson_delta_top20``, ... and ``..._mean_change``, ``..._linear_embedding`` ...).
+    With a true ``hierarchy`` and the outputs of :func:`hierarchy` (``hierarchy``, ``module_graph``,
+    ``graph_given_modules``), add the module scores of :func:`crl_pipe.tl.module_metrics`."""
     from . import tl  # deferred: torch loads only for the steps that use a model
 
     truth = {k: v for k, v in truth.items() if v}
@@ -275,7 +278,32 @@ def evaluate(
         singles = tl.held_out_metrics(read_table(single_scores, "predictions"), prefix="heldout_single_")
         metrics = pd.concat([metrics, singles], ignore_index=True)
         inputs["single_scores"] = single_scores
+    if hierarchy and "hierarchy" in truth:
+        metrics = pd.concat([metrics, _module_metrics(targets, truth, hierarchy)], ignore_index=True)
+        inputs |= {f"hierarchy_{k}": v for k, v in hierarchy.items()}
     write_table(metrics, out, "metrics", provenance("evaluate", inputs))
+
+
+def _module_metrics(targets: PathLike, truth: Mapping[str, PathLike], found: Mapping[str, PathLike]) -> pd.DataFrame:
+    """Module ARI, module-graph SHD and the program-graph SHD with and without the modules."""
+    from . import tl  # deferred: torch loads with the tools
+
+    program_graph = read_table(found["graph_given_modules"], "graph")
+    true_graph = io.read_graph(truth["graph"]) if "graph" in truth else None
+    nodes = set(program_graph["source"]) | set(program_graph["target"])
+    mapping = {n: n for n in nodes}
+    if "targets" in truth:  # latents named by the model: map them to programs through the interventions
+        mapping |= tl.map_latents(tl.predicted_targets(read_table(targets, "targets")), read_table(truth["targets"]))
+    scores = tl.module_metrics(
+        read_table(found["hierarchy"], "hierarchy"),
+        read_table(found["module_graph"], "graph"),
+        program_graph,
+        true_hierarchy=read_table(truth["hierarchy"], "hierarchy"),
+        true_module_graph=io.read_graph(truth["module_graph"]) if "module_graph" in truth else None,
+        true_graph=true_graph,
+        mapping=mapping,
+    )
+    return pd.DataFrame(list(scores.items()), columns=["metric", "value"])
 
 
 def _model_inputs(preprocessed: PathLike, interventions: PathLike, anchors: PathLike, model_dir: PathLike) -> dict:
@@ -497,3 +525,77 @@ def _held_out_dropped(data, held_out: Sequence[str], interventions: PathLike):
 def _held_out_param(held_out: Sequence[str]) -> dict[str, list[str]]:
     """``{"held_out": [...]}`` for the provenance when labels are held out, else nothing (unchanged provenance)."""
     return {"held_out": [str(x) for x in held_out]} if held_out else {}
+
+
+def hierarchy(
+    *,
+    latents: PathLike,
+    interventions: PathLike,
+    anchors: PathLike,
+    out_hierarchy: PathLike,
+    out_modules: PathLike,
+    out_module_graph: PathLike,
+    out_program_graph: PathLike,
+    out_summary: PathLike,
+    given: Mapping[str, Sequence[str]] | None = None,
+    n_resamples: int = 20,
+    seed: int = 0,
+) -> None:
+    """Level 2 of the concept graph (:func:`crl_pipe.tl.hierarchy`): ``hierarchy.parquet`` (level 1 =
+    anchor feature -> program, 2 = program -> module, 3 = module -> module of a given nested hierarchy),
+    ``modules.parquet`` (module scores), ``module_graph.parquet``, ``graph_given_modules.parquet`` (the
+    program graph re-read given the modules, with the one-level edges a module explains) and
+    ``hierarchy.json`` (candidate decompositions with their description length, identifiability per module, notes).
+
+    A ``given`` hierarchy (module -> programs or modules) is checked against the latents before any fit.
+    """
+    from . import tl  # deferred: torch loads with the shift readout
+
+    lat = read_table(latents, "latents")
+    if given:
+        tl.check_given_hierarchy(given, [c for c in lat.columns if c != "sample_id"], where="hierarchy.modules")
+    result = tl.hierarchy(lat, read_table(interventions, "interventions"), given=given or None,
+                          n_resamples=n_resamples, seed=seed)  # fmt: skip
+    anchor_rows = read_table(anchors, "anchors")
+    level1 = pd.DataFrame(
+        {"level": 1, "parent": anchor_rows["program"], "child": anchor_rows["feature"], "weight": anchor_rows["weight"]}
+    ).assign(stability=float("nan"))
+    params = {"given": {k: list(v) for k, v in (given or {}).items()}, "n_resamples": n_resamples, "seed": seed}
+    prov = provenance("hierarchy", {"latents": latents, "interventions": interventions, "anchors": anchors}, params)
+    write_table(pd.concat([level1, result.membership], ignore_index=True), out_hierarchy, "hierarchy", prov)
+    write_table(result.scores, out_modules, "modules", prov)
+    write_table(result.module_graph, out_module_graph, "graph", prov)
+    write_table(result.program_graph, out_program_graph, "graph", prov)
+    summary = {
+        "notes": result.notes,
+        "selection": [  # a decomposition whose covariance is not positive definite has no finite length: null
+            {
+                **row,
+                "description_length": row["description_length"]
+                if abs(row["description_length"]) < float("inf")
+                else None,
+            }
+            for row in result.selection.to_dict(orient="records")
+        ],
+        "identifiability": result.identifiability.to_dict(orient="records"),
+        "module_targets": result.module_targets.to_dict(orient="records"),
+    }
+    with atomic_path(out_summary) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1, default=_json_value, allow_nan=False), encoding="utf-8")
+
+
+def _json_value(value: Any) -> Any:
+    """numpy scalars in a JSON summary as plain numbers."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def simulate_modules(*, out_truth_dir: PathLike, params: Mapping[str, Any]) -> None:
+    """The module truth of a two-level simulated screen (``n_modules`` > 0): ``hierarchy``, ``module_graph``,
+    ``module_targets`` and ``modules.parquet`` in ``out_truth_dir``, without drawing the counts again."""
+    from . import simulate as sim  # deferred: scanpy, scikit-learn and MuJoCo load only to simulate
+
+    params = {k: v for k, v in params.items() if k != "kind"}
+    if not params.get("n_modules"):
+        raise ConfigError("simulate_modules: the simulation has no modules; expected n_modules >= 1")
+    screen, _ = sim.simulate_screen_chunks(**params)  # the truth of simulate_screen, no counts drawn
+    sim.write_module_truth(screen, out_truth_dir, provenance("simulate", {}, params))

@@ -112,7 +112,7 @@ def get_final_targets(wildcards):
     ]
     if TRUTH_DATASETS:
         targets.append("results/benchmark.parquet")
-    return targets
+    return targets + get_hierarchy_targets()
 
 
 # ---- simulate_screen, simulate_robot --------------------------------------------------------------
@@ -261,6 +261,13 @@ def _model_files(dataset):
     names += ["graph.parquet", "graph.graphml"]
     if ds.get("truth"):
         names.append("metrics.parquet")
+    if "hierarchy" in ds:
+        names += [
+            "hierarchy.parquet",
+            "module_graph.parquet",
+            "graph_given_modules.parquet",
+            "hierarchy.json",
+        ]
     files = [
         f"results/{dataset}/{model}/{name}" for model in ds["models"] for name in names
     ]
@@ -407,3 +414,37 @@ def check_steer_requests():
 
 
 check_steer_requests()
+# ---- learn_hierarchy (datasets with a hierarchy entry) ---------------------------------------------
+HIERARCHY_DATASETS = [name for name, ds in DATASETS.items() if "hierarchy" in ds]
+
+
+def get_given_hierarchy(wildcards):
+    """The dataset's given level 2 (module -> programs), or None: learned from the latents."""
+    return (_dataset(wildcards).get("hierarchy") or {}).get("modules") or None
+
+
+def get_hierarchy_resamples(wildcards):
+    """Bootstrap resamples behind each membership's stability."""
+    return (_dataset(wildcards).get("hierarchy") or {}).get("n_resamples", 20)
+
+
+def get_hierarchy_outputs(wildcards):
+    """``hierarchy_*`` outputs of rule learn_hierarchy that evaluate scores, when the dataset's truth
+    has modules and the dataset a hierarchy entry; else nothing (use with unpack)."""
+    ds = _dataset(wildcards)
+    if "hierarchy" not in ds or "hierarchy" not in (ds.get("truth") or {}):
+        return {}
+    folder = f"results/{wildcards.dataset}/{wildcards.model}"
+    return {
+        f"hierarchy_{name}": f"{folder}/{name}.parquet"
+        for name in ("hierarchy", "module_graph", "graph_given_modules")
+    }
+
+
+def get_hierarchy_targets():
+    """hierarchy.parquet of every model of every dataset with a hierarchy entry."""
+    return [
+        f"results/{name}/{model}/hierarchy.parquet"
+        for name in HIERARCHY_DATASETS
+        for model in DATASETS[name]["models"]
+    ]

@@ -4,6 +4,7 @@ rule evaluate:
         unpack(get_truth),
         unpack(get_predictions),
         unpack(get_single_scores),
+        unpack(get_hierarchy_outputs),
         graph="results/{dataset}/{model}/graph.parquet",
         targets="results/{dataset}/{model}/targets.parquet",
         latents="results/{dataset}/{model}/latents.parquet",

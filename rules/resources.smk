@@ -45,6 +45,8 @@ RESOURCES = {
     "evaluate_baseline": {"threads": 1, "mem_mb": 4000, "runtime": 30},
     "write_report": {"threads": 1, "mem_mb": 4000, "runtime": 30},
     "collect_benchmark": {"threads": 1, "mem_mb": 1000, "runtime": 10},
+    "simulate_module_truth": {"threads": 1, "mem_mb": 4000, "runtime": 30},
+    "learn_hierarchy": {"threads": 1, "mem_mb": 4000, "runtime": 30},
 }
 
 

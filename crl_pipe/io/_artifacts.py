@@ -66,6 +66,17 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "route": pa.string(),
         "path": pa.string(),
     },
+    # the concept levels (rule hierarchy): level 1 = feature -> program, 2 = program -> module, ...;
+    # stability: fraction of resampled refits that keep the membership (NaN where not resampled)
+    "hierarchy": {
+        "level": pa.int64(),
+        "parent": pa.string(),
+        "child": pa.string(),
+        "weight": pa.float64(),
+        "stability": pa.float64(),
+    },
+    "modules": {"sample_id": pa.string()},
+    "truth_module_targets": {"intervention": pa.string(), "module": pa.string()},
 }
 
 #: Contract columns added after their table kind was first written, with the value a table without
@@ -88,7 +99,7 @@ def to_table(df: pd.DataFrame, kind: str) -> pa.Table:
                 table = table.set_column(idx, pa.field(name, typ), table.column(name).cast(typ))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
                 raise InputError(f"{kind} table: column {name!r} cannot be read as {typ}: {err}") from None
-    if kind == "latents":
+    if kind in ("latents", "modules"):
         _check_latent_columns(table)
     return table
 
@@ -144,7 +155,7 @@ def check_table(table: pa.Table, kind: str, path: str | os.PathLike = "<table>")
         found = table.schema.field(name).type
         if not found.equals(typ) and not (pa.types.is_large_list(found) and pa.types.is_list(typ)):
             raise InputError(f"{path}: column {name!r} has type {found}, expected {typ} in a {kind} table")
-    if kind == "latents":
+    if kind in ("latents", "modules"):
         _check_latent_columns(table)
 
 

@@ -15,12 +15,14 @@ from ._cells import cells_per_perturbation
 from ._graph import causal_graph, graph_comparison
 from ._guides import guide_calls, guide_umis, knockdown
 from ._heatmap import target_heatmap
+from ._hierarchy import concept_graph
 from ._observed import n_self_driven, observed_causes, strongest_observed_causes
 from ._qc import qc_distribution
 from ._training import training_curves
 
 __all__ = [
     "causal_graph",
+    "concept_graph",
     "cells_per_perturbation",
     "graph_comparison",
     "guide_calls",

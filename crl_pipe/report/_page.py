@@ -23,6 +23,7 @@ from .sections.glance import glance_table
 from .sections.graph import graph_section
 from .sections.guides import guides_section
 from .sections.heldout import held_out_table
+from .sections.hierarchy import has_hierarchy, hierarchy_section
 from .sections.inputs import inputs_section
 from .sections.metrics import metrics_table
 from .sections.programs import programs_section
@@ -44,6 +45,8 @@ class Section:
     anchor: str
     title: str
     parts: dict[str, Callable[[ReportInputs], Any]]
+    #: shown only when this says so (None: always, unless the kind omits it)
+    when: Callable[[ReportInputs], bool] | None = None
 
 
 #: The numbered sections, in page order.
@@ -53,14 +56,16 @@ PAGE: tuple[Section, ...] = (
     Section("targets", "Which program each perturbation hits", {"targets": targets_section}),
     Section("programs", "Programs", {"programs": programs_section}),
     Section("graph", "Causal graph among programs", {"graphs": graph_section}),
+    Section("hierarchy", "Concept levels: programs and modules", {"hierarchy": hierarchy_section}, has_hierarchy),
     Section("metrics", "Metrics", {"metrics": metrics_table, "heldout": held_out_table}),
     Section("whatif", "What if", {"whatif": whatif_section, "singles": singles_table}),
     Section("training", "Training curves", {"training": training_section}),
     Section("run", "How this was run", {"run": run_section}),
 )
 
-#: Section anchors and headings, in page order (the table of contents); numbered when rendered.
-SECTIONS: list[tuple[str, str]] = [(s.anchor, s.title) for s in PAGE]
+#: Section anchors and headings, in page order (the table of contents); numbered when rendered. Sections
+#: with a ``when`` (shown only for some results, e.g. concept levels) are not listed.
+SECTIONS: list[tuple[str, str]] = [(s.anchor, s.title) for s in PAGE if s.when is None]
 
 
 def write_report(out_html: PathLike, inputs: ReportInputs) -> Path:
@@ -81,7 +86,9 @@ def write_report(out_html: PathLike, inputs: ReportInputs) -> Path:
 
 def render_report(inputs: ReportInputs) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
-    shown = [s for s in PAGE if s.anchor not in inputs.vocabulary.omitted_sections]
+    shown = [
+        s for s in PAGE if s.anchor not in inputs.vocabulary.omitted_sections and (s.when is None or s.when(inputs))
+    ]
     numbered = [(s.anchor, f"{i}. {inputs.vocabulary.title(s.title)}") for i, s in enumerate(shown, start=1)]
     context: dict[str, Any] = {
         "dataset": inputs.dataset,

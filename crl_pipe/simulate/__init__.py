@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._data import screen_to_crl_data
 from ._robot import ARM_EDGES, ARM_JOINTS, SimulatedRobot, simulate_arm, simulate_robot, write_robot_simulation
 from ._screen import CONTROL_LABEL, SimulatedScreen, simulate_screen, simulate_screen_chunks
-from ._write import write_simulation
+from ._write import write_module_truth, write_simulation
 
 __all__ = [
     "ARM_EDGES",
@@ -18,6 +18,7 @@ __all__ = [
     "screen_to_crl_data",
     "simulate_screen",
     "simulate_screen_chunks",
+    "write_module_truth",
     "write_robot_simulation",
     "write_simulation",
 ]

@@ -10,6 +10,12 @@ one to three programs, except 30% of them, housekeeping genes that dominate the 
 and depend on no program (so library-size normalisation barely couples programs); each perturbed
 ("regulator") gene is knocked down in its own cells and shifts one program (CRISPRi-like soft
 intervention: the mechanism of every other program is kept).
+
+With ``n_modules`` > 0 the programs form a second level: hidden module drivers
+``m = B_mod m + e`` (a DAG over modules), each program belonging to one module with a non-negative
+loading ``C``, enter the programs' noise (``eps += C m``), so the programs of a module co-vary;
+one perturbed gene per module (``MREG<m>``) shifts its module's noise. With ``n_modules`` = 0 (the
+default) nothing of this is drawn and the screen is the one-level screen, draw for draw.
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ class SimulatedScreen:
     graph: pd.DataFrame  # source, target, weight (standardised units)
     targets: pd.DataFrame  # intervention, program
     latents: pd.DataFrame  # sample_id + one column per program
+    hierarchy: pd.DataFrame | None = None  # level, parent (module), child (program), weight (loading)
+    module_graph: pd.DataFrame | None = None  # source, target, weight among modules (standardised)
+    module_targets: pd.DataFrame | None = None  # intervention, module
+    modules: pd.DataFrame | None = None  # sample_id + one column per module (control SD units)
 
 
 def simulate_screen(
@@ -60,6 +70,9 @@ def simulate_screen(
     min_edge_weight: float = 0.5,
     max_edge_weight: float = 1.5,
     regulators_in_programs: bool = False,
+    n_modules: int = 0,
+    module_edge_density: float = 0.0,
+    module_loading: float = 0.8,
     seed: int = 0,
 ) -> SimulatedScreen:
     """Simulate a CRISPR screen whose latent programs follow a linear SEM on a random DAG.
@@ -97,6 +110,14 @@ def simulate_screen(
         Each perturbed gene is also a member of the program it acts on: its expression loads on
         that program (as an anchor does) and it is listed in the program's gene set, prior
         knowledge that maps a knockdown never seen in training to its program (steering).
+    n_modules
+        Hidden modules over the programs (0: none, a one-level screen). Programs are split into
+        ``n_modules`` groups of at least two (needs ``n_programs >= 2 * n_modules``).
+    module_edge_density
+        Probability of each forward edge of a random order of the modules (the module graph).
+    module_loading
+        Mean non-negative loading of a program on its module (drawn within +-0.2), in SDs of the
+        program's own noise per module SD.
     seed
         Seed of every random draw.
     """
@@ -104,7 +125,8 @@ def simulate_screen(
         n_programs=n_programs, n_genes=n_genes, anchors_per_program=anchors_per_program, n_control=n_control,
         cells_per_perturbation=cells_per_perturbation, guides_per_program=guides_per_program, n_doubles=n_doubles,
         edge_density=edge_density, mixing=mixing, shift=shift, noise_scale=noise_scale,
-        min_edge_weight=min_edge_weight, max_edge_weight=max_edge_weight,
+        min_edge_weight=min_edge_weight, max_edge_weight=max_edge_weight, n_modules=n_modules,
+        module_edge_density=module_edge_density, module_loading=module_loading,
         regulators_in_programs=regulators_in_programs, seed=seed,
     )  # fmt: skip
     counts = _negative_binomial(design.log_mean(slice(None)), mean_library_size, dispersion, design.rng)
@@ -162,6 +184,7 @@ class _Design:
     pair: np.ndarray | None  # programs interacting on mixed genes (nonlinear mixing)
     mixed: slice
     mixing: str
+    modules: _Modules | None = None
 
     def log_mean(self, cells: slice) -> np.ndarray:
         """Log mean expression of the cells ``cells`` (genes in model order), knockdowns included."""
@@ -193,19 +216,28 @@ class _Design:
             columns=["source", "target", "weight"],
         )
         targets = pd.DataFrame(
-            [(label, programs[self.reg_program[r]]) for label, regs in self.conditions for r in regs],
+            [
+                (label, programs[self.reg_program[r]])
+                for label, regs in self.conditions
+                for r in regs
+                if r in self.reg_program  # module regulators: in module_targets
+            ],
             columns=["intervention", "program"],
         )
         latents = pd.DataFrame(self.z, columns=programs).assign(sample_id=sample_ids)[["sample_id", *programs]]
-        return SimulatedScreen(adata=adata, gene_sets=self.gene_sets, graph=graph, targets=targets, latents=latents)
+        screen = SimulatedScreen(adata=adata, gene_sets=self.gene_sets, graph=graph, targets=targets, latents=latents)
+        if self.modules is not None:
+            self.modules.truth_into(screen, programs, scale, sample_ids)
+        return screen
 
 
 def _design(
     *, n_programs, n_genes, anchors_per_program, n_control, cells_per_perturbation, guides_per_program, n_doubles,
     edge_density, mixing, shift, noise_scale, min_edge_weight, max_edge_weight, seed, regulators_in_programs=False,
+    n_modules=0, module_edge_density=0.0, module_loading=0.8,
 ) -> _Design:  # fmt: skip
     K = n_programs
-    n_regulators = K * guides_per_program
+    n_regulators = K * guides_per_program + n_modules
     n_mixed = n_genes - K * anchors_per_program - n_regulators
     if K < 2:
         raise ConfigError(f"simulate: n_programs must be at least 2, got {K}")
@@ -214,15 +246,24 @@ def _design(
             f"simulate: n_genes={n_genes} is too small for {K} programs x {anchors_per_program} anchors"
             f" + {n_regulators} perturbed genes"
         )
+    if n_modules < 0 or K < 2 * n_modules:
+        raise ConfigError(f"simulate: n_modules={n_modules} needs n_programs >= 2 * n_modules, got n_programs={K}")
     if mixing not in ("linear", "nonlinear"):
         raise ConfigError(f"simulate: mixing must be 'linear' or 'nonlinear', got {mixing!r}")
     rng = np.random.default_rng(seed)
     programs = [f"P{k + 1}" for k in range(K)]
 
     B, scale = _random_dag(K, edge_density, min_edge_weight, max_edge_weight, rng)
-    regulators = [f"REG{r + 1}" for r in range(n_regulators)]
+    regulators = [f"REG{r + 1}" for r in range(K * guides_per_program)]
     reg_program = {reg: r // guides_per_program for r, reg in enumerate(regulators)}
     conditions = _conditions(regulators, reg_program, n_doubles, rng)
+    modules = None
+    if n_modules:  # drawn from its own stream, after the one-level design
+        modules = _draw_modules(
+            K, n_modules, module_edge_density, module_loading, min_edge_weight, max_edge_weight, seed
+        )
+        regulators += modules.regulators
+        conditions += [(reg, (reg,)) for reg in modules.regulators]
 
     labels, target_sets = [CONTROL_LABEL] * n_control, [()] * n_control
     for label, regs in conditions:
@@ -231,15 +272,23 @@ def _design(
     n_cells = len(labels)
 
     eps = rng.standard_normal((n_cells, K))
+    if modules is not None:
+        modules.draw_noise(n_cells)
     knocked = np.zeros((n_cells, n_regulators), dtype=bool)
     start = n_control
     for _, regs in conditions:  # cells of a condition are consecutive: shift their targets at once
         cells = slice(start, start + cells_per_perturbation)
         for reg in regs:
-            k = reg_program[reg]
-            eps[cells, k] = eps[cells, k] * noise_scale + shift
+            if reg in reg_program:
+                k = reg_program[reg]
+                eps[cells, k] = eps[cells, k] * noise_scale + shift
+            else:
+                modules.knock(reg, cells, shift, noise_scale)
             knocked[cells, regulators.index(reg)] = True
         start += cells_per_perturbation
+    if modules is not None:  # hidden drivers enter the programs' noise; controls keep unit variance
+        eps = eps + modules.drive()
+        scale = modules.program_scale(B)
     # z = B z + eps  <=>  z = eps (I - B)^-T in row form; rescale so controls have unit variance.
     z = eps @ np.linalg.inv(np.eye(K) - B).T / scale
 
@@ -252,7 +301,79 @@ def _design(
     return _Design(
         rng=rng, programs=programs, B=B, scale=scale, reg_program=reg_program, conditions=conditions, labels=labels,
         z=z, knocked=knocked, genes=genes, gene_sets=gene_sets, A=A, base=base, pair=pair, mixed=mixed, mixing=mixing,
+        modules=modules,
     )  # fmt: skip
+
+
+@dataclass
+class _Modules:
+    """The second level of a simulated screen: module drivers, their graph and the programs' loadings."""
+
+    names: list[str]
+    members: list[np.ndarray]  # program indices of each module
+    C: np.ndarray  # programs x modules, non-negative loadings
+    B: np.ndarray  # modules x modules, B[j, i] = effect of module i on module j
+    scale: np.ndarray  # control SD of each module under unit noise
+    regulators: list[str]
+    rng: np.random.Generator
+    noise: np.ndarray | None = None  # cells x modules: module noise (shifted where knocked down)
+    m: np.ndarray | None = None  # cells x modules: module values, control SD units
+
+    def knock(self, reg: str, cells: slice, shift: float, noise_scale: float) -> None:
+        """Shift the noise of the module ``reg`` regulates in ``cells`` (noise is drawn on first use)."""
+        m = self.regulators.index(reg)
+        self.noise[cells, m] = self.noise[cells, m] * noise_scale + shift
+
+    def draw_noise(self, n_cells: int) -> None:
+        self.noise = self.rng.standard_normal((n_cells, len(self.names)))
+
+    def drive(self) -> np.ndarray:
+        """Each cell's module drive of every program's noise (cells x programs)."""
+        M = len(self.names)
+        self.m = self.noise @ np.linalg.inv(np.eye(M) - self.B).T / self.scale
+        return self.m @ self.C.T
+
+    def program_scale(self, B: np.ndarray) -> np.ndarray:
+        """Control SD of each program with its own unit noise and its module's drive."""
+        M = len(self.names)
+        inv_m = np.linalg.inv(np.eye(M) - self.B) / self.scale[:, None]
+        cov_eps = np.eye(B.shape[0]) + self.C @ (inv_m @ inv_m.T) @ self.C.T
+        inv = np.linalg.inv(np.eye(B.shape[0]) - B)
+        return np.sqrt(np.diag(inv @ cov_eps @ inv.T))
+
+    def truth_into(self, screen: SimulatedScreen, programs: list[str], scale: np.ndarray, sample_ids: list) -> None:
+        """Fill ``screen``'s module truth: membership (loadings in control SDs), module graph, targets, values."""
+        screen.hierarchy = pd.DataFrame(
+            [
+                (2, self.names[m], programs[k], float(self.C[k, m] / scale[k]), 1.0)
+                for m, ks in enumerate(self.members)
+                for k in ks
+            ],
+            columns=["level", "parent", "child", "weight", "stability"],
+        )
+        std_B = self.B * self.scale[None, :] / self.scale[:, None]
+        screen.module_graph = pd.DataFrame(
+            [(self.names[i], self.names[j], float(std_B[j, i])) for j, i in zip(*np.nonzero(self.B), strict=True)],
+            columns=["source", "target", "weight"],
+        )
+        screen.module_targets = pd.DataFrame(
+            {"intervention": self.regulators, "module": self.names}, columns=["intervention", "module"]
+        )
+        screen.modules = pd.DataFrame(self.m, columns=self.names).assign(sample_id=sample_ids)[
+            ["sample_id", *self.names]
+        ]
+
+
+def _draw_modules(K, n_modules, density, loading, lo, hi, seed) -> _Modules:
+    """Modules over ``K`` programs from their own random stream (``[seed, 1]``): groups of >= 2 programs."""
+    rng = np.random.default_rng([seed, 1])
+    members = [np.sort(g) for g in np.array_split(rng.permutation(K), n_modules)]
+    C = np.zeros((K, n_modules))
+    for m, ks in enumerate(members):
+        C[ks, m] = rng.uniform(max(loading - 0.2, 0.05), loading + 0.2, len(ks))
+    B, scale = _random_dag(n_modules, density, lo, hi, rng)
+    names = [f"M{m + 1}" for m in range(n_modules)]
+    return _Modules(names, members, C, B, scale, [f"MREG{m + 1}" for m in range(n_modules)], rng)
 
 
 def _random_dag(K, density, lo, hi, rng):

@@ -23,7 +23,8 @@ def write_simulation(
     params: Mapping[str, Any] | None = None,
     blocks: Iterable[sp.spmatrix] | None = None,
 ) -> None:
-    """Write the screen (h5ad), its anchor gene sets (GMT) and the truth tables (Parquet).
+    """Write the screen (h5ad), its anchor gene sets (GMT) and the truth tables (Parquet); a screen
+    with modules adds ``hierarchy``, ``module_graph``, ``module_targets`` and ``modules.parquet``.
 
     ``blocks``: the counts as CSR blocks of cells (:func:`simulate_screen_chunks`), appended to the
     h5ad one at a time instead of ``screen.adata.X``.
@@ -33,6 +34,8 @@ def write_simulation(
     write_table(screen.graph.assign(stability=1.0), truth / "graph.parquet", "graph", prov)
     write_table(screen.targets, truth / "targets.parquet", "truth_targets", prov)
     write_table(screen.latents, truth / "latents.parquet", "latents", prov)
+    if screen.hierarchy is not None:  # a two-level screen: its modules' truth
+        write_module_truth(screen, truth, prov)
     write_gmt(screen.gene_sets, out_gmt)
     if blocks is None:
         write_h5ad(screen.adata, out_h5ad, prov)
@@ -41,3 +44,12 @@ def write_simulation(
     with write_h5ad_chunks(out_h5ad, obs, var, prov, max_nnz=len(obs) * len(var)) as out:
         for block in blocks:
             out.append(block)
+
+
+def write_module_truth(screen: SimulatedScreen, out_truth_dir: str | os.PathLike, prov: Mapping[str, Any]) -> None:
+    """The module truth of a two-level screen: ``hierarchy``, ``module_graph``, ``module_targets``, ``modules``."""
+    truth = Path(out_truth_dir)
+    write_table(screen.hierarchy, truth / "hierarchy.parquet", "hierarchy", prov)
+    write_table(screen.module_graph.assign(stability=1.0), truth / "module_graph.parquet", "graph", prov)
+    write_table(screen.module_targets, truth / "module_targets.parquet", "truth_module_targets", prov)
+    write_table(screen.modules, truth / "modules.parquet", "modules", prov)

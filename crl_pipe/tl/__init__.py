@@ -6,6 +6,7 @@ from ._baselines import BASELINES, baseline_graph, fit_baseline
 from ._evaluate import evaluate, graph_metrics, map_latents, mean_correlation, predicted_targets, target_accuracy
 from ._graph import recover_graph
 from ._held_out_singles import SINGLE_PREDICTORS, evaluate_singles
+from ._hierarchy import HierarchyResult, check_given_hierarchy, hierarchy, module_metrics
 from ._identifiability import identifiability
 from ._knockdown import knockdown
 from ._prediction import combinations, evaluate_combinations, held_out_metrics, hold_out, resolve_held_out
@@ -21,19 +22,23 @@ __all__ = [
     "combinations",
     "evaluate_singles",
     "steer",
+    "HierarchyResult",
     "baseline_graph",
     "bootstrap_episodes",
     "bootstrap_rows",
+    "check_given_hierarchy",
     "evaluate",
     "evaluate_combinations",
     "fit_baseline",
     "graph_metrics",
     "held_out_metrics",
+    "hierarchy",
     "hold_out",
     "identifiability",
     "knockdown",
     "map_latents",
     "mean_correlation",
+    "module_metrics",
     "predicted_targets",
     "recover_graph",
     "resolve_held_out",

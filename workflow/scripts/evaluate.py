@@ -11,7 +11,14 @@ run_step(
     targets=smk.input.targets,
     latents=smk.input.latents,
     out=smk.output.metrics,
-    truth={kind: smk.input.get(f"truth_{kind}") for kind in ("graph", "targets", "latents")},
+    truth={
+        kind: smk.input.get(f"truth_{kind}") for kind in ("graph", "targets", "latents", "hierarchy", "module_graph")
+    },
     predictions=smk.input.get("predictions"),
     single_scores=smk.input.get("single_scores"),
+    hierarchy={
+        name: smk.input.get(f"hierarchy_{name}")
+        for name in ("hierarchy", "module_graph", "graph_given_modules")
+        if smk.input.get(f"hierarchy_{name}")
+    },
 )

@@ -1,0 +1,216 @@
+"""Level 2 of the concept graph: modules recovered on a simulated two-level screen, spurious
+within-module edges removed, bad given hierarchies refused before any fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crl_pipe import ConfigError, pipeline
+from crl_pipe.io import read_table, write_table
+from crl_pipe.simulate import CONTROL_LABEL, simulate_screen
+from crl_pipe.tl import graph_metrics, hierarchy, module_metrics
+
+TWO_LEVEL = dict(n_programs=6, n_genes=200, n_modules=2, n_control=2000, cells_per_perturbation=300)
+
+
+def _interventions(screen) -> pd.DataFrame:
+    labels = screen.adata.obs["perturbation"].astype(str).to_numpy()
+    return pd.DataFrame(
+        {
+            "sample_id": screen.adata.obs_names,
+            "intervention": labels,
+            "targets": [[] if lab == CONTROL_LABEL else lab.split("+") for lab in labels],
+            "n_targets": [0 if lab == CONTROL_LABEL else lab.count("+") + 1 for lab in labels],
+            "is_control": labels == CONTROL_LABEL,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def two_level():
+    screen = simulate_screen(**TWO_LEVEL, seed=0)
+    return screen, hierarchy(screen.latents, _interventions(screen), n_resamples=5, seed=0)
+
+
+def test_simulator_modules_truth_and_default_unchanged():
+    s = simulate_screen(**TWO_LEVEL, seed=3)
+    assert sorted(s.hierarchy["parent"].unique()) == ["M1", "M2"]
+    assert (s.hierarchy.groupby("parent").size() >= 2).all() and (s.hierarchy["weight"] > 0).all()
+    assert sorted(s.hierarchy["child"]) == [f"P{k}" for k in range(1, 7)]  # each program in one module
+    labels = s.adata.obs["perturbation"].astype(str)
+    assert {"MREG1", "MREG2"} <= set(labels) and "MREG1" not in set(s.targets["intervention"])
+    # a module knockdown shifts its module (controls at SD 1) and, through it, its programs
+    mod = s.modules.set_index("sample_id")
+    ctrl = (labels == CONTROL_LABEL).to_numpy()
+    assert np.allclose(mod[ctrl].std(), 1.0, atol=0.1)
+    assert mod.loc[(labels == "MREG1").to_numpy(), "M1"].mean() - mod.loc[ctrl, "M1"].mean() < -1.5
+    assert abs(mod.loc[(labels == "REG1").to_numpy(), "M1"].mean() - mod.loc[ctrl, "M1"].mean()) < 0.2
+    # without modules: no module truth, the same draw as before modules existed
+    plain = simulate_screen(n_programs=4, n_genes=80, anchors_per_program=5, n_control=200, seed=3)
+    again = simulate_screen(n_programs=4, n_genes=80, anchors_per_program=5, n_control=200, seed=3, n_modules=0)
+    assert plain.hierarchy is None and (plain.adata.X != again.adata.X).nnz == 0
+
+
+def test_modules_recovered_and_spurious_edges_removed(two_level):
+    screen, result = two_level
+    mapping = {p: p for p in screen.latents.columns[1:]}
+    scores = module_metrics(
+        result.membership,
+        result.module_graph,
+        result.program_graph,
+        true_hierarchy=screen.hierarchy,
+        true_module_graph=screen.module_graph,
+        true_graph=screen.graph,
+        mapping=mapping,
+    )
+    assert scores["module_ari"] == pytest.approx(1.0)
+    assert scores["module_shd"] == 0
+    # the one-level readout draws edges inside the modules; given the modules they are gone
+    assert scores["program_shd_given_modules"] < scores["program_shd_one_level"]
+    assert scores["program_shd_given_modules"] == 0
+    explained = result.program_graph[result.program_graph["status"] == "explained"]
+    module_of = dict(zip(screen.hierarchy["child"], screen.hierarchy["parent"], strict=True))
+    assert len(explained) >= 2 and all(module_of[s] == module_of[t] or module_of[t] for s, t in
+                                       zip(explained["source"], explained["target"], strict=True))  # fmt: skip
+    assert set(result.module_targets["intervention"]) == {"MREG1", "MREG2"}
+    # memberships are stable and each module is identified (>= 2 programs of its own)
+    assert (result.membership["stability"] >= 0.8).all()
+    assert result.identifiability["identifiable"].all()
+    best = result.selection.iloc[0]
+    assert best["chosen"] and best["n_modules"] == 2 and best["partition"].count("{") == 2
+    assert result.selection["description_length"].is_monotonic_increasing
+
+
+def test_one_level_screen_gets_no_module():
+    screen = simulate_screen(n_programs=5, n_genes=150, n_control=2000, cells_per_perturbation=300, seed=1)
+    result = hierarchy(screen.latents, _interventions(screen), n_resamples=0)
+    assert result.membership.empty and result.module_graph.empty
+    one = result.program_graph
+    assert graph_metrics(one, screen.graph, {p: p for p in screen.latents.columns[1:]})["shd"] <= 1
+
+
+def test_given_hierarchy_is_kept_and_flagged_when_the_data_disagree(two_level):
+    screen, _ = two_level
+    truth = screen.hierarchy.groupby("parent")["child"].apply(list).to_dict()
+    result = hierarchy(screen.latents, _interventions(screen), given=truth, n_resamples=0)
+    assert sorted(result.membership["parent"].unique()) == ["M1", "M2"]
+    wrong = {"A": ["P1", "P2", "P3"], "B": ["P4", "P5", "P6"]}
+    if sorted(map(sorted, truth.values())) != sorted(map(sorted, wrong.values())):
+        flagged = hierarchy(screen.latents, _interventions(screen), given=wrong, n_resamples=0)
+        assert sorted(flagged.membership["parent"].unique()) == ["A", "B"]
+        assert list(flagged.scores.columns) == ["sample_id", "A", "B"]  # the same names in every table
+        assert any("the data prefer" in note for note in flagged.notes)
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"M1": ["P1", "P9"]}, "hierarchy.M1: member 'P9' is neither a program"),
+        ({"M1": []}, "hierarchy.M1: module has no member"),
+        ({"A": ["P1", "B"], "B": ["P2", "A"]}, "hierarchy: cycle across levels"),
+        ({"P1": ["P2", "P3"]}, "hierarchy.P1: a module cannot have the name of a program"),
+    ],
+)
+def test_bad_given_hierarchy(two_level, given, message):
+    screen, _ = two_level
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as err:
+        hierarchy(screen.latents, _interventions(screen), given=given)
+    assert "\n" not in str(err.value)
+
+
+def test_stage_writes_the_artifacts_and_nothing_on_bad_input(tmp_path, two_level):
+    screen, _ = two_level
+    lat, iv, anc = tmp_path / "latents.parquet", tmp_path / "interventions.parquet", tmp_path / "anchors.parquet"
+    write_table(screen.latents, lat, "latents")
+    write_table(_interventions(screen), iv, "interventions")
+    anchors = [(p, g, 1.0) for p, genes in screen.gene_sets.items() for g in genes]
+    write_table(pd.DataFrame(anchors, columns=["program", "feature", "weight"]), anc, "anchors")
+    outs = {
+        "out_hierarchy": tmp_path / "out" / "hierarchy.parquet",
+        "out_modules": tmp_path / "out" / "modules.parquet",
+        "out_module_graph": tmp_path / "out" / "module_graph.parquet",
+        "out_program_graph": tmp_path / "out" / "graph_given_modules.parquet",
+        "out_summary": tmp_path / "out" / "hierarchy.json",
+    }
+    with pytest.raises(ConfigError, match="hierarchy.modules.M1: member 'P7'"):
+        pipeline.hierarchy(latents=lat, interventions=iv, anchors=anc, given={"M1": ["P1", "P7"]}, **outs)
+    assert not any(p.exists() for p in outs.values())
+    pipeline.hierarchy(latents=lat, interventions=iv, anchors=anc, n_resamples=3, **outs)
+    table = read_table(outs["out_hierarchy"], "hierarchy")
+    assert set(table["level"]) == {1, 2} and (table.loc[table["level"] == 1, "parent"].str.startswith("P")).all()
+    modules = read_table(outs["out_modules"], "modules")
+    assert list(modules.columns) == ["sample_id", "M1", "M2"] and len(modules) == len(screen.latents)
+    assert np.isfinite(modules[["M1", "M2"]].to_numpy()).all()
+    assert "stability" in read_table(outs["out_module_graph"], "graph")
+    assert outs["out_summary"].read_text().startswith("{")
+
+
+def test_concept_graph_figure_and_report_section(tmp_path, two_level):
+    from crl_pipe.pl import concept_graph
+
+    screen, result = two_level
+    anchors = pd.DataFrame(
+        [(1, p, g, 1.0, np.nan) for p, genes in screen.gene_sets.items() for g in genes],
+        columns=["level", "parent", "child", "weight", "stability"],
+    )
+    membership = pd.concat([anchors, result.membership], ignore_index=True)
+    fig = concept_graph(membership, result.program_graph, result.module_graph, title="two-level")
+    labels = {t.get_text() for t in fig.axes[0].texts}
+    assert {"M1", "M2", "P1", "P6"} <= labels and any(lab.startswith("GENE") for lab in labels)
+    assert fig.axes[0].get_yticklabels()[2].get_text() == "modules"
+
+
+def test_report_shows_the_levels_only_with_a_hierarchy(tmp_path, two_level):
+    import re
+
+    from test_report import make_artifacts
+
+    from crl_pipe.report import ReportInputs, write_report
+
+    screen, result = two_level
+    paths = make_artifacts(tmp_path, models={"linear": {"epochs": 1}}, with_truth=False)
+    page = write_report(tmp_path / "plain.html", ReportInputs.from_paths("x", paths)).read_text()
+    assert "Concept levels" not in page  # no hierarchy outputs: the section is left out, numbering unchanged
+    folder = Path(paths["models"]["linear"])
+    write_table(result.membership, folder / "hierarchy.parquet", "hierarchy")
+    write_table(result.module_graph, folder / "module_graph.parquet", "graph")
+    write_table(result.program_graph, folder / "graph_given_modules.parquet", "graph")
+    (folder / "hierarchy.json").write_text(
+        json.dumps(
+            {
+                "notes": ["minimality cannot choose: <b>x</b>"],
+                "identifiability": result.identifiability.astype(object).to_dict(orient="records"),
+                "module_targets": [],
+            }
+        )  # fmt: skip
+    )
+    page = write_report(tmp_path / "levels.html", ReportInputs.from_paths("x", paths)).read_text()
+    titles = re.findall(r"<h2>(.*?)</h2>", page)
+    assert titles[titles.index("5. Causal graph among programs") + 1] == "6. Concept levels: programs and modules"
+    assert "linear: 2 module(s)" in page and "Memberships (6)" in page
+    assert "minimality cannot choose: &lt;b&gt;x&lt;/b&gt;" in page  # notes are escaped
+    assert "Program edges a module explains" in page
+
+
+def test_without_controls_modules_come_from_all_samples_and_the_graph_is_not_reread(two_level):
+    screen, _ = two_level
+    iv = _interventions(screen).assign(is_control=False, intervention="frame")
+    result = hierarchy(screen.latents, iv, n_resamples=0)
+    assert result.program_graph.empty and result.module_targets.empty
+    assert result.membership["parent"].nunique() >= 1  # the programs' co-variation still forms modules
+
+
+def test_a_given_nested_hierarchy_adds_level_3(two_level):
+    screen, _ = two_level
+    truth = screen.hierarchy.groupby("parent")["child"].apply(list).to_dict()
+    result = hierarchy(
+        screen.latents, _interventions(screen), given={**truth, "cell_state": ["M1", "M2"]}, n_resamples=0
+    )
+    level3 = result.membership[result.membership["level"] == 3]
+    assert sorted(level3["child"]) == ["M1", "M2"] and set(level3["parent"]) == {"cell_state"}
+    assert list(result.scores.columns) == ["sample_id", "M1", "M2"]
