@@ -38,7 +38,7 @@ __all__ = [
 
 #: Models that train with PyTorch on ``device`` (the others are numpy/scipy and ignore it). Kept
 #: here, free of torch, for the Snakemake process; tests check it against the model classes.
-TORCH_MODELS = ("sparse_vae", "causal_vae")
+TORCH_MODELS = ("sparse_vae", "causal_vae", "camera")
 #: Models that generate cells (``predict``), so that held-out combinations can be scored; tests
 #: check it against the model classes too.
 PREDICTING_MODELS = ("causal_vae",)

@@ -56,8 +56,8 @@ def simulate_robot(*, out_dir: PathLike, out_truth_dir: PathLike, params: Mappin
     """Simulate robot logs with a known causal graph (``simulator``: ``arm``, :func:`crl_pipe.simulate.simulate_arm`;
     ``linear``, :func:`crl_pipe.simulate.simulate_robot`).
 
-    Writes a LeRobot v2.1 dataset into ``out_dir`` and the truth folder (``graph.parquet``,
-    ``targets.parquet``, ``latents.parquet``).
+    Writes a LeRobot v2.1 dataset (v3.0 with videos for ``observation: camera``) into ``out_dir`` and
+    the truth folder (``graph.parquet``, ``targets.parquet``, ``latents.parquet``).
     """
     from . import simulate as sim
 
@@ -69,7 +69,7 @@ def simulate_robot(*, out_dir: PathLike, out_truth_dir: PathLike, params: Mappin
             f"simulate_robot: {linear_only[0]}={kwargs[linear_only[0]]} with simulator 'arm' (4 joints); "
             f"expected {linear_only[0]} only with simulator: linear"
         )
-    arm_only = [k for k in ("observation", "sensor_noise", "light_delay") if k in kwargs]
+    arm_only = [k for k in ("observation", "sensor_noise", "light_delay", "image_size", "scene") if k in kwargs]
     if simulator == "linear" and arm_only:
         raise ConfigError(
             f"simulate_robot: {arm_only[0]} with simulator 'linear'; expected it only with simulator: arm"
@@ -314,10 +314,10 @@ def train(
         resolve_device(params.get("device", "auto"), strict=True)
     data = _load_data(preprocessed, interventions, anchors, counts=_uses_counts(model), held_out=held_out)
     out_dir = Path(out_dir)
-    if model == "temporal" and "actions" not in params:
+    if model in ("temporal", "camera") and "actions" not in params:
         params["actions"] = _action_channels(preprocessed)
     # run settings, not model parameters: they stay out of model.json and the provenance
-    deep = model in ("sparse_vae", "causal_vae")
+    deep = model in ("sparse_vae", "causal_vae", "camera")
     run = {"checkpoint_dir": str(out_dir / "checkpoints"), "threads": threads} if deep else {}
     fitted = tl.train(data, model=model, params={**params, **run}, seed=seed)
     fitted.save(out_dir)

@@ -149,12 +149,19 @@ def get_ingest_options(wildcards):
         columns = {"interventions": ds["interventions"]["columns"]}
         return columns | ({"variables": ds["variables"]} if "variables" in ds else {})
     if ds.get("kind") == "robot":
-        return dict(ds.get("reader", {}))
+        return dict(ds.get("reader", {})) | get_camera_options(ds)
     return {
         key: ds[key]
         for key in ("counts_layer", "guides", "guide_map", "feature_reference")
         if key in ds
     }
+
+
+def get_camera_options(ds):
+    """``cameras`` and ``frame_size`` of a robot dataset with cameras (nothing without: its ingest is unchanged)."""
+    if not ds.get("cameras"):
+        return {}
+    return {"cameras": list(ds["cameras"]), "frame_size": ds.get("frame_size", 64)}
 
 
 def is_table(ds):

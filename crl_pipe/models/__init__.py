@@ -9,6 +9,7 @@ from pathlib import Path
 from .._errors import ConfigError, InputError
 from ._base import CRLModel
 from ._data import CRLData
+from .camera import CameraSEM
 from .causal_vae import CausalVAE
 from .linear import LinearSEM
 from .sparse_vae import SparseVAE
@@ -19,10 +20,12 @@ MODELS: dict[str, type[CRLModel]] = {
     CausalVAE.name: CausalVAE,
     SparseVAE.name: SparseVAE,
     TemporalSEM.name: TemporalSEM,
+    CameraSEM.name: CameraSEM,
 }
 
 __all__ = [
     "MODELS",
+    "CameraSEM",
     "CausalVAE",
     "CRLData",
     "CRLModel",

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
+from ..io._frames import camera_names
 
 
 def preprocess_robot(
@@ -58,11 +59,15 @@ def robot_anchors(adata: ad.AnnData) -> pd.DataFrame:
     """Anchors table in which each state channel is its own program (weight 1).
 
     Robot latents are the measured state variables themselves, so each program is anchored by the
-    one channel it is (the ``temporal`` model reads the latents straight from those channels).
+    one channel it is (the ``temporal`` model reads the latents straight from those channels). A log
+    seen only through cameras (no state channel, frames in ``obsm``) gets an empty table: the
+    ``camera`` model learns its latents from the frames.
     """
     if "kind" not in adata.var:
         raise InputError("var column 'kind' not found; expected robot channels of kind state/action/event/other")
     states = [str(c) for c in adata.var_names[adata.var["kind"] == "state"]]
+    if not states and camera_names(adata):  # seen only through cameras: the latents anchor on no channel
+        return pd.DataFrame({"program": pd.Series([], dtype=str), "feature": pd.Series([], dtype=str), "weight": []})
     if not states:
-        raise InputError("no channel of kind 'state'; expected the robot's state variables")
+        raise InputError("no channel of kind 'state'; expected the robot's state variables (or camera frames)")
     return pd.DataFrame({"program": states, "feature": states, "weight": 1.0})

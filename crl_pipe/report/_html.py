@@ -223,6 +223,7 @@ def render_report(
     expression: PathLike | None = None,
 ) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
+    from ._camera import camera_blocks
     from ._guides import guides_section  # deferred: it builds on this module's helpers
 
     dataset = str(dataset)
@@ -256,6 +257,7 @@ def render_report(
         "metrics": _metrics_section(models + baselines),
         "heldout": _held_out_section(models),
         "training": _training_section(dataset, models),
+        "camera": camera_blocks(dataset, models, labels, _figure) if robot else [],
         "run": _run_section(config, models + baselines, artifacts),
     }
     return _environment().get_template("report.html.j2").render(**context)
