@@ -10,8 +10,8 @@ import torch
 from crl_pipe import ModelError, pp
 from crl_pipe.models import CameraSEM, CRLData, load_model
 from crl_pipe.models.camera import command_mask
-from crl_pipe.simulate import ARM_JOINTS
-from crl_pipe.simulate._camera import gl_problem, simulate_arm
+from crl_pipe.simulate import ARM_JOINTS, simulate_arm
+from crl_pipe.simulate._camera import gl_problem
 from crl_pipe.tl._evaluate import evaluate, r2_matrix
 
 pytest.importorskip("mujoco")

@@ -129,10 +129,13 @@ def history_features(a: np.ndarray, rows: np.ndarray, history: int) -> np.ndarra
     return np.hstack([np.ones((len(rows), 1)), U[:, sd > 0]])
 
 
-def prior_nll(z: torch.Tensor, bases: list[torch.Tensor]) -> torch.Tensor:
-    """Sum over named latents j of 0.5 log(1 - R²_j): z[:, j] (batch-standardised) on its history ``bases[j]``."""
+def prior_nll(z: torch.Tensor, bases: list[torch.Tensor | None]) -> torch.Tensor:
+    """Sum over named latents j of 0.5 log(1 - R²_j): z[:, j] (batch-standardised) on its command history
+    ``bases[j]`` (``None``: a latent that events drive, see :func:`change_nll`)."""
     terms = []
     for j, H in enumerate(bases):
+        if H is None:
+            continue
         q, r = torch.linalg.qr(H)
         keep = torch.abs(torch.diagonal(r)) > 1e-6 * torch.abs(r).max()
         q = q[:, keep]
@@ -142,13 +145,35 @@ def prior_nll(z: torch.Tensor, bases: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(terms).sum() if terms else z.new_zeros(())
 
 
-def step_loss(module: FrameAutoencoder, frames: torch.Tensor, bases: list[torch.Tensor], phase: int) -> torch.Tensor:
+def change_nll(z: torch.Tensor, z_prev: torch.Tensor, quiet: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Sum over event-driven latents j of 0.5 log(mean step² on the frames no event of j touched): a
+    variable an event switches or shifts moves when its events come and holds still otherwise."""
+    terms = []
+    for j, q in quiet.items():
+        if q.any():
+            step = (z[:, j] - z_prev[:, j])[q]
+            terms.append(0.5 * torch.log((step**2).mean() + 1e-4))
+    return torch.stack(terms).sum() if terms else z.new_zeros(())
+
+
+def step_loss(
+    module: FrameAutoencoder,
+    frames: torch.Tensor,
+    bases: list[torch.Tensor | None],
+    phase: int,
+    prev: torch.Tensor | None = None,
+    quiet: dict[int, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Loss of one batch in ``phase`` 0 (the named latents' prior alone), 1 (+ the reconstruction from
     the named latents only) or 2 (+ the reconstruction from all latents, the unnamed ones kept
-    linearly uncorrelated with the named ones)."""
+    linearly uncorrelated with the named ones). ``prev``: the frames just before the batch's, for the
+    latents that events drive (``quiet``: latent -> whether no event of it touched each row)."""
     raw = module.encode(frames)
-    z = (raw - raw.mean(0)) / (raw.std(0) + 1e-6)  # unit variance: the prior cannot shrink the latents
+    mean, sd = raw.mean(0), raw.std(0) + 1e-6
+    z = (raw - mean) / sd  # unit variance: the prior cannot shrink the latents
     loss = prior_nll(z, bases)
+    if quiet:
+        loss = loss + change_nll(z, (module.encode(prev) - mean) / sd, quiet)
     if phase == 0:
         return loss
     n = len(bases)  # the named latents answer to the prior alone: the decoder sees them detached
@@ -166,9 +191,10 @@ def step_loss(module: FrameAutoencoder, frames: torch.Tensor, bases: list[torch.
 def fit_frames(
     module: FrameAutoencoder,
     frames: np.ndarray,
-    bases: list[np.ndarray],
+    bases: list[np.ndarray | None],
     rows: np.ndarray,
     *,
+    quiet: dict[int, np.ndarray] | None = None,
     steps: int,
     batch_size: int,
     lr: float,
@@ -178,8 +204,10 @@ def fit_frames(
     log_every: int = 10,
 ) -> np.ndarray:
     """Train ``module`` (on ``device``) for ``steps`` minibatches of the frames ``rows`` (drawn without
-    replacement, pass after pass; ``bases[j]``: rows x features, the command history of named latent j).
-    Returns the mean loss of each block of ``log_every`` steps."""
+    replacement, pass after pass; ``bases[j]``: rows x features, the command history of named latent j,
+    or None for a latent that events drive, whose ``quiet[j]`` says which rows no event of it touched;
+    rows - 1 must be the previous frame of the same episode). Returns the mean loss of each block of
+    ``log_every`` steps."""
     store = torch.from_numpy(np.ascontiguousarray(frames))  # uint8 on the host; batches go to the device
     with torch.no_grad():
         chunks = range(0, len(store), 1024)
@@ -188,7 +216,8 @@ def fit_frames(
         module.mean_frame.copy_(mean)
         weight = 1.0 / (var + PIXEL_VARIANCE_FLOOR)
         module.pixel_weight.copy_(weight / weight.mean())
-    Q = [torch.as_tensor(b, dtype=torch.float32) for b in bases]
+    Q = [None if b is None else torch.as_tensor(b, dtype=torch.float32) for b in bases]
+    still = {j: torch.as_tensor(q, dtype=torch.bool) for j, q in (quiet or {}).items()}
     index = torch.from_numpy(rows)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
@@ -201,9 +230,12 @@ def fit_frames(
             order = torch.randperm(len(rows), generator=generator)
         pick = order[(step % per_pass) * batch_size : (step % per_pass + 1) * batch_size]
         batch = store[index[pick]].to(device, non_blocking=True)
+        prev = store[index[pick] - 1].to(device, non_blocking=True) if still else None
         # the prior alone; then the decoder learns to draw from the named latents; then all latents
         phase = 0 if step < warm_up * steps else 1 if step < (warm_up + DECODER_WARM_UP) * steps else 2
-        loss = step_loss(module, batch, [q[pick].to(device) for q in Q], phase)
+        bases_b = [None if q is None else q[pick].to(device) for q in Q]
+        quiet_b = {j: q[pick].to(device) for j, q in still.items()}
+        loss = step_loss(module, batch, bases_b, phase, prev, quiet_b)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

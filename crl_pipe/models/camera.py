@@ -10,14 +10,16 @@ commands' targets and their lags, as ``temporal`` gives them for measured states
 Encoder. A convolutional autoencoder (:mod:`crl_pipe.models._camera_module`) trained on minibatches
 of frames with the prior of ``temporal``'s sensor route (:mod:`crl_pipe.models._temporal_encoder`):
 latent j is explained by the history of the commands labelled as intervening on j alone (iVAE's
-auxiliary variable, with CITRIS's intervention targets), and the reconstruction trains the decoder
-and the unnamed latents. The identifiability argument is the same: a named latent that mixed in
-another variable would keep variance its own commands cannot explain (the other variable moves with
-other commands), so the prior's optimum is the commanded variable, up to an affine map of itself (the
-sign is fixed to rise with its commands). The unnamed latents hold what else the frames show (on the
-simulated arm: the gate and the light, which no command moves): they are NOT identified (any
-invertible mix of them fits as well), keep neutral names, and evaluation cannot map them to true
-variables.
+auxiliary variable, with CITRIS's intervention targets); a variable that only events intervene on
+(an event flag, no command) is to change on the frames just after its events and hold still
+between them (a switched or shifted variable moves when intervened on, BISCUIT-style; its sign is
+left as learned). The reconstruction trains the decoder and the unnamed latents. The identifiability argument is the
+same: a named latent that mixed in another variable would keep variance its own commands cannot
+explain (the other variable moves with other commands), so the prior's optimum is the commanded
+variable, up to an affine map of itself (the sign is fixed to rise with its commands). The unnamed
+latents hold what else the frames show (on the simulated arm: the gate and the light, which no
+command moves): they are NOT identified (any invertible mix of them fits as well), keep neutral
+names, and evaluation cannot map them to true variables.
 
 Assumptions: every named variable is moved by its own, labelled commands; the frames determine the
 variables (nothing that matters is hidden or out of view); other causes of a named variable are not
@@ -96,10 +98,10 @@ class CameraSEM(TemporalSEM):
         tol: float = 1e-7,
         cameras: list[str] | None = None,
         n_latents: int | None = None,
-        steps: int = 600,
+        steps: int = 1000,
         batch_size: int = 128,
         lr: float = 2e-3,
-        width: int = 32,
+        width: int = 16,
         warm_up: float = 0.3,
         n_exemplars: int = 3,
         device: str = "auto",
@@ -146,7 +148,11 @@ class CameraSEM(TemporalSEM):
                 f"batch_size = {self.params['batch_size']} (longer or more episodes, or a smaller batch_size)"
             )
         mask = command_mask(_steps(a, segments), shift, self.n_named)
-        bases = [history_features(a[:, mask[:, j]], rows, HISTORY) for j in range(self.n_named)]
+        # a latent that commands move: regressed on their history; one that only events move: still between them
+        bases = [
+            history_features(a[:, mask[:, j]], rows, HISTORY) if mask[:, j].any() else None for j in range(self.n_named)
+        ]
+        quiet = {j: _quiet(shift[:, j], rows, HISTORY) for j in range(self.n_named) if bases[j] is None}
         device = resolve_device(self.params["device"])
         p = self.params
         with deterministic(device), cpu_threads(self.threads), torch.random.fork_rng(devices=[]):
@@ -154,8 +160,8 @@ class CameraSEM(TemporalSEM):
             self.encoder = FrameAutoencoder(frames.shape[1], frames.shape[3], len(self.latent_names), p["width"])
             self.encoder.to(device)
             losses = fit_frames(
-                self.encoder, frames, bases, rows, steps=p["steps"], batch_size=p["batch_size"], lr=p["lr"],
-                warm_up=p["warm_up"], seed=seed, device=device,
+                self.encoder, frames, bases, rows, quiet=quiet, steps=p["steps"], batch_size=p["batch_size"],
+                lr=p["lr"], warm_up=p["warm_up"], seed=seed, device=device,
             )  # fmt: skip
             z = self.encoder.transform(frames, device)
             self.encoder.to("cpu")
@@ -165,6 +171,7 @@ class CameraSEM(TemporalSEM):
         orient(self.encoder, z, a, mask)  # named latents rise with their commands
         z = z * self.encoder.z_sign.numpy()
         self._keep_exemplars(data, frames, z)
+        self._keep_loadings(z)
         self._losses = losses
         return z
 
@@ -208,6 +215,19 @@ class CameraSEM(TemporalSEM):
         self.register_buffer("exemplar_values", torch.from_numpy(values))
         self.exemplar_ids = [str(s) for s in data.sample_ids[picks.ravel()]]
 
+    def _keep_loadings(self, z: np.ndarray) -> None:
+        """latents x cameras: mean |change| of the decoded frame (0-255 units) as a latent moves -1 to +1 SD
+        from the median of the others: how much of what each camera shows a latent draws."""
+        base = np.median(z, axis=0)
+        grid = np.repeat(base[None, None, :], 2, axis=1).repeat(len(base), axis=0)
+        for j in range(len(base)):
+            grid[j, :, j] = base[j] - 1.0, base[j] + 1.0
+        drawn = self.encoder.render(grid.reshape(-1, len(base))).astype(np.float64)
+        drawn = drawn.reshape(len(base), 2, *drawn.shape[1:])
+        change = np.abs(drawn[:, 1] - drawn[:, 0])  # latents x size x size x 3k
+        per_camera = [change[..., 3 * i : 3 * i + 3].mean(axis=(1, 2, 3)) for i in range(len(self.camera_names))]
+        self.register_buffer("loadings", torch.as_tensor(np.stack(per_camera, axis=1)))
+
     # -- outputs -----------------------------------------------------------------------------------
     def get_latent_representation(self, data: CRLData) -> pd.DataFrame:
         z = self.encoder.transform(self._frames(data))
@@ -216,14 +236,10 @@ class CameraSEM(TemporalSEM):
         return frame
 
     def get_loadings(self) -> pd.DataFrame:
-        """``latent, feature, loading``: the camera each latent is learned from, and whether its name is
-        identified (1: named after the command that moves it; 0: an unnamed latent, not identified)."""
-        rows = [
-            (latent, camera, 1.0 if k < self.n_named else 0.0)
-            for k, latent in enumerate(self.latent_names)
-            for camera in self.camera_names
-        ]
-        return pd.DataFrame(rows, columns=["latent", "feature", "loading"])
+        """``latent, feature, loading``: per latent and camera, the mean |change| of the decoded frame
+        (pixel values 0-255) as the latent moves from -1 to +1 SD, the others at their median."""
+        table = pd.DataFrame(self.loadings.numpy(), index=self.latent_names, columns=self.camera_names)
+        return table.rename_axis(index="latent", columns="feature").stack().reset_index(name="loading")
 
     def identified(self) -> list[str]:
         """The latents named after the command that moves them (the others are not identified)."""
@@ -294,6 +310,15 @@ def command_mask(da: np.ndarray, shift: np.ndarray, n_named: int, share: float =
             excess[:, j] = np.abs(da[on]).mean(axis=0) - np.abs(da[~on]).mean(axis=0)
     best = excess.max(axis=1, keepdims=True)
     return mask & (excess >= share * np.where(best > 0, best, np.inf))
+
+
+def _quiet(events: np.ndarray, rows: np.ndarray, window: int) -> np.ndarray:
+    """Whether no event (indicator ``events``) fell on row i or the ``window`` frames before it, per row of
+    ``rows`` (each has ``window`` frames of its own episode before it)."""
+    touched = np.zeros(len(rows), dtype=bool)
+    for lag in range(window + 1):
+        touched |= events[rows - lag] > 0
+    return ~touched
 
 
 def _steps(x: np.ndarray, segments: list[tuple[int, int]]) -> np.ndarray:
