@@ -114,6 +114,8 @@ SIMULATOR_CODE = source_digest(
     "io/_gmt.py",
     "io/_lerobot.py",
     "io/_robot.py",
+    "io/_video.py",
+    "io/_frames.py",
     "_provenance.py",
 )
 

@@ -282,9 +282,34 @@ def _messages(store, encoding: str, codec: str):
     return sorted(out, key=lambda m: m[2])
 
 
+def _as_dict(msg):
+    if hasattr(msg, "__dataclass_fields__"):
+        return {k: _as_dict(getattr(msg, k)) for k in msg.__dataclass_fields__ if k != "__msgtype__"}
+    return msg.tolist() if isinstance(msg, np.ndarray) else msg
+
+
+def write_plain_mcap(path: Path, encoding: str, codec: str) -> Path:
+    """A plain MCAP file (no rosbag2 folder), written with the MCAP ROS 2 writer from message dicts."""
+    from mcap_ros2.writer import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.LATEST)
+    with open(path, "wb") as fh:
+        writer, schemas = Writer(fh), {}
+        for topic, kind, t, msg in _messages(store, encoding, codec):
+            if kind not in schemas:
+                schemas[kind] = writer.register_msgdef(kind, store.generate_msgdef(kind, ros_version=2)[0])
+            writer.write_message(topic, schemas[kind], _as_dict(msg), log_time=t, publish_time=t)
+        writer.finish()
+    return path
+
+
 def write_bag(path: Path, layout: str, encoding: str = "rgb8", codec: str = "jpeg") -> Path:
     from rosbags.typesys import Stores, get_typestore
 
+    if layout == "plain_mcap":
+        pytest.importorskip("mcap_ros2")
+        return write_plain_mcap(path.with_suffix(".mcap"), encoding, codec)
     if layout == "ros1":
         from rosbags.rosbag1 import Writer
 
@@ -310,7 +335,12 @@ CAMERAS = ["/cam/image_raw", "/cam/compressed"]
 
 @pytest.mark.parametrize(
     ("layout", "encoding", "codec"),
-    [("ros1", "rgb8", "jpeg"), ("ros2_sqlite3", "bgr8", "png"), ("ros2_mcap", "mono8", "jpeg")],
+    [
+        ("ros1", "rgb8", "jpeg"),
+        ("ros2_sqlite3", "bgr8", "png"),
+        ("ros2_mcap", "mono8", "jpeg"),
+        ("plain_mcap", "bgr8", "jpeg"),
+    ],
 )
 def test_ros_image_topics_on_the_common_clock(tmp_path, layout, encoding, codec):
     path = write_bag(tmp_path / ("run.bag" if layout == "ros1" else "run"), layout, encoding, codec)

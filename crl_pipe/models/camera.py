@@ -200,7 +200,7 @@ class CameraSEM(TemporalSEM):
         return stacked({c: data.frames[c] for c in self.camera_names})
 
     def _keep_exemplars(self, data: CRLData, frames: np.ndarray, z: np.ndarray) -> None:
-        """Per latent, the ``n_exemplars`` frames where it is lowest and highest (at least a second apart)."""
+        """Per latent, the ``n_exemplars`` frames where it is lowest and highest (>= 30 frames apart in an episode)."""
         k = int(self.params["n_exemplars"])
         episodes = data.obs["episode"].to_numpy() if data.obs is not None else np.zeros(len(z))
         frame = data.obs["frame"].to_numpy() if data.obs is not None else np.arange(len(z))
