@@ -141,36 +141,71 @@ def test_frames_travel_through_ingest_and_preprocess(tmp_path):
     np.testing.assert_array_equal(via.obsm["frames.front"], ingested.obsm["frames.front"])
 
 
-def _video(root: Path, f: int = 0) -> Path:
+def _video(root: Path, f: int = 0, layout: str = "v3.0") -> Path:
+    """The video file ``f`` of camera front: v3.0 file ``f`` (episodes 0-1 in file 0, episode 2 in file 1), or v2.1
+    episode ``f``'s."""
+    if layout == "v2.1":
+        return root / f"videos/chunk-000/observation.images.front/episode_{f:06d}.mp4"
     return root / f"videos/observation.images.front/chunk-000/file-{f:03d}.mp4"
 
 
-def _shorter(root: Path) -> str:
-    encode_video(_frames(20), _video(root), FPS)  # file 0 holds episodes 0 and 1: 27 frames
-    return r"file-000\.mp4: camera 'front': the video ends at 1\.9000 s \(20 frames\) but the table needs a frame at "
+def _shorter(root: Path, layout: str) -> str:
+    # v3.0 file 0 holds episodes 0 and 1 (27 frames); v2.1 episode 0 has 12 frames
+    n = 20 if layout == "v3.0" else 8
+    encode_video(_frames(n), _video(root, 0, layout), FPS)
+    name = r"file-000\.mp4" if layout == "v3.0" else r"episode_000000\.mp4"
+    return (
+        name
+        + rf": camera 'front': the video ends at {(n - 1) / FPS:.4f} s \({n} frames\) but the table needs a frame at "
+    )
 
 
-def _garbage(root: Path) -> str:
-    _video(root, 1).write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
-    return r"file-001\.mp4: camera 'front': not a decodable video"
+def _garbage(root: Path, layout: str) -> str:
+    _video(root, 1, layout).write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    name = r"file-001\.mp4" if layout == "v3.0" else r"episode_000001\.mp4"
+    return name + r": camera 'front': not a decodable video"
 
 
-def _missing(root: Path) -> str:
-    _video(root, 1).unlink()
-    return r"file-001\.mp4: video of camera 'front' does not exist"
+def _missing(root: Path, layout: str) -> str:
+    _video(root, 1, layout).unlink()
+    name = r"file-001\.mp4" if layout == "v3.0" else r"episode_000001\.mp4"
+    return name + r": video of camera 'front' does not exist"
 
 
-@pytest.mark.parametrize("damage", [_shorter, _garbage, _missing], ids=["shorter", "undecodable", "missing"])
-def test_bad_videos_are_one_line_errors_and_nothing_is_written(tmp_path, damage):
-    root = write_v30(tmp_path / "ds")
-    message = damage(root)
+def _late(root: Path, layout: str) -> str:
+    """Episode 1's table timestamps 30 ms later than its video frames."""
+    files = sorted((root / "data").rglob("*.parquet"))
+    for file in files:
+        table = pd.read_parquet(file)
+        late = table["episode_index"] == 1
+        table.loc[late, "timestamp"] += 0.03
+        table.to_parquet(file)
+    name = r"file-000\.mp4" if layout == "v3.0" else r"episode_000001\.mp4"
+    return name + r": camera 'front': 15 table timestamp\(s\) have no video frame within 0\.0001 s"
+
+
+def _no_such_camera(root: Path, layout: str) -> str:
+    return r"info\.json: camera 'side' not found; expected one of the video features \['front'\]"
+
+
+@pytest.mark.parametrize("layout", ["v2.1", "v3.0"])
+@pytest.mark.parametrize(
+    "damage",
+    [_shorter, _garbage, _missing, _late, _no_such_camera],
+    ids=["shorter", "undecodable", "missing", "timestamps", "unknown-camera"],
+)
+def test_bad_videos_are_one_line_errors_and_nothing_is_written(tmp_path, damage, layout):
+    root = (write_v21 if layout == "v2.1" else write_v30)(tmp_path / "ds")
+    message = damage(root, layout)
+    camera = "side" if damage is _no_such_camera else "front"
     out = tmp_path / "results"
     with pytest.raises(InputError, match=message) as err:
         pipeline.ingest(
             path=root, out_h5ad=out / "ingested.h5ad", out_qc=out / "qc.parquet", format="lerobot", kind="robot",
-            options={"cameras": ["front"], "frame_size": 16},
+            options={"cameras": [camera], "frame_size": 16},
         )  # fmt: skip
     assert "\n" not in str(err.value)
+    assert str(root) in str(err.value)  # the file named in full
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -272,9 +307,9 @@ def _joint(store, t: int, i: int):
     )
 
 
-def _messages(store, encoding: str, codec: str):
+def _messages(store, encoding: str, codec: str, raw=RAW):
     out = [("/joint_states", "sensor_msgs/msg/JointState", t, _joint(store, t, i)) for i, t in enumerate(STATES)]
-    out += [("/cam/image_raw", "sensor_msgs/msg/Image", t, _raw(store, t, i, encoding)) for i, t in enumerate(RAW)]
+    out += [("/cam/image_raw", "sensor_msgs/msg/Image", t, _raw(store, t, i, encoding)) for i, t in enumerate(raw)]
     out += [
         ("/cam/compressed", "sensor_msgs/msg/CompressedImage", t, _compressed(store, t, i, codec))
         for i, t in enumerate(JPEG)
@@ -304,7 +339,7 @@ def write_plain_mcap(path: Path, encoding: str, codec: str) -> Path:
     return path
 
 
-def write_bag(path: Path, layout: str, encoding: str = "rgb8", codec: str = "jpeg") -> Path:
+def write_bag(path: Path, layout: str, encoding: str = "rgb8", codec: str = "jpeg", raw=RAW) -> Path:
     from rosbags.typesys import Stores, get_typestore
 
     if layout == "plain_mcap":
@@ -323,7 +358,7 @@ def write_bag(path: Path, layout: str, encoding: str = "rgb8", codec: str = "jpe
         serialize = store.serialize_cdr
     with writer:
         conns = {}
-        for topic, kind, t, msg in _messages(store, encoding, codec):
+        for topic, kind, t, msg in _messages(store, encoding, codec, raw):
             if topic not in conns:
                 conns[topic] = writer.add_connection(topic, kind, typestore=store)
             writer.write(conns[topic], t, serialize(msg, kind))
@@ -370,8 +405,9 @@ def test_ros_camera_errors(tmp_path):
     path = write_bag(tmp_path / "run", "ros2_sqlite3")
     topics = {"/joint_states": ["position"]}
     with pytest.raises(InputError, match=r"camera topic '/cam/depth' not found; expected one of the image topics "
-                       r"\['/cam/compressed', '/cam/image_raw'\]"):  # fmt: skip
+                       r"\['/cam/compressed', '/cam/image_raw'\]") as err:  # fmt: skip
         read_rosbag(path, topics=topics, cameras=["/cam/depth"])
+    assert str(err.value).startswith(str(path))  # the file, then the camera
     with pytest.raises(InputError, match=r"camera topic '/joint_states' carries sensor_msgs/msg/JointState"):
         read_rosbag(path, topics=topics, cameras=["/joint_states"])
     bad = write_bag(tmp_path / "bad", "ros2_sqlite3", encoding="32FC1")
@@ -384,3 +420,31 @@ def test_ros_undecodable_compressed_image(tmp_path):
     with pytest.raises(InputError, match=r"camera topic '/cam/compressed': compressed image \(format 'garbage'\) "
                        r"cannot be decoded .*; expected JPEG or PNG data"):  # fmt: skip
         read_rosbag(path, topics={"/joint_states": ["position"]}, cameras=["/cam/compressed"])
+
+
+def test_ros_camera_that_stops_while_the_log_goes_on(tmp_path):
+    # the raw camera publishes 3 images (to T0 + 230 ms) every 100 ms; the joint states go on to T0 + 750 ms.
+    # The clock starts at the first joint state after the camera's first image (T0 + 50 ms)
+    path = write_bag(tmp_path / "run", "ros2_sqlite3", raw=RAW[:3])
+    message = (
+        r"run: camera topic '/cam/image_raw': no new image for 0\.320 s at frame 10 \(0\.500 s; "
+        r"5 frame\(s\) affected, last image 0\.180 s, log end 0\.700 s\); "
+        r"expected an image at least every 3 x its median interval \(0\.100 s\)"
+    )
+    with pytest.raises(InputError, match=message):
+        read_rosbag(path, topics={"/joint_states": ["position"]}, cameras=["/cam/image_raw"])
+    # the numeric topics alone are read as before
+    assert read_rosbag(path, topics={"/joint_states": ["position"]}).n_obs == len(STATES)
+
+
+@pytest.mark.parametrize("camera", ["/cam/depth", "/cam/image_raw"], ids=["unknown-topic", "stopped"])
+def test_ros_camera_errors_write_nothing(tmp_path, camera):
+    path = write_bag(tmp_path / "run", "ros2_sqlite3", raw=RAW[:3])
+    out = tmp_path / "results"
+    with pytest.raises(InputError, match=rf"{tmp_path / 'run'}.*: camera topic '{camera}'") as err:
+        pipeline.ingest(
+            path=path, out_h5ad=out / "ingested.h5ad", out_qc=out / "qc.parquet", format="rosbag", kind="robot",
+            options={"topics": {"/joint_states": ["position"]}, "cameras": [camera], "frame_size": 12},
+        )  # fmt: skip
+    assert "\n" not in str(err.value)
+    assert not out.exists() or not any(out.iterdir())

@@ -15,6 +15,9 @@ PNG) take part in the same rule, as topics whose value is an image: they count f
 the fastest clock, and each frame holds the camera's last image at or before it. Images are
 decoded and downscaled as they are read (PyAV, :mod:`crl_pipe.io._video`) and stored in
 ``obsm["frames.<camera>"]``, the camera named after its topic (``/cam/image_raw`` -> ``cam.image_raw``).
+A camera that stops publishing while the log goes on (its last image more than
+:data:`STALE_PERIODS` of its own median image interval before a frame, at the end or in a gap) is
+an error, not a frozen picture: the camera's counterpart of a video shorter than its table.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from ._frames import KINDS, frames_to_anndata, require_path
 from ._video import check_frame_size, compressed_image, raw_image
 
 _CLOCKS = ("log", "header")
+#: Largest age of a camera's held image at a frame, in its median image intervals.
+STALE_PERIODS = 3.0
 _SUFFIXES = (".bag", ".mcap", ".db3")
 
 
@@ -278,7 +283,11 @@ def _align(
     at = {t: np.searchsorted(times[t], grid, side="right") - 1 for t in streams}  # last message at or before
     numeric = {t: s for t, s in streams.items() if isinstance(s, _Stream)}
     blocks = [np.vstack(s.rows)[at[t]] for t, s in numeric.items()]
-    frames = {t: np.stack(s.rows)[at[t]] for t, s in streams.items() if isinstance(s, _Images)}
+    frames = {}
+    for t, s in streams.items():
+        if isinstance(s, _Images):
+            _check_fresh(rec, t, times[t], grid, at[t])
+            frames[t] = np.stack(s.rows)[at[t]]
     var = pd.DataFrame(
         [
             (name, kinds.get(t, "state"), t, f, channel)
@@ -296,6 +305,22 @@ def _align(
         }
     )
     return np.hstack(blocks), obs, var.rename_axis(None), frames
+
+
+def _check_fresh(rec: Path, topic: str, times: np.ndarray, grid: np.ndarray, held: np.ndarray) -> None:
+    """Raise :class:`InputError` where a camera's image held at a frame is older than :data:`STALE_PERIODS`
+    of its median image interval (the camera stopped, or paused, while the other topics went on)."""
+    period = float(np.median(np.diff(times))) if len(times) > 1 else float(grid[-1] - grid[0])
+    age = grid - times[held]
+    stale = np.flatnonzero(age > STALE_PERIODS * max(period, 1.0))
+    if len(stale):
+        first = int(stale[0])
+        raise InputError(
+            f"{rec}: camera topic {topic!r}: no new image for {age[first] * 1e-9:.3f} s at frame {first} "
+            f"({(grid[first] - grid[0]) * 1e-9:.3f} s; {len(stale)} frame(s) affected, last image "
+            f"{(times[-1] - grid[0]) * 1e-9:.3f} s, log end {(grid[-1] - grid[0]) * 1e-9:.3f} s); expected an image "
+            f"at least every {STALE_PERIODS:g} x its median interval ({period * 1e-9:.3f} s) until the log ends"
+        )
 
 
 def _header_ns(msg: Any, topic: str, rec: Path) -> int:
