@@ -64,7 +64,8 @@ def latent_frames(
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.set_xlabel(f"{values[j, end, i]:+.1f}", fontsize=7, labelpad=1)
-                for side in ax.spines.values():
+                for side in ax.spines.values():  # a frame on all four sides (the style hides top and right)
+                    side.set_visible(True)
                     side.set_edgecolor(_HIGH if end else _LOW)
                     side.set_linewidth(1.5)
         axes[j, 0].set_ylabel(name if known else f"{name}\n(not identified)", fontsize=8, color=colour, rotation=0,
