@@ -60,8 +60,8 @@ def simulate_robot(*, out_dir: PathLike, out_truth_dir: PathLike, params: Mappin
     """Simulate robot logs with a known causal graph (``simulator``: ``arm``, :func:`crl_pipe.simulate.simulate_arm`;
     ``linear``, :func:`crl_pipe.simulate.simulate_robot`).
 
-    Writes a LeRobot v2.1 dataset into ``out_dir`` and the truth folder (``graph.parquet``,
-    ``targets.parquet``, ``latents.parquet``).
+    Writes a LeRobot v2.1 dataset (v3.0 with videos for ``observation: camera``) into ``out_dir`` and
+    the truth folder (``graph.parquet``, ``targets.parquet``, ``latents.parquet``).
     """
     from . import simulate as sim  # deferred: scanpy, scikit-learn and MuJoCo load only to simulate
 
@@ -73,7 +73,7 @@ def simulate_robot(*, out_dir: PathLike, out_truth_dir: PathLike, params: Mappin
             f"simulate_robot: {linear_only[0]}={kwargs[linear_only[0]]} with simulator 'arm' (4 joints); "
             f"expected {linear_only[0]} only with simulator: linear"
         )
-    arm_only = [k for k in ("observation", "sensor_noise", "light_delay") if k in kwargs]
+    arm_only = [k for k in ("observation", "sensor_noise", "light_delay", "image_size", "scene") if k in kwargs]
     if simulator == "linear" and arm_only:
         raise ConfigError(
             f"simulate_robot: {arm_only[0]} with simulator 'linear'; expected it only with simulator: arm"

@@ -26,8 +26,9 @@ CONDA_NAMES = {
     "seaborn": {"seaborn-base"},
     "mujoco": {"mujoco-python"},
 }
-#: Optional dependencies that rules import (rule simulate_robot runs the MuJoCo arm), so the envs pin them too.
-RULE_EXTRAS = {"mujoco"}
+#: Optional dependencies that rules import (rule simulate_robot runs the MuJoCo arm and writes its camera's
+#: video; rule ingest decodes camera videos with PyAV), so the envs pin them too.
+RULE_EXTRAS = {"mujoco", "av"}
 _SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)\s*(?P<op>==|=)?\s*(?P<version>[^\s=<>!*]+)?\s*$")
 
 

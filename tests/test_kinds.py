@@ -148,6 +148,24 @@ def test_config_side_of_a_robot_log():
     assert "lag" in kind.truth["graph"]
 
 
+def test_cameras_are_reader_options_only_where_a_dataset_names_them():
+    """A log without cameras is read with exactly its reader options (its ingest and cache unchanged);
+    ``cameras`` adds the cameras and the frame size (default 64 pixels)."""
+    config = validate_config(yaml.safe_load((REPO / "config" / "robot_camera.yaml").read_text()), SCHEMA)
+    ds = config["datasets"]["arm_camera"]
+    kind = kind_of(ds)
+    assert kind.ingest_options(ds) == {"cameras": ["front"], "frame_size": ds["frame_size"]}
+    unsized = {k: v for k, v in ds.items() if k != "frame_size"}
+    assert kind.ingest_options(unsized) == {"cameras": ["front"], "frame_size": 64}
+    assert kind.ingest_options({**ds, "frame_size": 32, "reader": {"tolerance_s": 0.01}}) == {
+        "tolerance_s": 0.01,
+        "cameras": ["front"],
+        "frame_size": 32,
+    }
+    plain = {k: v for k, v in ds.items() if k not in ("cameras", "frame_size")}
+    assert kind.ingest_options(plain) == {}
+
+
 def test_a_stage_rejects_options_its_kind_does_not_take(tmp_path):
     from crl_pipe import pipeline
 

@@ -103,7 +103,7 @@ def test_registry_loads_without_torch_or_scanpy():
 def test_every_registered_model_takes_its_capabilities_from_its_entry():
     from crl_pipe.models import CRLModel, model_capabilities, model_names
 
-    assert model_names() == ["linear", "sparse_vae", "causal_vae", "temporal"]
+    assert model_names() == ["linear", "sparse_vae", "causal_vae", "temporal", "camera"]
     for name in model_names():
         cls = get_model(name)
         assert issubclass(cls, CRLModel) and cls.name == name
@@ -122,8 +122,10 @@ def test_capabilities_say_what_each_class_does():
         assert caps.uses_torch == ({"device", "checkpoint_dir", "threads"} <= set(params)), name
         assert caps.predicts == callable(getattr(cls, "predict", None)), name
         assert caps.time_series == ("actions" in params and cls.get_edges is not CRLModel.get_edges), name
+        assert caps.sees_frames == ("cameras" in params and callable(getattr(cls, "exemplar_frames", None))), name
     assert model_names("predicts") == ["causal_vae"]
-    assert model_names("uses_torch") == ["sparse_vae", "causal_vae"]
+    assert model_names("uses_torch") == ["sparse_vae", "causal_vae", "camera"]
+    assert model_names("sees_frames") == ["camera"]
     assert model_names("reads_counts") == ["sparse_vae"]  # its "nb" likelihood; the others fit log X only
     with pytest.raises(Exception, match="unknown model capability 'steers'"):
         model_names("steers")

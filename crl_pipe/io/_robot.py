@@ -10,10 +10,12 @@ from typing import Any
 
 import anndata as ad
 
+from .._constants import FRAME_SIZE
 from .._errors import InputError
 from ._lerobot import read_lerobot
 from ._rosbag import read_rosbag
 from ._table import read_robot_table
+from ._video import TOLERANCE_S
 
 
 def read_robot(path: str | os.PathLike, *, format: str, **options: Any) -> ad.AnnData:
@@ -51,9 +53,17 @@ def _no_counts_layer(path: Path, counts_layer: str | None) -> None:
         raise InputError(f"{path}: counts_layer={counts_layer!r} does not apply to robot logs; leave it unset")
 
 
-def _lerobot_screen(path: Path, *, counts_layer: str | None, columns: list[str] | None = None) -> ad.AnnData:
+def _lerobot_screen(
+    path: Path,
+    *,
+    counts_layer: str | None,
+    columns: list[str] | None = None,
+    cameras: list[str] | None = None,
+    frame_size: int = FRAME_SIZE,
+    tolerance_s: float = TOLERANCE_S,
+) -> ad.AnnData:
     _no_counts_layer(path, counts_layer)
-    return read_lerobot(path, columns=columns)
+    return read_lerobot(path, columns=columns, cameras=cameras, frame_size=frame_size, tolerance_s=tolerance_s)
 
 
 def _rosbag_screen(
@@ -64,11 +74,13 @@ def _rosbag_screen(
     kinds: dict[str, str] | None = None,
     rate: float | None = None,
     clock: str = "log",
+    cameras: list[str] | None = None,
+    frame_size: int = FRAME_SIZE,
 ) -> ad.AnnData:
     _no_counts_layer(path, counts_layer)
     if not topics:
         raise InputError(f"{path}: format 'rosbag' needs option 'topics' (topic -> fields to keep)")
-    return read_rosbag(path, topics=topics, kinds=kinds, rate=rate, clock=clock)
+    return read_rosbag(path, topics=topics, kinds=kinds, rate=rate, clock=clock, cameras=cameras, frame_size=frame_size)
 
 
 def _table_screen(

@@ -9,6 +9,15 @@ different rates; they are put on one clock by this rule:
    of all topics are dropped.
 3. Each topic's value at a frame is its last message at or before the frame's time (last value
    carried forward; no interpolation, no look-ahead, so no frame sees a later message).
+
+Camera topics (``cameras``: ``sensor_msgs/Image``, raw, or ``sensor_msgs/CompressedImage``, JPEG or
+PNG) take part in the same rule, as topics whose value is an image: they count for the start and
+the fastest clock, and each frame holds the camera's last image at or before it. Images are
+decoded and downscaled as they are read (PyAV, :mod:`crl_pipe.io._video`) and stored in
+``obsm["frames.<camera>"]``, the camera named after its topic (``/cam/image_raw`` -> ``cam.image_raw``).
+A camera that stops publishing while the log goes on (its last image more than
+:data:`STALE_PERIODS` of its own median image interval before a frame, at the end or in a gap) is
+an error, not a frozen picture: the camera's counterpart of a video shorter than its table.
 """
 
 from __future__ import annotations
@@ -23,10 +32,15 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from .._constants import FRAME_SIZE
 from .._errors import InputError
+from ._camera import add_frames, camera_name
 from ._frames import KINDS, frames_to_anndata, require_path
+from ._video import check_frame_size, compressed_image, raw_image
 
 _CLOCKS = ("log", "header")
+#: Largest age of a camera's held image at a frame, in its median image intervals.
+STALE_PERIODS = 3.0
 _SUFFIXES = (".bag", ".mcap", ".db3")
 
 
@@ -38,6 +52,8 @@ def read_rosbag(
     rate: float | None = None,
     clock: str = "log",
     episode: str | None = None,
+    cameras: Sequence[str] | None = None,
+    frame_size: int = FRAME_SIZE,
 ) -> ad.AnnData:
     """Read chosen topics and fields of rosbag recordings into the canonical robot AnnData.
 
@@ -60,6 +76,11 @@ def read_rosbag(
         ``"log"``: the time each message was recorded; ``"header"``: ``header.stamp`` of the message.
     episode
         Episode name of a single recording (default: the file or folder name without suffix).
+    cameras
+        Image topics (``sensor_msgs/Image`` or ``CompressedImage``) to decode into
+        ``obsm["frames.<camera>"]``, aligned by the rule of this module's docstring; default none.
+    frame_size
+        Edge of the square frames the images are downscaled to (pixels; aspect not kept).
 
     Returns
     -------
@@ -70,19 +91,28 @@ def read_rosbag(
     """
     root = require_path(path, "rosbag")
     _check_options(root, topics, kinds, rate, clock)
+    cameras = [cameras] if isinstance(cameras, str) else list(cameras or [])
+    if cameras:
+        frame_size = check_frame_size(frame_size, f"{root}: cameras")
     recordings = _recordings(root)
     if episode is not None and len(recordings) != 1:
         raise InputError(f"{root}: option 'episode' names a single recording; found {len(recordings)}")
-    blocks = [_read_recording(rec, episode or name, topics, dict(kinds or {}), rate, clock) for name, rec in recordings]
+    blocks = [
+        _read_recording(rec, episode or name, topics, dict(kinds or {}), rate, clock, cameras, frame_size)
+        for name, rec in recordings
+    ]
     var = blocks[0][2]
-    for (_, _, other), (name, _) in zip(blocks[1:], recordings[1:], strict=True):
+    for (_, _, other, _), (name, _) in zip(blocks[1:], recordings[1:], strict=True):
         if not other.index.equals(var.index):
             raise InputError(
                 f"{root}: recording {name} has channels {list(other.index[:5])} ...; expected {list(var.index[:5])} ..."
             )
     X = np.vstack([b[0] for b in blocks])
     obs = pd.concat([b[1] for b in blocks], ignore_index=True)
-    return frames_to_anndata(X, obs, var, path=root)
+    adata = frames_to_anndata(X, obs, var, path=root)
+    for topic in cameras:
+        add_frames(adata, camera_name(topic), np.concatenate([b[3][topic] for b in blocks]), source=topic)
+    return adata
 
 
 def _check_options(root: Path, topics: Mapping, kinds: Mapping | None, rate: float | None, clock: str) -> None:
@@ -161,18 +191,46 @@ class _Stream:
         return next((j for _, g, _, j in self.layout or [] if g == f), None)
 
 
+#: Message types a camera topic may carry.
+_IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+
+@dataclass
+class _Images:
+    """Images of one camera topic: times (ns) and one downscaled RGB frame per message."""
+
+    topic: str
+    size: int
+    msgtype: str
+    times: list[int] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, stamp: int, msg: Any, where: Path) -> None:
+        decode = compressed_image if self.msgtype.endswith("CompressedImage") else raw_image
+        self.rows.append(decode(msg, self.size, where=f"{where}: camera topic {self.topic!r}"))
+        self.times.append(stamp)
+
+
 def _read_recording(
-    rec: Path, episode: str, topics: Mapping[str, Sequence[str]], kinds: dict[str, str], rate: float | None, clock: str
-) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    rec: Path,
+    episode: str,
+    topics: Mapping[str, Sequence[str]],
+    kinds: dict[str, str],
+    rate: float | None,
+    clock: str,
+    cameras: Sequence[str] = (),
+    frame_size: int = 0,
+) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     AnyReader, AnyReaderError, typestore = _import_anyreader()
-    streams = {t: _Stream(t, list(f)) for t, f in topics.items()}
+    streams: dict[str, _Stream | _Images] = {t: _Stream(t, list(f)) for t, f in topics.items()}
     try:
         with AnyReader([rec], default_typestore=typestore) as reader:
             present = {c.topic for c in reader.connections}
             missing = [t for t in topics if t not in present]
             if missing:
                 raise InputError(f"{rec}: topic(s) {missing} not found; expected some of {sorted(present)}")
-            conns = [c for c in reader.connections if c.topic in topics]
+            streams |= _camera_streams(rec, reader.connections, cameras, frame_size)
+            conns = [c for c in reader.connections if c.topic in streams]
             for conn, log_ns, raw in reader.messages(connections=conns):
                 msg = reader.deserialize(raw, conn.msgtype)
                 stamp = log_ns if clock == "log" else _header_ns(msg, conn.topic, rec)
@@ -182,10 +240,26 @@ def _read_recording(
     return _align(streams, kinds, rate, episode, rec)
 
 
+def _camera_streams(rec: Path, connections, cameras: Sequence[str], size: int) -> dict[str, _Images]:
+    """An image stream per camera topic, once each is found with an image message type."""
+    types = {c.topic: c.msgtype for c in connections}
+    images = sorted(t for t, m in types.items() if m in _IMAGE_TYPES)
+    out = {}
+    for topic in cameras:
+        if topic not in types:
+            raise InputError(f"{rec}: camera topic {topic!r} not found; expected one of the image topics {images}")
+        if types[topic] not in _IMAGE_TYPES:
+            raise InputError(
+                f"{rec}: camera topic {topic!r} carries {types[topic]}; expected one of {list(_IMAGE_TYPES)}"
+            )
+        out[topic] = _Images(topic, size, types[topic])
+    return out
+
+
 def _align(
-    streams: dict[str, _Stream], kinds: dict[str, str], rate: float | None, episode: str, rec: Path
-) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
-    """Put every topic on one clock (the rule of the module docstring)."""
+    streams: dict[str, _Stream | _Images], kinds: dict[str, str], rate: float | None, episode: str, rec: Path
+) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+    """Put every topic on one clock (the rule of the module docstring); camera frames alongside."""
     times = {}
     for topic, s in streams.items():
         if not s.times:
@@ -206,11 +280,18 @@ def _align(
             f"{rec}: the topics overlap in time for {len(grid)} frame(s); "
             "expected >= 2 frames once every topic has published"
         )
-    blocks = [np.vstack(streams[t].rows)[np.searchsorted(times[t], grid, side="right") - 1] for t in streams]
+    at = {t: np.searchsorted(times[t], grid, side="right") - 1 for t in streams}  # last message at or before
+    numeric = {t: s for t, s in streams.items() if isinstance(s, _Stream)}
+    blocks = [np.vstack(s.rows)[at[t]] for t, s in numeric.items()]
+    frames = {}
+    for t, s in streams.items():
+        if isinstance(s, _Images):
+            _check_fresh(rec, t, times[t], grid, at[t])
+            frames[t] = np.stack(s.rows)[at[t]]
     var = pd.DataFrame(
         [
             (name, kinds.get(t, "state"), t, f, channel)
-            for t, s in streams.items()
+            for t, s in numeric.items()
             for name, f, channel, _ in s.layout or []
         ],
         columns=["name", "kind", "source", "field", "channel"],
@@ -223,7 +304,23 @@ def _align(
             "time_ns": grid,
         }
     )
-    return np.hstack(blocks), obs, var.rename_axis(None)
+    return np.hstack(blocks), obs, var.rename_axis(None), frames
+
+
+def _check_fresh(rec: Path, topic: str, times: np.ndarray, grid: np.ndarray, held: np.ndarray) -> None:
+    """Raise :class:`InputError` where a camera's image held at a frame is older than :data:`STALE_PERIODS`
+    of its median image interval (the camera stopped, or paused, while the other topics went on)."""
+    period = float(np.median(np.diff(times))) if len(times) > 1 else float(grid[-1] - grid[0])
+    age = grid - times[held]
+    stale = np.flatnonzero(age > STALE_PERIODS * max(period, 1.0))
+    if len(stale):
+        first = int(stale[0])
+        raise InputError(
+            f"{rec}: camera topic {topic!r}: no new image for {age[first] * 1e-9:.3f} s at frame {first} "
+            f"({(grid[first] - grid[0]) * 1e-9:.3f} s; {len(stale)} frame(s) affected, last image "
+            f"{(times[-1] - grid[0]) * 1e-9:.3f} s, log end {(grid[-1] - grid[0]) * 1e-9:.3f} s); expected an image "
+            f"at least every {STALE_PERIODS:g} x its median interval ({period * 1e-9:.3f} s) until the log ends"
+        )
 
 
 def _header_ns(msg: Any, topic: str, rec: Path) -> int:

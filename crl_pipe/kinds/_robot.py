@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._constants import FRAME_SIZE
 from .._errors import InputError
 from ._base import DatasetKind, GeneSets, PathLike
 from ._vocabulary import ROBOT
@@ -34,7 +35,12 @@ class RobotKind(DatasetKind):
 
     # ---- config side
     def ingest_options(self, dataset: Mapping[str, Any]) -> dict[str, Any]:
-        return dict(dataset.get("reader", {}))
+        # cameras and their frame size only where the dataset names cameras: a log without cameras
+        # is read (and cached) exactly as before
+        cameras = {}
+        if dataset.get("cameras"):
+            cameras = {"cameras": list(dataset["cameras"]), "frame_size": int(dataset.get("frame_size", FRAME_SIZE))}
+        return dict(dataset.get("reader", {})) | cameras
 
     def label_options(self, dataset: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
         return dict(dataset.get("robot_labels", {}))

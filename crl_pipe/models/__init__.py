@@ -15,6 +15,7 @@ from .registry import ModelCapabilities, get_model, model_capabilities, model_de
 if TYPE_CHECKING:  # the lazily loaded names, for type checkers and import-graph tools
     from ._base import CRLModel, load_model
     from ._data import CRLData
+    from .camera import CameraSEM
     from .causal_vae import CausalVAE
     from .linear import LinearSEM
     from .sparse_vae import SparseVAE
@@ -25,6 +26,7 @@ _LAZY = {
     "CRLData": "._data",
     "CRLModel": "._base",
     "load_model": "._base",
+    "CameraSEM": ".camera",
     "CausalVAE": ".causal_vae",
     "LinearSEM": ".linear",
     "SparseVAE": ".sparse_vae",
@@ -34,6 +36,7 @@ _LAZY = {
 __all__ = [
     "CRLData",
     "CRLModel",
+    "CameraSEM",
     "CausalVAE",
     "LinearSEM",
     "ModelCapabilities",

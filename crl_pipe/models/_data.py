@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import InputError, ModelError
+from ..io._camera import get_frames
 
 
 @dataclass
@@ -38,6 +39,9 @@ class CRLData:
     obs
         Per-row metadata in the row order of ``X``, when available: for robot logs the columns
         ``episode``, ``frame`` and ``timestamp`` that time-series models (``temporal``) need.
+    frames
+        Camera -> frames (rows x size x size x 3 uint8 RGB) of robot logs with cameras
+        (``obsm["frames.<camera>"]``, :mod:`crl_pipe.io._camera`); empty otherwise.
     """
 
     X: np.ndarray | sp.csr_matrix
@@ -49,6 +53,7 @@ class CRLData:
     anchors: dict[str, list[str]] = field(default_factory=dict)
     counts: sp.csr_matrix | None = None
     obs: pd.DataFrame | None = None
+    frames: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_cells(self) -> int:
@@ -71,6 +76,7 @@ class CRLData:
             anchors=self.anchors,
             counts=None if self.counts is None else self.counts[rows],
             obs=None if self.obs is None else self.obs.iloc[_positions(rows)].reset_index(drop=True),
+            frames={camera: images[rows] for camera, images in self.frames.items()},
         )
 
     @classmethod
@@ -117,6 +123,7 @@ class CRLData:
             anchors=anchor_map,
             counts=None if counts is None else sp.csr_matrix(counts),
             obs=_frame_columns(adata.obs),
+            frames=get_frames(adata),
         )
 
 

@@ -47,6 +47,10 @@ class ModelCapabilities:
     time_series
         Fits robot logs in time order: its edges carry a lag in frames (:meth:`get_edges` fills the
         graph's ``lag`` column) and it takes the log's action channels as ``params["actions"]``.
+    sees_frames
+        Learns its latents from camera frames (``CRLData.frames``, the ``obsm["frames.<camera>"]`` of
+        a robot log read with cameras) and keeps a decoder and the frames where each latent is lowest
+        and highest, so the report shows what each latent sees.
     """
 
     reads_counts: bool
@@ -54,6 +58,7 @@ class ModelCapabilities:
     predicts: bool
     time_series: bool
     steers: bool = False
+    sees_frames: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,10 @@ _REGISTRY: Mapping[str, _Entry] = {
     "temporal": _Entry(
         "crl_pipe.models.temporal:TemporalSEM",
         ModelCapabilities(reads_counts=False, uses_torch=False, predicts=False, time_series=True),
+    ),
+    "camera": _Entry(
+        "crl_pipe.models.camera:CameraSEM",
+        ModelCapabilities(reads_counts=False, uses_torch=True, predicts=False, time_series=True, sees_frames=True),
     ),
 }
 

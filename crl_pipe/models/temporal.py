@@ -168,13 +168,9 @@ class TemporalSEM(CRLModel):
         # ``seed`` is unused: the convex solver is deterministic and starts from zero
         p, K = int(self.params["n_lags"]), int(self.params["n_action_lags"])
         _check_params(p, K, self.params["alpha"])
-        self.action_names, self.latent_names = _split_features(data, self.params["actions"], self.params["latents"])
-        z, a = _columns(data, self.latent_names), _columns(data, self.action_names)
         segments = _segments(data)
-        if self.params.get("sensors") is not None:  # learn the latents from sensors that mix them
-            self.encoder, self.sensor_names, self.latent_names, z = learn_latents(
-                data, self.params["sensors"], self.action_names, segments, self.params, seed
-            )
+        z = self._latents(data, segments, seed)
+        a = _columns(data, self.action_names)
         shift = _intervention_matrix(data, self.latent_names) if self.params["intervention_shift"] else None
         design = _Design(z, a, shift, segments, p, K, instantaneous=bool(self.params["instantaneous"]))
         if design.n_rows < 2 * design.n_inputs:
@@ -197,6 +193,17 @@ class TemporalSEM(CRLModel):
         self._store(design, coef)
         self._store_target_scores(data, design, shift)
         return self
+
+    def _latents(self, data: CRLData, segments: list[tuple[int, int]], seed: int) -> np.ndarray:
+        """Set :attr:`action_names` and :attr:`latent_names`; return the latents (frames x latents) the
+        transition is fitted on. A model that learns its latents otherwise (``camera``) overrides this."""
+        self.action_names, self.latent_names = _split_features(data, self.params["actions"], self.params["latents"])
+        z = _columns(data, self.latent_names)
+        if self.params.get("sensors") is not None:  # learn the latents from sensors that mix them
+            self.encoder, self.sensor_names, self.latent_names, z = learn_latents(
+                data, self.params["sensors"], self.action_names, segments, self.params, seed
+            )
+        return z
 
     def _store(self, design: _Design, coef: np.ndarray) -> None:
         m, q, p, K = design.m, design.q, design.p, design.K

@@ -11,6 +11,7 @@ Figures are created through :mod:`matplotlib.pyplot`; close them (``plt.close(fi
 
 from __future__ import annotations
 
+from ._camera import latent_frames, latent_traversal
 from ._cells import cells_per_perturbation
 from ._graph import causal_graph, graph_comparison
 from ._guides import guide_calls, guide_umis, knockdown
@@ -28,6 +29,8 @@ __all__ = [
     "guide_calls",
     "guide_umis",
     "knockdown",
+    "latent_frames",
+    "latent_traversal",
     "n_self_driven",
     "observed_causes",
     "qc_distribution",

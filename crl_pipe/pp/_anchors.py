@@ -21,6 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import InputError
+from ..io._camera import camera_names
 
 log = logging.getLogger("crl_pipe")
 
@@ -179,13 +180,17 @@ def robot_anchors(adata: ad.AnnData) -> pd.DataFrame:
     """Anchors table in which each state channel is its own program (weight 1).
 
     Robot latents are the measured state variables themselves, so each program is anchored by the
-    one channel it is (the ``temporal`` model reads the latents straight from those channels).
+    one channel it is (the ``temporal`` model reads the latents straight from those channels). A log
+    seen only through cameras (no state channel, frames in ``obsm``) gets an empty table: the
+    ``camera`` model learns its latents from the frames.
     """
     if "kind" not in adata.var:
         raise InputError("var column 'kind' not found; expected robot channels of kind state/action/event/other")
     states = adata.var_names[adata.var["kind"] == "state"]
+    if not len(states) and camera_names(adata):  # seen only through cameras: the latents anchor on no channel
+        return pd.DataFrame({"program": pd.Series([], dtype=str), "feature": pd.Series([], dtype=str), "weight": []})
     if not len(states):
-        raise InputError("no channel of kind 'state'; expected the robot's state variables")
+        raise InputError("no channel of kind 'state'; expected the robot's state variables (or camera frames)")
     return _self_anchored(states)
 
 

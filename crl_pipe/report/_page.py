@@ -19,6 +19,7 @@ import jinja2
 from .. import __version__
 from .._provenance import atomic_path
 from ._inputs import ReportInputs
+from .sections.frames import any_sees_frames, frames_section
 from .sections.glance import glance_table
 from .sections.graph import graph_section
 from .sections.guides import guides_section
@@ -40,13 +41,20 @@ _TEMPLATES = Path(__file__).parent / "templates"
 @dataclass(frozen=True)
 class Section:
     """A numbered section of the page: its anchor (also its template, ``sections/<anchor>.html.j2``),
-    its title in a screen's words, and the parts it renders (template variable -> builder)."""
+    its title in a screen's words, the parts it renders (template variable -> builder), and when it is
+    shown (default: always, unless the kind's vocabulary omits it)."""
 
     anchor: str
     title: str
     parts: dict[str, Callable[[ReportInputs], Any]]
     #: shown only when this says so (None: always, unless the kind omits it)
-    when: Callable[[ReportInputs], bool] | None = None
+    shown_if: Callable[[ReportInputs], bool] | None = None
+
+    def shown(self, inputs: ReportInputs) -> bool:
+        """Whether the page of ``inputs`` shows this section."""
+        if self.anchor in inputs.vocabulary.omitted_sections:
+            return False
+        return self.shown_if is None or self.shown_if(inputs)
 
 
 #: The numbered sections, in page order.
@@ -55,8 +63,11 @@ PAGE: tuple[Section, ...] = (
     Section("guides", "Guides and knockdown", {"guides": guides_section}),
     Section("targets", "Which program each perturbation hits", {"targets": targets_section}),
     Section("programs", "Programs", {"programs": programs_section}),
+    Section("frames", "What the latents see", {"frames": frames_section}, shown_if=any_sees_frames),
     Section("graph", "Causal graph among programs", {"graphs": graph_section}),
-    Section("hierarchy", "Concept levels: programs and modules", {"hierarchy": hierarchy_section}, has_hierarchy),
+    Section(
+        "hierarchy", "Concept levels: programs and modules", {"hierarchy": hierarchy_section}, shown_if=has_hierarchy
+    ),
     Section("metrics", "Metrics", {"metrics": metrics_table, "heldout": held_out_table}),
     Section("whatif", "What if", {"whatif": whatif_section, "singles": singles_table}),
     Section("training", "Training curves", {"training": training_section}),
@@ -64,8 +75,8 @@ PAGE: tuple[Section, ...] = (
 )
 
 #: Section anchors and headings, in page order (the table of contents); numbered when rendered. Sections
-#: with a ``when`` (shown only for some results, e.g. concept levels) are not listed.
-SECTIONS: list[tuple[str, str]] = [(s.anchor, s.title) for s in PAGE if s.when is None]
+#: with a ``shown_if`` (shown only for some results: camera frames, concept levels) are not listed.
+SECTIONS: list[tuple[str, str]] = [(s.anchor, s.title) for s in PAGE if s.shown_if is None]
 
 
 def write_report(out_html: PathLike, inputs: ReportInputs) -> Path:
@@ -86,9 +97,7 @@ def write_report(out_html: PathLike, inputs: ReportInputs) -> Path:
 
 def render_report(inputs: ReportInputs) -> str:
     """The report as an HTML string (see :func:`write_report`)."""
-    shown = [
-        s for s in PAGE if s.anchor not in inputs.vocabulary.omitted_sections and (s.when is None or s.when(inputs))
-    ]
+    shown = [s for s in PAGE if s.shown(inputs)]
     numbered = [(s.anchor, f"{i}. {inputs.vocabulary.title(s.title)}") for i, s in enumerate(shown, start=1)]
     context: dict[str, Any] = {
         "dataset": inputs.dataset,

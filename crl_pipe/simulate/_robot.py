@@ -31,7 +31,10 @@ import pandas as pd
 from .._errors import ConfigError
 from .._provenance import provenance
 from ..io import write_lerobot, write_table
+from ..io._camera import add_frames
 from ..io._frames import frames_to_anndata
+from ..io._lerobot import write_lerobot_v3
+from ._camera import ARM_CAMERAS, arm_frames
 from ._sensors import ARM_SENSORS, arm_sensors
 
 
@@ -43,6 +46,7 @@ class SimulatedRobot:
     graph: pd.DataFrame  # true edges: source, target, weight
     fps: float
     latents: pd.DataFrame | None = None  # sample_id + the noise-free causal variables (for R²)
+    frames: dict[str, np.ndarray] | None = None  # camera -> frames x size x size x 3 uint8 RGB (camera logs)
 
 
 def simulate_robot(
@@ -172,8 +176,9 @@ def write_robot_simulation(
     out_truth_dir: str | os.PathLike,
     params: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write the logs as a LeRobot v2.1 dataset and the truth tables (``graph.parquet``,
-    ``targets.parquet`` and, when the simulator gives them, ``latents.parquet``).
+    """Write the logs as a LeRobot v2.1 dataset (v3.0 with one MP4 video per camera when the logs have
+    camera frames) and the truth tables (``graph.parquet``, ``targets.parquet`` and, when the
+    simulator gives them, ``latents.parquet``).
 
     The true targets say that the label of a set-point change of joint j (``pp.robot_interventions``
     with the default action map) acts on latent j; uncommanded variables (a gate, a light) are
@@ -188,7 +193,12 @@ def write_robot_simulation(
     write_table(targets, truth / "targets.parquet", "truth_targets", prov)
     if sim.latents is not None:
         write_table(sim.latents, truth / "latents.parquet", "latents", prov)
-    write_lerobot(sim.adata, out_dir, fps=sim.fps, task="simulated set-point tracking")
+    task = "simulated set-point tracking"
+    if sim.frames:
+        videos = {f"observation.images.{camera}": frames for camera, frames in sim.frames.items()}
+        write_lerobot_v3(sim.adata, out_dir, fps=sim.fps, task=task, videos=videos)
+    else:
+        write_lerobot(sim.adata, out_dir, fps=sim.fps, task=task)
 
 
 #: A 4-joint arm (shoulder yaw/pitch, elbow, wrist) with position servos, gravity compensated, and a
@@ -263,6 +273,8 @@ def simulate_arm(
     noise: float = 0.001,
     observation: str = "state",
     sensor_noise: float = 0.002,
+    image_size: int = 96,
+    scene: int = 0,
     seed: int = 0,
 ) -> SimulatedRobot:
     """Simulate a MuJoCo arm that pushes a spring-loaded gate, which switches a light.
@@ -311,16 +323,28 @@ def simulate_arm(
     * ``sensor.photodiode``: lamp light through the gate's shadow plus ambient light,
       ``0.3 + 0.15 sin(slow drift) + light * (1 - 0.7 sigmoid((gate - 1.6) / 0.25))``.
 
-    The truth (graph, targets, latents) is the same in both modes; the actions are logged as they are.
+    ``observation="camera"`` logs no state channel at all: the arm is seen only through a camera
+    (:attr:`SimulatedRobot.frames`, ``{"front": frames x image_size x image_size x 3}`` uint8 RGB,
+    rendered offscreen by MuJoCo; :mod:`crl_pipe.simulate._camera`): coloured links, a tool in the hand
+    that shows the wrist's turn, an orange panel on the gate and a lamp that lights up yellow with the
+    light. ``scene`` 0 is the default view; another value draws another camera pose, link colours,
+    lamp position and floor colour from that seed (the same robot and truth, a scene a model was not
+    tuned on). :func:`write_robot_simulation` writes such logs as a LeRobot v3.0 dataset with an MP4
+    video per camera.
 
-    Needs the ``mujoco`` package (``pip install 'crl-pipe[robot]'``).
+    The truth (graph, targets, latents) is the same in every mode; the actions are logged as they are.
+
+    Needs the ``mujoco`` package (``pip install 'crl-pipe[robot]'``); ``"camera"`` also a headless
+    OpenGL (EGL or OSMesa) and, to write the videos, PyAV.
     """
     try:
         import mujoco  # deferred: MuJoCo only for the arm simulator
     except ImportError:
         raise ImportError("simulate_arm needs the 'mujoco' package: pip install mujoco") from None
-    if observation not in ("state", "sensors"):
-        raise ConfigError(f"simulate_arm: observation={observation!r}; expected 'state' or 'sensors'")
+    if observation not in ("state", "sensors", "camera"):
+        raise ConfigError(f"simulate_arm: observation={observation!r}; expected 'state', 'sensors' or 'camera'")
+    if observation == "camera" and (image_size % 2 or not 8 <= image_size <= 1024):
+        raise ConfigError(f"simulate_arm: image_size={image_size}; expected an even number of pixels from 8 to 1024")
     if light_delay < 0:
         raise ConfigError(f"simulate_arm: light_delay={light_delay}; expected an integer >= 0 (frames)")
     if not 0 < step_rate <= 1 or setpoint_range <= 0 or n_frames < 2 or n_episodes < 1:
@@ -346,6 +370,10 @@ def simulate_arm(
     if observation == "sensors":
         measured = arm_sensors(mujoco, _ARM_XML, true, ARM_JOINTS, [n_frames] * n_episodes, rng, sensor_noise, fps)
         variables = list(ARM_SENSORS)
+    frames = None
+    if observation == "camera":  # no state channel: the camera is the only view of the arm
+        frames = {ARM_CAMERAS[0]: arm_frames(mujoco, _ARM_XML, true, ARM_JOINTS, size=image_size, scene=scene)}
+        measured, variables = np.zeros((len(true), 0)), []
     n, joints = len(variables), list(ARM_JOINTS)
     var = pd.DataFrame(
         {
@@ -358,12 +386,14 @@ def simulate_arm(
     )
     X = np.hstack([measured, np.vstack(actions)])
     adata = frames_to_anndata(X, pd.concat(obs, ignore_index=True), var, path="<simulate_arm>")
+    for camera, images in (frames or {}).items():  # in obsm, as crl_pipe.io.read_lerobot gives them
+        add_frames(adata, camera, images, source=f"observation.images.{camera}")
     latents = pd.DataFrame(true, columns=[*ARM_JOINTS, "gate", "light"])
     latents.insert(0, "sample_id", adata.obs_names.to_numpy())
     edges = [(f"action.{j}", j) for j in joints] + list(ARM_EDGES)
     lags = [1] * len(joints) + [0, light_delay]  # commands; the pusher (within the frame); the light
     truth = pd.DataFrame(edges, columns=["source", "target"]).assign(weight=1.0, lag=lags)
-    return SimulatedRobot(adata=adata, graph=truth, fps=fps, latents=latents)
+    return SimulatedRobot(adata=adata, graph=truth, fps=fps, latents=latents, frames=frames)
 
 
 def _setpoints(rng: np.random.Generator, T: int, J: int, rate: float, size: float) -> np.ndarray:
