@@ -127,8 +127,9 @@ def test_capabilities_say_what_each_class_does():
     assert model_names("uses_torch") == ["sparse_vae", "causal_vae", "camera"]
     assert model_names("sees_frames") == ["camera"]
     assert model_names("reads_counts") == ["sparse_vae"]  # its "nb" likelihood; the others fit log X only
-    with pytest.raises(Exception, match="unknown model capability 'steers'"):
-        model_names("steers")
+    assert model_names("steers") == ["linear", "sparse_vae", "causal_vae"]  # a latent linear SEM to propagate
+    with pytest.raises(Exception, match="unknown model capability 'flies'"):
+        model_names("flies")
 
 
 def test_model_device_follows_the_config_for_torch_models_only():
