@@ -6,9 +6,10 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from crl_pipe.models import CRLData
+from crl_pipe import ModelError, tl
+from crl_pipe.models import CRLData, LinearSEM
 from crl_pipe.models._shift_sem import alternate, fit_shift_sem
-from crl_pipe.simulate import simulate_screen
+from crl_pipe.simulate import screen_to_crl_data, simulate_screen
 
 SETTINGS = dict(edge_threshold=0.15, ridge=1e-3, max_iter=20)
 
@@ -55,3 +56,48 @@ def test_true_latents_of_a_dense_screen_give_every_target_and_edge(seed):
     true = nx.DiGraph(list(zip(screen.graph["source"], screen.graph["target"], strict=True)))
     drawn = {(programs[i], programs[j]) for j, i in zip(*np.nonzero(sem.B), strict=True)}
     assert drawn == set(true.edges)
+
+
+# -- the linear model's size factors from stable features (raw counts) ------------------------------------
+def _metrics(model, screen, data):
+    edges = model.get_adjacency().stack()
+    graph = edges[edges != 0].rename_axis(["source", "target"]).reset_index(name="weight")
+    m = tl.evaluate(
+        graph=graph, targets=model.get_targets(), latents=model.get_latent_representation(data),
+        true_graph=screen.graph, true_targets=screen.targets, true_latents=screen.latents,
+    )  # fmt: skip
+    return m.set_index("metric")["value"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_linear_on_raw_counts_recovers_the_demo_screen(seed):
+    screen = simulate_screen(n_programs=6, n_control=3000, cells_per_perturbation=400, seed=seed)
+    data = screen_to_crl_data(screen)
+    model = LinearSEM().fit(data)
+    assert model.size_features  # the counts were used
+    m = _metrics(model, screen, data)
+    assert m["target_accuracy"] == 1.0 and m["shd"] <= 1 and m["mcc"] > 0.9
+
+
+def test_stable_size_factors_keep_a_dense_screen_apart():
+    # the issue-13 screen: programs that take over the library shift every other program when the
+    # counts are divided by their total; dividing by the stable genes' total does not
+    screen = simulate_screen(
+        n_programs=10, n_edges=20, min_edge_weight=0.6, max_edge_weight=1.2, guides_per_program=2, n_doubles=0,
+        shift=2.5, shift_unit="latent", standardise_latents=False, cells_per_perturbation=300, n_control=3000,
+        n_genes=800, anchors_per_program=12, seed=2,
+    )  # fmt: skip
+    data = screen_to_crl_data(screen)
+    stable = _metrics(LinearSEM().fit(data), screen, data)
+    total = _metrics(LinearSEM(size_factors="total").fit(data), screen, data)
+    assert stable["target_accuracy"] == 1.0 > total["target_accuracy"]
+    assert stable["shd"] < min(total["shd"], len(screen.graph))  # better than before and than the empty graph
+
+
+def test_a_model_fit_on_counts_needs_counts_to_score():
+    screen = simulate_screen(n_programs=3, n_genes=60, n_control=300, cells_per_perturbation=100, seed=0)
+    model = LinearSEM().fit(screen_to_crl_data(screen))
+    with pytest.raises(ModelError, match="counts"):
+        model.get_latent_representation(screen_to_crl_data(screen, with_counts=False))
+    with pytest.raises(ModelError, match="size_factors"):
+        LinearSEM(size_factors="median")
