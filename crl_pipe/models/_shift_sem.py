@@ -9,8 +9,10 @@ deviations (controls at mean 0, SD 1):
 2. Programs follow ``z = B z + eps`` on a DAG and a perturbation shifts the noise of its targets,
    so ``d_p = (I - B)^-1 s_p`` with ``s_p`` non-zero only on p's targets. Every perturbation that
    does not target ``j`` gives one equation ``d_p[j] = B[j] d_p`` (:func:`solve_graph`).
-3. :func:`alternate`: a causal order and single targets from sink-first peeling, then B on that
-   order, then targets from B (the largest exogenous shifts ``(I - B) d_p``), until they agree.
+3. :func:`alternate`: a causal order and single targets from sink-first peeling and, as a second
+   start, from a search over orders (:func:`_search_order`), then B on that order, then targets
+   from B (the largest exogenous shifts ``(I - B) d_p``), until they agree; of the two starts the
+   one whose equations fit better is kept.
 4. :func:`fit_shift_sem` runs 1-3 and gives the buffers a model stores; :func:`targets_table` and
    :func:`adjacency_table` turn them into ``get_targets``/``get_adjacency``: score = exogenous
    shift in control SD units, ``z_score`` = score / its standard error, ``is_target``.
@@ -102,7 +104,7 @@ def group_shifts(scores: np.ndarray, data: CRLData) -> tuple[list[str], np.ndarr
 def alternate(
     shifts: np.ndarray, counts: np.ndarray, n_targets: list[int], *, edge_threshold: float, ridge: float, max_iter: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Order and single targets by sink-first peeling, then B on that order, then targets from B.
+    """Order and single targets (peeling, and the order search), then B on that order, then targets from B.
 
     Parameters
     ----------
