@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
+import pandas as pd
 import pytest
 
 from crl_pipe import ModelError, tl
@@ -95,9 +96,21 @@ def test_stable_size_factors_keep_a_dense_screen_apart():
 
 
 def test_a_model_fit_on_counts_needs_counts_to_score():
-    screen = simulate_screen(n_programs=3, n_genes=60, n_control=300, cells_per_perturbation=100, seed=0)
+    screen = simulate_screen(n_programs=3, n_genes=200, n_control=300, cells_per_perturbation=100, seed=0)
     model = LinearSEM().fit(screen_to_crl_data(screen))
+    assert model.size_features
     with pytest.raises(ModelError, match="counts"):
         model.get_latent_representation(screen_to_crl_data(screen, with_counts=False))
     with pytest.raises(ModelError, match="size_factors"):
         LinearSEM(size_factors="median")
+
+
+def test_a_panel_too_small_to_size_cells_keeps_the_data_normalisation():
+    # 3 programs x 8 anchors + 3 perturbed genes leave 33 others, of which a quarter (8) is too few
+    screen = simulate_screen(n_programs=3, n_genes=60, n_control=300, cells_per_perturbation=100, seed=0)
+    data = screen_to_crl_data(screen)
+    model = LinearSEM().fit(data)
+    assert model.size_features == []
+    total = LinearSEM(size_factors="total").fit(data)
+    np.testing.assert_array_equal(model.B.numpy(), total.B.numpy())
+    pd.testing.assert_frame_equal(model.get_latent_representation(data), total.get_latent_representation(data))

@@ -93,6 +93,8 @@ class LinearSEM(CRLModel):
             current = data
             for _ in range(_SIZE_ROUNDS):  # size factors from the stable features of the current scores
                 stable = stable_features(current, scores)
+                if stable.sum() < _MIN_STABLE:  # too few genes to size a cell by (a small targeted panel)
+                    break
                 self.size_features = [data.features[i] for i in np.flatnonzero(stable)]
                 current = replace(data, X=stable_lognorm(data.counts, stable))
                 for key, tensor in fit_anchor_scores(current, programs, seed).items():
@@ -164,6 +166,8 @@ class LinearSEM(CRLModel):
 
 #: Rounds of size factors from stable features and anchor scores on them (the second barely moves them).
 _SIZE_ROUNDS = 2
+#: Fewest stable features to size cells by; with fewer the data's own normalisation is kept.
+_MIN_STABLE = 20
 #: Share of the eligible features (neither anchors nor perturbed) kept as stable: those whose
 #: log-normalised values the program scores explain least.
 _STABLE_SHARE = 0.25
