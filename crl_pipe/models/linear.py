@@ -17,6 +17,7 @@ Targets and B are estimated alternately: targets = largest exogenous shift (I - 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,11 @@ class LinearSEM(CRLModel):
         Rounds of alternating target assignment and graph fitting.
     min_target_z
         z-score of the exogenous shift above which an intervention counts as hitting a latent.
+    size_factors
+        ``"stable"``: when the data carry raw counts, the anchors are read from counts divided by each
+        cell's total over the *stable* features, those the programs explain least (see
+        :func:`stable_features`), so that programs taking over the library do not shift every
+        other program; ``"total"`` (or no counts): the data's own log-normalised values.
     """
 
     name = "linear"
@@ -57,9 +63,16 @@ class LinearSEM(CRLModel):
         ridge: float = SHIFT_SEM_DEFAULTS["ridge"],
         max_iter: int = SHIFT_SEM_DEFAULTS["max_iter"],
         min_target_z: float = SHIFT_SEM_DEFAULTS["min_target_z"],
+        size_factors: str = "stable",
     ) -> None:
-        super().__init__(edge_threshold=edge_threshold, ridge=ridge, max_iter=max_iter, min_target_z=min_target_z)
+        if size_factors not in ("stable", "total"):
+            raise ModelError(f"model linear: size_factors must be 'stable' or 'total', got {size_factors!r}")
+        super().__init__(
+            edge_threshold=edge_threshold, ridge=ridge, max_iter=max_iter, min_target_z=min_target_z,
+            size_factors=size_factors,
+        )  # fmt: skip
         self.features: list[str] = []
+        self.size_features: list[str] = []
         self.assigned: dict[str, list[str]] = {}
 
     # -- fitting -----------------------------------------------------------------------------------
@@ -76,6 +89,17 @@ class LinearSEM(CRLModel):
         for key, tensor in fit_anchor_scores(data, programs, seed).items():
             self.register_buffer(key, tensor)
         scores = self._scores(data.X)
+        if self.params["size_factors"] == "stable" and data.counts is not None:
+            current = data
+            for _ in range(_SIZE_ROUNDS):  # size factors from the stable features of the current scores
+                stable = stable_features(current, scores)
+                if stable.sum() < _MIN_STABLE:  # too few genes to size a cell by (a small targeted panel)
+                    break
+                self.size_features = [data.features[i] for i in np.flatnonzero(stable)]
+                current = replace(data, X=stable_lognorm(data.counts, stable))
+                for key, tensor in fit_anchor_scores(current, programs, seed).items():
+                    self.register_buffer(key, tensor)
+                scores = self._scores(current.X)
         p = self.params
         shift_sem = fit_shift_sem(
             scores, data, edge_threshold=p["edge_threshold"], ridge=p["ridge"], max_iter=p["max_iter"]
@@ -93,7 +117,19 @@ class LinearSEM(CRLModel):
 
     # -- outputs ----------------------------------------------------------------------------------
     def get_latent_representation(self, data: CRLData) -> pd.DataFrame:
-        scores = self._scores(align_features(data, self.features, self.name))
+        X = align_features(data, self.features, self.name)
+        if self.size_features:
+            if data.counts is None:
+                raise ModelError(
+                    "model linear: fitted on raw counts (size_factors: stable), but the data have none; expected "
+                    "the counts layer the model was fit with"
+                )
+            counts = align_features(replace(data, X=data.counts), self.features, self.name)
+            index = {f: i for i, f in enumerate(self.features)}
+            stable = np.zeros(len(self.features), dtype=bool)
+            stable[[index[f] for f in self.size_features]] = True
+            X = stable_lognorm(counts, stable)
+        scores = self._scores(X)
         frame = pd.DataFrame(scores, columns=self.latent_names)
         frame.insert(0, "sample_id", data.sample_ids)
         return frame
@@ -121,10 +157,51 @@ class LinearSEM(CRLModel):
         )
 
     def _extra_state_json(self) -> dict[str, Any]:
-        return {"features": self.features}
+        return {"features": self.features, "size_features": self.size_features}
 
     def _load_extra_state_json(self, extra: dict[str, Any]) -> None:
         self.features = list(extra["features"])
+        self.size_features = list(extra.get("size_features", []))
+
+
+#: Rounds of size factors from stable features and anchor scores on them (the second barely moves them).
+_SIZE_ROUNDS = 2
+#: Fewest stable features to size cells by; with fewer the data's own normalisation is kept.
+_MIN_STABLE = 20
+#: Share of the eligible features (neither anchors nor perturbed) kept as stable: those whose
+#: log-normalised values the program scores explain least.
+_STABLE_SHARE = 0.25
+
+
+def stable_features(data: CRLData, scores: np.ndarray) -> np.ndarray:
+    """Features (bool mask) that the program scores explain least: the size-factor genes.
+
+    A cell's total count mixes its library size with its composition: when a program's genes take
+    over the library, dividing by the total lowers every other gene, and every other program seems
+    to move with it. Genes that no program drives measure the library alone. Among the features that
+    are neither anchors nor perturbed, those with the smallest share of variance (R^2) explained by
+    a least-squares fit on the scores (the lowest :data:`_STABLE_SHARE`) are taken as such.
+    """
+    excluded = {g for genes in data.anchors.values() for g in genes}
+    excluded |= {g for genes in data.targets.values() for g in genes}
+    eligible = np.array([f not in excluded for f in data.features])
+    Z = scores - scores.mean(axis=0)
+    mean, sd = column_stats(data.X)
+    fitted = crossprod(data.X, Z)  # Z' X = Z' (X - mean): Z is centred
+    explained = np.einsum("gk,kl,gl->g", fitted, np.linalg.pinv(Z.T @ Z), fitted)
+    r2 = np.where(sd > 0, explained / np.maximum(sd**2 * len(Z), 1e-12), np.inf)
+    eligible &= sd > 0
+    if eligible.sum() < 2:
+        return eligible
+    return eligible & (r2 <= np.quantile(r2[eligible], _STABLE_SHARE))
+
+
+def stable_lognorm(counts: sp.csr_matrix | np.ndarray, stable: np.ndarray) -> sp.csr_matrix:
+    """``log1p`` of counts scaled by each cell's total over the ``stable`` features (to their median total)."""
+    counts = sp.csr_matrix(counts, dtype=np.float32)
+    size = np.asarray(counts[:, np.flatnonzero(stable)].sum(axis=1)).ravel() + 1.0
+    out = sp.diags((np.median(size) / size).astype(np.float32)) @ counts
+    return sp.csr_matrix(out.log1p(), dtype=np.float32)
 
 
 #: Buffers of the anchor scores (:func:`fit_anchor_scores`), as the ``linear`` model stores them.

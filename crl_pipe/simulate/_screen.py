@@ -1,15 +1,17 @@
 """A Perturb-seq screen with a known latent causal graph.
 
 Generative model (one cell):
-    eps ~ N(0, 1)^K;   eps_t += shift, eps_t *= noise_scale   for each targeted program t
-    z = B z + eps       (linear SEM over K programs on a random DAG; weights standardised)
+    eps ~ N(0, 1)^K;   eps_t <- eps_t * noise_scale + shift   for each targeted program t
+    z = B z + eps       (linear SEM over K programs on a random DAG; by default each program is then
+                         rescaled to unit variance in controls, otherwise it keeps the SEM's units)
     log mu_g = b_g + sum_k A_gk h(z)_k          (h = identity, or a saturating nonlinearity)
     counts_g ~ NegBinom(mean = L * softmax(log mu)_g, dispersion)   with library size L ~ LogNormal
 Each program has ``anchors_per_program`` anchor genes that load on it alone; "mixed" genes load on
 one to three programs, except 30% of them, housekeeping genes that dominate the library
 and depend on no program (so library-size normalisation barely couples programs); each perturbed
 ("regulator") gene is knocked down in its own cells and shifts one program (CRISPRi-like soft
-intervention: the mechanism of every other program is kept).
+intervention: the mechanism of every other program is kept). The gene sets handed to a method list
+each program's anchors, of which a chosen share can be wrong (genes driven by other programs).
 
 With ``n_modules`` > 0 the programs form a second level: hidden module drivers
 ``m = B_mod m + e`` (a DAG over modules), each program belonging to one module with a non-negative
@@ -73,6 +75,10 @@ def simulate_screen(
     n_modules: int = 0,
     module_edge_density: float = 0.0,
     module_loading: float = 0.8,
+    n_edges: int | None = None,
+    standardise_latents: bool = True,
+    shift_unit: str = "noise",
+    wrong_anchor_fraction: float = 0.0,
     seed: int = 0,
 ) -> SimulatedScreen:
     """Simulate a CRISPR screen whose latent programs follow a linear SEM on a random DAG.
@@ -92,12 +98,13 @@ def simulate_screen(
     n_doubles
         Double perturbations ``A+B`` on two different programs.
     edge_density
-        Probability of each forward edge of a random topological order.
+        Probability of each forward edge of a random topological order (ignored when ``n_edges`` is set).
     mixing
         ``"linear"`` (log-expression linear in the programs) or ``"nonlinear"`` (saturating
         programs and a pairwise interaction on the regulated mixed genes).
     shift
-        Mean shift of the targeted program's noise, in noise standard deviations.
+        Mean shift of the targeted program's noise: in noise standard deviations (``shift_unit="noise"``),
+        or in the targeted program's control standard deviations (``shift_unit="latent"``).
     noise_scale
         Factor on the targeted program's noise standard deviation (knockdowns shrink variance).
     mean_library_size
@@ -118,6 +125,23 @@ def simulate_screen(
     module_loading
         Mean non-negative loading of a program on its module (drawn within +-0.2), in SDs of the
         program's own noise per module SD.
+        Range of |edge weight| in the SEM's units (unit exogenous noise), before any standardisation.
+    n_edges
+        Exact number of edges of the latent DAG, drawn uniformly among the K (K - 1) / 2 forward pairs
+        of a random order; ``None``: each pair is an edge with probability ``edge_density``.
+    standardise_latents
+        Rescale each program to unit variance in control cells (then the truth's edge weights are
+        in control SDs of the child per control SD of the parent). ``False``: programs keep the
+        SEM's units, so downstream programs pile up their ancestors' variance (and saturate the
+        counts of their genes), and the truth's weights are the raw SEM weights.
+    shift_unit
+        ``"noise"``: ``shift`` is in SDs of the targeted program's exogenous noise (its mean moves by
+        less than ``shift`` of its own SD when it has parents); ``"latent"``: in control SDs of the
+        targeted program itself.
+    wrong_anchor_fraction
+        Share of each program's listed anchors (``gene_sets``) that are wrong: genes that do not
+        load on the program but on others (mis-annotated gene-set members). The counts do not
+        change with it, only the gene sets.
     seed
         Seed of every random draw.
     """
@@ -125,8 +149,9 @@ def simulate_screen(
         n_programs=n_programs, n_genes=n_genes, anchors_per_program=anchors_per_program, n_control=n_control,
         cells_per_perturbation=cells_per_perturbation, guides_per_program=guides_per_program, n_doubles=n_doubles,
         edge_density=edge_density, mixing=mixing, shift=shift, noise_scale=noise_scale,
-        min_edge_weight=min_edge_weight, max_edge_weight=max_edge_weight, n_modules=n_modules,
-        module_edge_density=module_edge_density, module_loading=module_loading,
+        min_edge_weight=min_edge_weight, max_edge_weight=max_edge_weight, n_edges=n_edges,
+        standardise_latents=standardise_latents, shift_unit=shift_unit, wrong_anchor_fraction=wrong_anchor_fraction,
+        n_modules=n_modules, module_edge_density=module_edge_density, module_loading=module_loading,
         regulators_in_programs=regulators_in_programs, seed=seed,
     )  # fmt: skip
     counts = _negative_binomial(design.log_mean(slice(None)), mean_library_size, dispersion, design.rng)
@@ -185,6 +210,7 @@ class _Design:
     mixed: slice
     mixing: str
     modules: _Modules | None = None
+    standardised: bool = True
 
     def log_mean(self, cells: slice) -> np.ndarray:
         """Log mean expression of the cells ``cells`` (genes in model order), knockdowns included."""
@@ -210,7 +236,9 @@ class _Design:
             var=pd.DataFrame(index=[self.genes[i] for i in order]),
         )
         programs, B, scale = self.programs, self.B, self.scale
-        std_B = B * scale[None, :] / scale[:, None]  # weights between unit-variance programs
+        std_B = (
+            B * scale[None, :] / scale[:, None] if self.standardised else B
+        )  # weights between unit-variance programs
         graph = pd.DataFrame(
             [(programs[i], programs[j], float(std_B[j, i])) for j, i in zip(*np.nonzero(B), strict=True)],
             columns=["source", "target", "weight"],
@@ -233,7 +261,8 @@ class _Design:
 
 def _design(
     *, n_programs, n_genes, anchors_per_program, n_control, cells_per_perturbation, guides_per_program, n_doubles,
-    edge_density, mixing, shift, noise_scale, min_edge_weight, max_edge_weight, seed, regulators_in_programs=False,
+    edge_density, mixing, shift, noise_scale, min_edge_weight, max_edge_weight, seed, n_edges=None,
+    standardise_latents=True, shift_unit="noise", wrong_anchor_fraction=0.0, regulators_in_programs=False,
     n_modules=0, module_edge_density=0.0, module_loading=0.8,
 ) -> _Design:  # fmt: skip
     K = n_programs
@@ -250,10 +279,14 @@ def _design(
         raise ConfigError(f"simulate: n_modules={n_modules} needs n_programs >= 2 * n_modules, got n_programs={K}")
     if mixing not in ("linear", "nonlinear"):
         raise ConfigError(f"simulate: mixing must be 'linear' or 'nonlinear', got {mixing!r}")
+    _check_knobs(K, n_edges, shift_unit, wrong_anchor_fraction)
     rng = np.random.default_rng(seed)
     programs = [f"P{k + 1}" for k in range(K)]
 
-    B, scale = _random_dag(K, edge_density, min_edge_weight, max_edge_weight, rng)
+    B, scale = _random_dag(K, edge_density, min_edge_weight, max_edge_weight, rng, n_edges)
+    unit = (
+        scale if shift_unit == "latent" else np.ones(K)
+    )  # eps_t moves z_t one for one: (I - B)^-1 has a unit diagonal
     regulators = [f"REG{r + 1}" for r in range(K * guides_per_program)]
     reg_program = {reg: r // guides_per_program for r, reg in enumerate(regulators)}
     conditions = _conditions(regulators, reg_program, n_doubles, rng)
@@ -281,7 +314,7 @@ def _design(
         for reg in regs:
             if reg in reg_program:
                 k = reg_program[reg]
-                eps[cells, k] = eps[cells, k] * noise_scale + shift
+                eps[cells, k] = eps[cells, k] * noise_scale + shift * unit[k]
             else:
                 modules.knock(reg, cells, shift, noise_scale)
             knocked[cells, regulators.index(reg)] = True
@@ -290,18 +323,27 @@ def _design(
         eps = eps + modules.drive()
         scale = modules.program_scale(B)
     # z = B z + eps  <=>  z = eps (I - B)^-T in row form; rescale so controls have unit variance.
-    z = eps @ np.linalg.inv(np.eye(K) - B).T / scale
+    z = eps @ np.linalg.inv(np.eye(K) - B).T
+    if standardise_latents:
+        z = z / scale
 
     genes, A, base, pair, gene_sets = _gene_model(programs, anchors_per_program, n_mixed, regulators, mixing, rng)
     if regulators_in_programs:  # drawn after the gene model, so that every other draw stays as without it
         for r, reg in enumerate(regulators):
+            if reg not in reg_program:  # a module's regulator belongs to no program
+                continue
             A[len(genes) - len(regulators) + r, reg_program[reg]] = rng.uniform(0.4, 0.8)
             gene_sets[programs[reg_program[reg]]].append(reg)
     mixed = slice(K * anchors_per_program, K * anchors_per_program + n_mixed)
+    if wrong_anchor_fraction > 0:
+        # its own stream: the counts (drawn next from ``rng``) stay those of the screen with right anchors
+        wrong_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+        gene_sets = _wrong_anchors(gene_sets, genes, A, mixed, anchors_per_program, wrong_anchor_fraction, wrong_rng)
     return _Design(
         rng=rng, programs=programs, B=B, scale=scale, reg_program=reg_program, conditions=conditions, labels=labels,
         z=z, knocked=knocked, genes=genes, gene_sets=gene_sets, A=A, base=base, pair=pair, mixed=mixed, mixing=mixing,
         modules=modules,
+        standardised=standardise_latents,
     )  # fmt: skip
 
 
@@ -376,14 +418,29 @@ def _draw_modules(K, n_modules, density, loading, lo, hi, seed) -> _Modules:
     return _Modules(names, members, C, B, scale, [f"MREG{m + 1}" for m in range(n_modules)], rng)
 
 
-def _random_dag(K, density, lo, hi, rng):
-    """Weighted DAG B (B[j, i] = effect of i on j) on a random order, plus each program's control SD."""
+def _check_knobs(K, n_edges, shift_unit, wrong_anchor_fraction) -> None:
+    max_edges = K * (K - 1) // 2
+    if n_edges is not None and not 0 <= n_edges <= max_edges:
+        raise ConfigError(f"simulate: n_edges must be between 0 and {max_edges} for {K} programs, got {n_edges}")
+    if shift_unit not in ("noise", "latent"):
+        raise ConfigError(f"simulate: shift_unit must be 'noise' or 'latent', got {shift_unit!r}")
+    if not 0 <= wrong_anchor_fraction <= 1:
+        raise ConfigError(f"simulate: wrong_anchor_fraction must be in [0, 1], got {wrong_anchor_fraction}")
+
+
+def _random_dag(K, density, lo, hi, rng, n_edges=None):
+    """Weighted DAG B (B[j, i] = effect of i on j) on a random order, plus each program's control SD.
+
+    ``n_edges``: exactly that many edges, a uniform draw of the forward pairs; else each with
+    probability ``density``."""
     order = rng.permutation(K)
     B = np.zeros((K, K))
-    for a in range(K):
-        for b in range(a + 1, K):
-            if rng.random() < density:
-                B[order[b], order[a]] = rng.uniform(lo, hi) * rng.choice([-1.0, 1.0])
+    pairs = [(a, b) for a in range(K) for b in range(a + 1, K)]
+    chosen = set() if n_edges is None else {pairs[i] for i in rng.choice(len(pairs), size=n_edges, replace=False)}
+    for a, b in pairs:  # the draw per pair interleaves coin and weight: keep it (same DAG per seed as ever)
+        is_edge = (a, b) in chosen if n_edges is not None else rng.random() < density
+        if is_edge:
+            B[order[b], order[a]] = rng.uniform(lo, hi) * rng.choice([-1.0, 1.0])
     inv = np.linalg.inv(np.eye(K) - B)
     scale = np.sqrt(np.sum(inv**2, axis=1))  # SD of each program under unit exogenous noise
     return B, scale
@@ -418,6 +475,28 @@ def _gene_model(programs, n_anchor, n_mixed, regulators, mixing, rng):
     genes = [f"GENE{g + 1:0{width}d}" for g in range(K * n_anchor + n_mixed)] + list(regulators)
     gene_sets = {p: genes[k * n_anchor : (k + 1) * n_anchor] for k, p in enumerate(programs)}
     return genes, A, base, pair, gene_sets
+
+
+def _wrong_anchors(gene_sets, genes, A, mixed, n_anchor, fraction, rng):
+    """Gene sets with ``round(fraction * n_anchor)`` anchors of each program swapped for regulated mixed
+    genes that do not load on it (each used once, so the sets stay disjoint)."""
+    n_wrong = int(round(fraction * n_anchor))
+    regulated = [g for g in range(mixed.start, mixed.stop) if np.abs(A[g]).sum() > 0]
+    if n_wrong * len(gene_sets) > len(regulated):
+        raise ConfigError(
+            f"simulate: wrong_anchor_fraction={fraction} needs {n_wrong * len(gene_sets)} regulated mixed genes,"
+            f" only {len(regulated)}; expected more n_genes or a smaller fraction"
+        )
+    pool = list(rng.permutation(regulated))
+    out = {}
+    for k, (program, members) in enumerate(gene_sets.items()):
+        wrong = [g for g in pool if A[g, k] == 0][:n_wrong]
+        pool = [g for g in pool if g not in wrong]
+        kept = rng.choice(len(members), size=n_anchor - n_wrong, replace=False)
+        out[program] = [members[i] for i in np.sort(kept)] + [genes[g] for g in wrong]
+    if any(len(v) < n_anchor for v in out.values()):
+        raise ConfigError(f"simulate: too few mixed genes to make {fraction:.0%} of the anchors wrong")
+    return out
 
 
 def _negative_binomial(log_mu, mean_library_size, dispersion, rng, float32=False):

@@ -1,0 +1,116 @@
+"""The shift readout (crl_pipe.models._shift_sem) on dense graphs, where a child can move more than its target."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+
+from crl_pipe import ModelError, tl
+from crl_pipe.models import CRLData, LinearSEM
+from crl_pipe.models._shift_sem import alternate, fit_shift_sem
+from crl_pipe.simulate import screen_to_crl_data, simulate_screen
+
+SETTINGS = dict(edge_threshold=0.15, ridge=1e-3, max_iter=20)
+
+
+def test_a_child_that_moves_more_than_its_parent_does_not_take_the_target():
+    # 0 -> 1 -> 2 -> 3 and 0 -> 2, 1 -> 3; the edge 2 -> 3 more than doubles the shift, so perturbing 2
+    # moves its sink child 3 most (sink-first peeling alone gave 3 the target)
+    K = 4
+    B = np.zeros((K, K))
+    B[1, 0], B[2, 1], B[3, 2], B[2, 0], B[3, 1] = 0.8, 0.8, 2.2, -0.5, 0.6
+    targets = np.repeat(np.arange(K), 2)  # two perturbations per program
+    exogenous = np.zeros((len(targets), K))
+    exogenous[np.arange(len(targets)), targets] = 2.5
+    shifts = exogenous @ np.linalg.inv(np.eye(K) - B).T
+    shifts += np.random.default_rng(0).normal(0, 0.02, shifts.shape)  # the noise of 300 cells' means
+    assert np.abs(shifts[4, 3]) > 2 * np.abs(shifts[4, 2])  # the case this test is about
+    B_hat, mask = alternate(shifts, np.full(len(targets), 300.0), [1] * len(targets), **SETTINGS)
+    assert mask.argmax(axis=1).tolist() == targets.tolist()
+    assert ((np.abs(B_hat) > 0) == (B != 0)).all()
+    np.testing.assert_allclose(B_hat[B != 0], B[B != 0], atol=0.05)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_true_latents_of_a_dense_screen_give_every_target_and_edge(seed):
+    # the issue-13 screen: 10 programs, 20 edges, latents in SEM units (variances 1 to ~60), shift 2.5 SDs
+    screen = simulate_screen(
+        n_programs=10, n_edges=20, min_edge_weight=0.6, max_edge_weight=1.2, guides_per_program=2, n_doubles=0,
+        shift=2.5, shift_unit="latent", standardise_latents=False, cells_per_perturbation=300, n_control=3000,
+        n_genes=300, anchors_per_program=4, seed=seed,
+    )  # fmt: skip
+    labels = screen.adata.obs["perturbation"].astype(str).to_numpy()
+    z = screen.latents.drop(columns="sample_id").to_numpy()
+    ctrl = labels == "non-targeting"
+    z = (z - z[ctrl].mean(axis=0)) / z[ctrl].std(axis=0)
+    programs = list(screen.gene_sets)
+    data = CRLData(
+        X=z.astype(np.float32), sample_ids=screen.latents["sample_id"].to_numpy(), features=programs,
+        intervention=labels, is_control=ctrl,
+        targets={lab: (lab,) for lab in set(labels[~ctrl])}, anchors={p: [p] for p in programs},
+    )  # fmt: skip
+    sem = fit_shift_sem(z, data, **SETTINGS)
+    found = {lab: programs[k] for lab, k in zip(sem.labels, sem.target_mask.argmax(axis=1), strict=True)}
+    assert found == dict(zip(screen.targets["intervention"], screen.targets["program"], strict=True))
+    true = nx.DiGraph(list(zip(screen.graph["source"], screen.graph["target"], strict=True)))
+    drawn = {(programs[i], programs[j]) for j, i in zip(*np.nonzero(sem.B), strict=True)}
+    assert drawn == set(true.edges)
+
+
+# -- the linear model's size factors from stable features (raw counts) ------------------------------------
+def _metrics(model, screen, data):
+    edges = model.get_adjacency().stack()
+    graph = edges[edges != 0].rename_axis(["source", "target"]).reset_index(name="weight")
+    m = tl.evaluate(
+        graph=graph, targets=model.get_targets(), latents=model.get_latent_representation(data),
+        true_graph=screen.graph, true_targets=screen.targets, true_latents=screen.latents,
+    )  # fmt: skip
+    return m.set_index("metric")["value"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_linear_on_raw_counts_recovers_the_demo_screen(seed):
+    screen = simulate_screen(n_programs=6, n_control=3000, cells_per_perturbation=400, seed=seed)
+    data = screen_to_crl_data(screen)
+    model = LinearSEM().fit(data)
+    assert model.size_features  # the counts were used
+    m = _metrics(model, screen, data)
+    assert m["target_accuracy"] == 1.0 and m["shd"] <= 1 and m["mcc"] > 0.9
+
+
+def test_stable_size_factors_keep_a_dense_screen_apart():
+    # the issue-13 screen: programs that take over the library shift every other program when the
+    # counts are divided by their total; dividing by the stable genes' total does not
+    screen = simulate_screen(
+        n_programs=10, n_edges=20, min_edge_weight=0.6, max_edge_weight=1.2, guides_per_program=2, n_doubles=0,
+        shift=2.5, shift_unit="latent", standardise_latents=False, cells_per_perturbation=300, n_control=3000,
+        n_genes=800, anchors_per_program=12, seed=2,
+    )  # fmt: skip
+    data = screen_to_crl_data(screen)
+    stable = _metrics(LinearSEM().fit(data), screen, data)
+    total = _metrics(LinearSEM(size_factors="total").fit(data), screen, data)
+    assert stable["target_accuracy"] == 1.0 > total["target_accuracy"]
+    assert stable["shd"] < min(total["shd"], len(screen.graph))  # better than before and than the empty graph
+
+
+def test_a_model_fit_on_counts_needs_counts_to_score():
+    screen = simulate_screen(n_programs=3, n_genes=200, n_control=300, cells_per_perturbation=100, seed=0)
+    model = LinearSEM().fit(screen_to_crl_data(screen))
+    assert model.size_features
+    with pytest.raises(ModelError, match="counts"):
+        model.get_latent_representation(screen_to_crl_data(screen, with_counts=False))
+    with pytest.raises(ModelError, match="size_factors"):
+        LinearSEM(size_factors="median")
+
+
+def test_a_panel_too_small_to_size_cells_keeps_the_data_normalisation():
+    # 3 programs x 8 anchors + 3 perturbed genes leave 33 others, of which a quarter (8) is too few
+    screen = simulate_screen(n_programs=3, n_genes=60, n_control=300, cells_per_perturbation=100, seed=0)
+    data = screen_to_crl_data(screen)
+    model = LinearSEM().fit(data)
+    assert model.size_features == []
+    total = LinearSEM(size_factors="total").fit(data)
+    np.testing.assert_array_equal(model.B.numpy(), total.B.numpy())
+    pd.testing.assert_frame_equal(model.get_latent_representation(data), total.get_latent_representation(data))
