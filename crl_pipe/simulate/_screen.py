@@ -59,6 +59,7 @@ def simulate_screen(
     dispersion: float = 10.0,
     min_edge_weight: float = 0.5,
     max_edge_weight: float = 1.5,
+    isolated_programs: int = 0,
     seed: int = 0,
 ) -> SimulatedScreen:
     """Simulate a CRISPR screen whose latent programs follow a linear SEM on a random DAG.
@@ -92,6 +93,10 @@ def simulate_screen(
         Negative-binomial dispersion (larger = closer to Poisson).
     min_edge_weight, max_edge_weight
         Range of |edge weight| before standardisation.
+    isolated_programs
+        How many of the ``n_programs`` (the last ones, ``P{K}``, ``P{K-1}`` ...) have no parent and no
+        child: the DAG is drawn as without them and their edges are then removed (0 leaves every draw
+        as it is). They are anchored and perturbed like the others.
     seed
         Seed of every random draw.
     """
@@ -99,7 +104,8 @@ def simulate_screen(
         n_programs=n_programs, n_genes=n_genes, anchors_per_program=anchors_per_program, n_control=n_control,
         cells_per_perturbation=cells_per_perturbation, guides_per_program=guides_per_program, n_doubles=n_doubles,
         edge_density=edge_density, mixing=mixing, shift=shift, noise_scale=noise_scale,
-        min_edge_weight=min_edge_weight, max_edge_weight=max_edge_weight, seed=seed,
+        min_edge_weight=min_edge_weight, max_edge_weight=max_edge_weight, isolated_programs=isolated_programs,
+        seed=seed,
     )  # fmt: skip
     counts = _negative_binomial(design.log_mean(slice(None)), mean_library_size, dispersion, design.rng)
     order = design.rng.permutation(len(design.genes))  # no block structure for a method to lean on
@@ -196,7 +202,7 @@ class _Design:
 
 def _design(
     *, n_programs, n_genes, anchors_per_program, n_control, cells_per_perturbation, guides_per_program, n_doubles,
-    edge_density, mixing, shift, noise_scale, min_edge_weight, max_edge_weight, seed,
+    edge_density, mixing, shift, noise_scale, min_edge_weight, max_edge_weight, seed, isolated_programs=0,
 ) -> _Design:  # fmt: skip
     K = n_programs
     n_regulators = K * guides_per_program
@@ -210,10 +216,12 @@ def _design(
         )
     if mixing not in ("linear", "nonlinear"):
         raise ConfigError(f"simulate: mixing must be 'linear' or 'nonlinear', got {mixing!r}")
+    if not 0 <= isolated_programs < K:
+        raise ConfigError(f"simulate: isolated_programs={isolated_programs}; expected 0 <= isolated_programs < {K}")
     rng = np.random.default_rng(seed)
     programs = [f"P{k + 1}" for k in range(K)]
 
-    B, scale = _random_dag(K, edge_density, min_edge_weight, max_edge_weight, rng)
+    B, scale = _random_dag(K, edge_density, min_edge_weight, max_edge_weight, rng, isolated_programs)
     regulators = [f"REG{r + 1}" for r in range(n_regulators)]
     reg_program = {reg: r // guides_per_program for r, reg in enumerate(regulators)}
     conditions = _conditions(regulators, reg_program, n_doubles, rng)
@@ -245,14 +253,20 @@ def _design(
     )  # fmt: skip
 
 
-def _random_dag(K, density, lo, hi, rng):
-    """Weighted DAG B (B[j, i] = effect of i on j) on a random order, plus each program's control SD."""
+def _random_dag(K, density, lo, hi, rng, isolated=0):
+    """Weighted DAG B (B[j, i] = effect of i on j) on a random order, plus each program's control SD.
+
+    The last ``isolated`` programs lose their edges after the draw (which stays the same).
+    """
     order = rng.permutation(K)
     B = np.zeros((K, K))
     for a in range(K):
         for b in range(a + 1, K):
             if rng.random() < density:
                 B[order[b], order[a]] = rng.uniform(lo, hi) * rng.choice([-1.0, 1.0])
+    if isolated:
+        B[K - isolated :, :] = 0.0
+        B[:, K - isolated :] = 0.0
     inv = np.linalg.inv(np.eye(K) - B)
     scale = np.sqrt(np.sum(inv**2, axis=1))  # SD of each program under unit exogenous noise
     return B, scale

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from ._baselines import BASELINES, baseline_graph, fit_baseline
 from ._evaluate import evaluate, graph_metrics, map_latents, mean_correlation, predicted_targets, target_accuracy
-from ._graph import recover_graph
+from ._graph import GRAPH_COLUMNS, EdgeCalls, recover_graph
 from ._identifiability import identifiability
 from ._knockdown import knockdown
 from ._prediction import evaluate_combinations, held_out_metrics, hold_out, resolve_held_out
-from ._resample import bootstrap_episodes, bootstrap_rows
+from ._resample import bootstrap_episodes, bootstrap_rows, complementary_halves
 from ._train import train
 
 __all__ = [
     "BASELINES",
     "baseline_graph",
+    "EdgeCalls",
+    "GRAPH_COLUMNS",
     "bootstrap_episodes",
     "bootstrap_rows",
+    "complementary_halves",
     "evaluate",
     "evaluate_combinations",
     "fit_baseline",
