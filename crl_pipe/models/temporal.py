@@ -448,11 +448,11 @@ def _active(block: np.ndarray, lags: int, sources: int, targets: int) -> np.ndar
 
 
 #: Strength of the automatic penalty, as a fraction of the universal threshold sqrt(2 log(d) / n). It
-#: was 0.5 while commands were penalised (a weaker penalty kept every G1 command); with each
-#: command's own target exempt, 0.75 keeps the arm's weak pushed-gate edge (lost at 1.0) while
-#: the half-sample refits of the graph step keep edges into pure-noise channels from being called
-#: confident (at 0.5 false confident edges appear): docs/benchmarks.md, "Edges into channels that
-#: nothing drives".
+#: was 0.5 while commands were penalised (a weaker penalty kept every G1 command). With each
+#: command's own target exempt and the graph step's half-sample refits calling edges confident,
+#: 0.75 keeps pure-noise channels from confident edges in 19 of 20 arm seeds and keeps the arm's
+#: weak pushed-gate edge, which 1.0 loses in most seeds (0.5: false confident edges in most
+#: seeds): docs/benchmarks.md, "Edges into channels that nothing drives".
 AUTO_ALPHA_SCALE = 0.75
 
 

@@ -169,9 +169,11 @@ def _resampling_columns(edges: pd.DataFrame, refits: Sequence[pd.DataFrame], n_p
     reverse = np.array([np.mean([(t, s, kind) in w for w in weights]) for s, t, kind in keys])
     either = stability + reverse
     orientation = np.divide(stability, either, out=np.full(len(keys), np.nan), where=either > 0)
+    # the full-data weight over the SE of the refit weights (0 where a refit lacks the edge); with no
+    # spread: z = 0 if no refit keeps the edge, infinite if every one keeps it with the same weight
     se = W.std(axis=1) / np.sqrt(2.0) if len(refits) > 1 else np.full(len(keys), np.nan)
-    full = edges["weight"].to_numpy(dtype=float)
-    weight_z = np.divide(np.abs(full), se, out=np.full(len(keys), np.inf), where=se > 0)
+    full = np.abs(edges["weight"].to_numpy(dtype=float))
+    weight_z = np.divide(full, se, out=np.where(stability > 0, np.inf, 0.0), where=se > 0)
     q = float(np.mean([len(w) for w in weights]))  # edges selected per refit
     with np.errstate(divide="ignore", invalid="ignore"):
         bound = np.where(stability > 0.5, q**2 / ((2 * stability - 1) * n_possible), np.nan)
