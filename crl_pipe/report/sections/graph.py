@@ -113,7 +113,7 @@ def _call_cell(edge: Any) -> list[Token] | str:
     """``confident`` in bold, or ``tentative`` with why (weak, unstable, orientation undecided)."""
     confidence = getattr(edge, "confidence", None)
     if confidence is None or pd.isna(confidence):
-        return "not assessed (graph written before confidence calls)"
+        return "not assessed (a baseline, or a graph written before confidence calls)"
     if confidence == "confident":
         return [Token("confident", strong=True)]
     return f"tentative: {edge.reason}"
