@@ -225,16 +225,21 @@ def graph(
     n_refits: int = 20,
     seed: int = 0,
     held_out: Sequence[str] = (),
+    min_stability: float = 0.8,
+    min_weight_z: float = 2.0,
+    min_orientation: float = 0.8,
 ) -> None:
-    """Latent causal graph of the trained model, with each edge's stability over bootstrap refits
-    (on the cells it was trained on: without the ``held_out`` combinations)."""
+    """Latent causal graph of the trained model, each edge with its stability selection over
+    half-sample refits and a confidence call (on the cells it was trained on: without the
+    ``held_out`` combinations); the thresholds are those of :class:`crl_pipe.tl.EdgeCalls`."""
     from . import tl  # deferred: torch loads only for the steps that use a model
     from .models import load_model  # deferred: these names load torch
 
-    params = {"n_refits": n_refits, "seed": seed, **_held_out_param(held_out)}
+    thresholds = {"min_stability": min_stability, "min_weight_z": min_weight_z, "min_orientation": min_orientation}
+    params = {"n_refits": n_refits, "seed": seed, **thresholds, **_held_out_param(held_out)}
     fitted = load_model(model_dir)
     data = _load_data(preprocessed, interventions, anchors, counts=fitted.capabilities.reads_counts, held_out=held_out)
-    edges = tl.recover_graph(fitted, data, n_refits=n_refits, seed=seed)
+    edges = tl.recover_graph(fitted, data, n_refits=n_refits, seed=seed, calls=tl.EdgeCalls(**thresholds))
     inputs = _model_inputs(preprocessed, interventions, anchors, model_dir)
     prov = provenance("graph", inputs, params)
     write_table(edges, out_parquet, "graph", prov)

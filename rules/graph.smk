@@ -1,7 +1,7 @@
 rule recover_graph:
-    """Latent causal graph of the fitted model, with each edge's stability over refits.
+    """Latent causal graph of the fitted model, each edge with its stability selection and confidence.
 
-    Refits retrain the model on bootstrap resamples, so PyTorch models ask for a GPU here too.
+    Refits retrain the model on half-samples, so PyTorch models ask for a GPU here too.
     """
     input:
         preprocessed="results/{dataset}/preprocessed.h5ad",
@@ -37,6 +37,9 @@ rule recover_graph:
         n_refits=get_n_refits,
         seed=config["seed"],
         held_out=get_held_out,
+        min_stability=config["graph"]["min_stability"],
+        min_weight_z=config["graph"]["min_weight_z"],
+        min_orientation=config["graph"]["min_orientation"],
         model_dir=subpath(input.model, parent=True),
     script:
         "../workflow/scripts/recover_graph.py"

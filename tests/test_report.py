@@ -111,6 +111,9 @@ def make_artifacts(
                 "target": latents[1:],
                 "weight": [0.8 if k % 2 == 0 else -0.6 for k in range(n_edges)],
                 "stability": [0.95 if k % 2 == 0 else 0.3 for k in range(n_edges)],
+                "false_edges_bound": [0.4 if k % 2 == 0 else np.nan for k in range(n_edges)],
+                "confidence": ["confident" if k % 2 == 0 else "tentative" for k in range(n_edges)],
+                "reason": ["" if k % 2 == 0 else "unstable: in 30% of refits" for k in range(n_edges)],
             }
         )
         write_table(
@@ -213,6 +216,9 @@ def test_report_is_complete(full_report):
     assert "0 of 3 programs are fully identifiable; 0 of 2 edges rest on no intervention of their cause" in page
     assert "has a single-target intervention, but fewer than 2 anchors" in page
     assert "<td>GATA1, SPI1</td>" in page  # the perturbations backing z0 and its edge z0 -> z1
+    # each edge's confidence call, and why a tentative one is (issue 16)
+    assert "<strong>confident</strong>" in page and "tentative: unstable: in 30% of refits" in page
+    assert "1 confident, 1 tentative; expected false edges among the confident ones at most 0.4" in page
 
 
 def test_report_is_self_contained(full_report):

@@ -94,7 +94,8 @@ def test_mujoco_arm_light_wired_to_the_switch(seed):
     truth = sim.graph.set_index(["source", "target"])["lag"]
     assert truth[("gate", "light")] == 0 and truth[("shoulder_yaw", "gate")] == 0
     assert truth[("action.elbow", "elbow")] == 1
-    edges = TemporalSEM(instantaneous=True, edge_threshold=0.02).fit(_data(sim)).get_edges()
+    # n_lags=1 as in test_temporal's arm test: BIC's higher orders dilute the weak contact edge on short logs
+    edges = TemporalSEM(instantaneous=True, n_lags=1, edge_threshold=0.02).fit(_data(sim)).get_edges()
     assert _pairs(edges, lag0=True) == {("shoulder_yaw", "gate"), ("gate", "light")}
     m = _metrics(edges, sim.graph)
     assert m["shd"] == 0 and m["instantaneous_recall"] == 1 and m["instantaneous_precision"] == 1
@@ -105,7 +106,7 @@ def test_mujoco_arm_delayed_light_gets_no_instantaneous_edge():
     pytest.importorskip("mujoco")
     sim = simulate_arm(seed=2, n_episodes=10, n_frames=200)
     assert sim.graph.set_index(["source", "target"])["lag"][("gate", "light")] == 1
-    edges = TemporalSEM(instantaneous=True, edge_threshold=0.02).fit(_data(sim)).get_edges()
+    edges = TemporalSEM(instantaneous=True, n_lags=1, edge_threshold=0.02).fit(_data(sim)).get_edges()
     assert _pairs(edges, lag0=True) == {("shoulder_yaw", "gate")}
     assert ("gate", "light") in _pairs(edges, lag0=False)
 
@@ -118,7 +119,8 @@ def test_graph_artifact_has_lag_and_stability_per_kind(tmp_path):
     loaded = load_model(tmp_path / "model")
     pd.testing.assert_frame_equal(loaded.get_edges(), model.get_edges())
     edges = tl.recover_graph(loaded, data, n_refits=3, seed=0)
-    assert list(edges.columns) == ["source", "target", "weight", "stability", "lag"]
+    assert list(edges.columns) == tl.GRAPH_COLUMNS  # the old five first, then the error control of issue 16
+    assert tl.GRAPH_COLUMNS[:5] == ["source", "target", "weight", "stability", "lag"]
     write_table(edges, tmp_path / "graph.parquet", "graph")
     back = read_table(tmp_path / "graph.parquet", "graph")
     assert back["lag"].dtype == np.int64

@@ -12,19 +12,24 @@ def test_recover_graph_stability_separates_true_edges():
     screen, data = screen_and_data(n_programs=6, n_control=3000, cells_per_perturbation=400, seed=1)
     model = LinearSEM().fit(data)
     edges = tl.recover_graph(model, data, n_refits=10, seed=0)
-    assert list(edges.columns) == ["source", "target", "weight", "stability", "lag"]
+    assert list(edges.columns) == tl.GRAPH_COLUMNS
     assert edges["lag"].isna().all()  # a model without a time axis
     assert edges["stability"].between(0, 1).all()
     true = set(zip(screen.graph["source"], screen.graph["target"], strict=False))
     found = edges[[(s, t) in true for s, t in zip(edges["source"], edges["target"], strict=False)]]
     assert len(found) >= len(true) - 1
     assert found["stability"].median() >= 0.9
+    # measured: 6 of the 8 true edges confident; P3 -> P2 and P5 -> P2 (P2 has three parents, two of
+    # them moved by P1 too) are kept by 50 % of the half-sample refits, so they are called unstable
+    confident = found[found["confidence"] == "confident"]
+    assert len(confident) >= len(true) - 2 and (found["orientation"] == 1).all()
 
 
 def test_recover_graph_without_refits_leaves_stability_unknown():
     _, data = screen_and_data(n_programs=6, n_control=3000, cells_per_perturbation=400, seed=1)
     edges = tl.recover_graph(LinearSEM().fit(data), data, n_refits=0)
     assert edges["stability"].isna().all() and len(edges) > 0
+    assert (edges["confidence"] == "tentative").all() and (edges["reason"] == "not resampled").all()
 
 
 def test_bootstrap_keeps_group_sizes():

@@ -42,6 +42,13 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "weight": pa.float64(),
         "stability": pa.float64(),
         "lag": pa.int64(),
+        # error control of issue 16 (crl_pipe.tl.recover_graph); null in artifacts written before it
+        "reverse_stability": pa.float64(),
+        "orientation": pa.float64(),
+        "weight_z": pa.float64(),
+        "false_edges_bound": pa.float64(),
+        "confidence": pa.string(),
+        "reason": pa.string(),
     },
     "loadings": {"latent": pa.string(), "feature": pa.string(), "loading": pa.float64()},
     "metrics": {"metric": pa.string(), "value": pa.float64()},
@@ -81,7 +88,17 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
 
 #: Contract columns added after their table kind was first written, with the value a table without
 #: them gets (on write, and on reading an older artifact): old files and writers stay valid.
-DEFAULTS: dict[str, dict[str, Any]] = {"graph": {"lag": None}}
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "graph": {
+        "lag": None,
+        "reverse_stability": None,
+        "orientation": None,
+        "weight_z": None,
+        "false_edges_bound": None,
+        "confidence": None,
+        "reason": None,
+    }
+}
 
 
 def to_table(df: pd.DataFrame, kind: str) -> pa.Table:

@@ -50,16 +50,21 @@ def read_graph(path: str | os.PathLike) -> pd.DataFrame:
     return _normalise(table, path)
 
 
+#: Text columns of the graph artifact that :func:`write_graphml` keeps as edge attributes.
+TEXT_ATTRIBUTES = ("confidence", "reason")
+
+
 def write_graphml(edges: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write an edge list as a GraphML DiGraph, atomically; returns ``path``.
 
     Every numeric column besides ``source``/``target`` (``weight``, ``stability``, ...) becomes
-    an edge attribute.
+    an edge attribute, and so do the confidence call's text columns (:data:`TEXT_ATTRIBUTES`).
     """
     missing = [c for c in ("source", "target") if c not in edges.columns]
     if missing:
         raise InputError(f"edge table: missing column(s) {missing}; expected source, target and numeric attributes")
     attrs = [c for c in edges.columns if c not in ("source", "target") and pd.api.types.is_numeric_dtype(edges[c])]
+    text = [c for c in TEXT_ATTRIBUTES if c in edges.columns]
     graph = nx.DiGraph()
     graph.add_nodes_from(pd.unique(edges[["source", "target"]].astype(str).to_numpy().ravel()))
     for row in edges.itertuples(index=False):
@@ -70,7 +75,7 @@ def write_graphml(edges: pd.DataFrame, path: str | os.PathLike) -> Path:
             c: (bool(row[c]) if pd.api.types.is_bool_dtype(edges[c]) else float(row[c]))
             for c in attrs
             if pd.notna(row[c])
-        }
+        } | {c: str(row[c]) for c in text if pd.notna(row[c])}
         graph.add_edge(str(row["source"]), str(row["target"]), **data)
     with atomic_path(path) as tmp:
         nx.write_graphml(graph, tmp)

@@ -43,6 +43,11 @@ class CRLModel(torch.nn.Module, ABC):
     def fit(self, data: CRLData, *, seed: int = 0) -> CRLModel:
         """Learn the model from ``data``; deterministic on the CPU for a fixed ``seed``."""
 
+    def refit(self, data: CRLData, *, seed: int = 0) -> CRLModel:
+        """A new model of the same kind and parameters fit on ``data`` (a resample, for the graph's
+        stability selection); from scratch here, warm from this model's weights where a subclass says so."""
+        return type(self)(**self.params).fit(data, seed=seed)
+
     @abstractmethod
     def get_latent_representation(self, data: CRLData) -> pd.DataFrame:
         """Latents per cell: ``sample_id`` plus one float column per latent (named by :attr:`latent_names`)."""

@@ -25,6 +25,12 @@ from ._data import CRLData, align_features, dense_columns
 from ._modules import AnchoredVAEModule
 from ._training import CellBatches, TrainingPlan, fingerprint
 
+#: Warm-started refits train for this share of the epochs the fit trained: on half the cells, 20
+#: refits then cost about 20 * 0.15 / 2 = 1.5 fits (docs/benchmarks.md, "Warm-started refits").
+REFIT_SHARE = 0.15
+#: ... and for at least this many epochs.
+MIN_REFIT_EPOCHS = 3
+
 
 class AnchoredVAE(CRLModel):
     """Base class of ``sparse_vae`` and ``causal_vae`` (not registered itself).
@@ -41,6 +47,11 @@ class AnchoredVAE(CRLModel):
         Epochs between checkpoints.
     threads
         CPU threads torch may use while fitting (``None``: torch's default). A run setting too.
+    refit_epochs
+        (In ``params``.) How the graph step's refits on half-samples train (:meth:`refit`):
+        ``"auto"`` warm-starts each from this model's weights for :data:`REFIT_SHARE` of the
+        epochs the fit trained (at least :data:`MIN_REFIT_EPOCHS`), an integer for that many
+        epochs, ``None`` retrains from scratch as the fit did.
     **params
         The model parameters (saved in ``model.json``, passed to refits); they must include the
         training plan's ``epochs``, ``batch_size``, ``lr``, ``patience`` and ``val_fraction``.
@@ -53,6 +64,45 @@ class AnchoredVAE(CRLModel):
         self.checkpoint_dir, self.checkpoint_every, self.threads = checkpoint_dir, checkpoint_every, threads
         self.features: list[str] = []
         self.module: AnchoredVAEModule | None = None
+        self._init_state: dict[str, torch.Tensor] | None = None  # weights a warm refit starts from
+
+    # -- refits of the graph step -------------------------------------------------------------------
+    def refit(self, data: CRLData, *, seed: int = 0) -> AnchoredVAE:
+        """A refit on ``data`` (a half-sample) that starts from this model's weights and trains
+        :meth:`_refit_epochs` epochs with the KL term at full weight (it was annealed once already);
+        the graph and targets are then read out from the refit's own latents, as in any fit, so
+        the stability still measures how the half-samples' intervention shifts vary. A half that
+        lacks one of the fit's perturbations cannot take its weights and trains from scratch."""
+        epochs = self._refit_epochs()
+        if epochs is None or self.module is None:
+            return super().refit(data, seed=seed)
+        new = type(self)(**{**self.params, "epochs": epochs, "kl_warmup": 0}, threads=self.threads)
+        new._init_state = {key: value.detach().clone() for key, value in self.module.state_dict().items()}
+        return new.fit(data, seed=seed)
+
+    def _refit_epochs(self) -> int | None:
+        """Epochs of a warm refit (``params["refit_epochs"]``; None: refit from scratch)."""
+        setting = self.params.get("refit_epochs", "auto")
+        if setting is None or setting != "auto":
+            return None if setting is None else int(setting)
+        trained = int(self.trained_epochs) if "trained_epochs" in self._buffers else int(self.params["epochs"])
+        return max(MIN_REFIT_EPOCHS, int(np.ceil(REFIT_SHARE * trained)))
+
+    def _take_init_state(self) -> bool:
+        """Load the weights of a warm refit into :attr:`module` (False: none, or shapes differ)."""
+        init, self._init_state = self._init_state, None
+        if init is None:
+            return False
+        own = self.module.state_dict()
+        if own.keys() != init.keys() or any(own[key].shape != init[key].shape for key in own):
+            return False
+        self.module.load_state_dict(init)
+        return True
+
+    def _record_epochs(self) -> None:
+        """Keep how many epochs the fit trained (a buffer, so a loaded model's refits know it too)."""
+        trained = int(self.history["epoch"].max()) if len(self.history) else 0
+        self.register_buffer("trained_epochs", torch.tensor(trained))
 
     def _check_option(self, key: str, allowed: Sequence[str]) -> None:
         """Raise a one-line :class:`~crl_pipe.ModelError` when ``params[key]`` is not in ``allowed``."""

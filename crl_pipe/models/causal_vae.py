@@ -112,6 +112,9 @@ class CausalVAE(AnchoredVAE):
         Smallest |weight| kept as an edge, in control SD of the child per control SD of the parent.
     ridge
         Ridge penalty of the final least-squares fit of the graph on intervention means.
+    refit_epochs
+        Refits of the graph step, as for ``sparse_vae``: ``"auto"`` (warm start, 15 % of the
+        fit's epochs), an integer, or ``None`` (from scratch).
     checkpoint_dir, checkpoint_every, threads
         Run settings as for ``sparse_vae`` (not model parameters: not saved, not passed to refits).
     """
@@ -139,6 +142,7 @@ class CausalVAE(AnchoredVAE):
         device: str = "auto",
         edge_threshold: float = 0.15,
         ridge: float = 1e-3,
+        refit_epochs: int | str | None = "auto",
         *,
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 10,
@@ -148,7 +152,7 @@ class CausalVAE(AnchoredVAE):
             hidden=hidden, encoder=encoder, epochs=epochs, batch_size=batch_size, lr=lr, l1=l1, graph_l1=graph_l1,
             mmd_weight=mmd_weight, mmd_dims=mmd_dims, target_entropy=target_entropy, target_warmup=target_warmup,
             nonlinearity=nonlinearity, kl_warmup=kl_warmup, patience=patience, val_fraction=val_fraction,
-            device=device, edge_threshold=edge_threshold, ridge=ridge,
+            device=device, edge_threshold=edge_threshold, ridge=ridge, refit_epochs=refit_epochs,
             checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, threads=threads,
         )  # fmt: skip
         self._check_option("encoder", ENCODERS)
@@ -168,7 +172,8 @@ class CausalVAE(AnchoredVAE):
             projection = _principal_axes(data.X, mean, sd, self.params["mmd_dims"], seed)
             module = self._module(torch.from_numpy(mean), torch.from_numpy(sd), projection, **masks)
             self.module = module
-            self._warm_start(data, seed)
+            if not self._take_init_state():  # a warm refit of the graph step starts from the fitted weights
+                self._warm_start(data, seed)
             module.to(device)
             train_rows, val_rows = split_cells(data.n_cells, self.params["val_fraction"], seed, data.intervention)
             self.history = train_module(
@@ -176,6 +181,7 @@ class CausalVAE(AnchoredVAE):
                 fingerprint=self._fingerprint(data, seed), callbacks=callbacks, desc="causal_vae",
             )  # fmt: skip
             factor_means = self._encoder_means(batches)
+        self._record_epochs()
         module.to("cpu")
         self._refit_graph(factor_means, data)
         cells = CellBatches({"x": data.X, "label": cell_label}, torch.device("cpu"))

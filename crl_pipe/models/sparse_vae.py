@@ -81,6 +81,10 @@ class SparseVAE(AnchoredVAE):
         with a warning when there is no GPU).
     edge_threshold, ridge, max_iter, min_target_z
         The mean-shift readout of targets and graph, as in the ``linear`` model.
+    refit_epochs
+        Refits of the graph step: ``"auto"`` warm-starts them from this fit's weights for 15 % of
+        its epochs, an integer for that many epochs, ``None`` retrains each from scratch
+        (:meth:`~crl_pipe.models._vae.AnchoredVAE.refit`).
     checkpoint_dir
         Folder for a resumable training checkpoint; a rerun with the same folder, data, params and
         seed resumes from it. Not a model parameter (not saved, not passed to refits).
@@ -114,6 +118,7 @@ class SparseVAE(AnchoredVAE):
         ridge: float = SHIFT_SEM_DEFAULTS["ridge"],
         max_iter: int = SHIFT_SEM_DEFAULTS["max_iter"],
         min_target_z: float = SHIFT_SEM_DEFAULTS["min_target_z"],
+        refit_epochs: int | str | None = "auto",
         *,
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 10,
@@ -123,7 +128,7 @@ class SparseVAE(AnchoredVAE):
             n_latents=n_latents, hidden=hidden, encoder=encoder, epochs=epochs, batch_size=batch_size, lr=lr, l1=l1,
             likelihood=likelihood, nonlinearity=nonlinearity, kl_warmup=kl_warmup, patience=patience,
             val_fraction=val_fraction, device=device, edge_threshold=edge_threshold, ridge=ridge,
-            max_iter=max_iter, min_target_z=min_target_z,
+            max_iter=max_iter, min_target_z=min_target_z, refit_epochs=refit_epochs,
             checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, threads=threads,
         )  # fmt: skip
         self._check_option("likelihood", LIKELIHOODS)
@@ -139,12 +144,14 @@ class SparseVAE(AnchoredVAE):
             seed_everything(seed)
             batches = CellBatches(self._arrays(data), device)
             self.module = self._module(anchors, *map(torch.from_numpy, standardisation(data.X))).to(device)
+            self._take_init_state()  # a warm refit of the graph step starts from the fitted weights
             train_rows, val_rows = split_cells(data.n_cells, self.params["val_fraction"], seed, data.intervention)
             self.history = train_module(
                 self.module, batches, self._plan(), seed=seed, train_rows=train_rows, val_rows=val_rows,
                 fingerprint=self._fingerprint(data, seed), callbacks=callbacks, desc="sparse_vae",
             )  # fmt: skip
             means = self._encoder_means(batches)
+        self._record_epochs()
         self.module.to("cpu")
         self._standardise_latents(means, data)
         p = self.params

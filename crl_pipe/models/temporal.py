@@ -86,15 +86,23 @@ class TemporalSEM(CRLModel):
     latents
         Latent (state) features; default every feature that is not an action.
     n_lags
-        Lags of the latents' own velocities in the transition (frames).
+        Lags of the latents' velocities in the transition (frames): ``"auto"`` (default) chooses each
+        latent's order from the data, by BIC over 1..``max_lags`` (:func:`_lag_orders`); an integer
+        fixes it for every latent.
+    max_lags
+        Largest lag order ``n_lags="auto"`` considers (frames).
     n_action_lags
         Lags of the action changes (frames); must cover the actuator delay (Unitree G1 hands:
         ~0.4 s = 12 frames at 30 fps).
     alpha
         Group-lasso penalty on standardised data (per unit group norm, scaled by sqrt(group size)).
-        ``"auto"``: ``0.5 * sqrt(2 log(n_coefficients) / n_windows)``, the universal lasso
-        threshold at half strength (calibrated on :func:`crl_pipe.simulate.simulate_robot` and the
-        Unitree G1 logs; it shrinks as data grow, so the edges kept do not depend on log length).
+        ``"auto"``: ``sqrt(2 log(n_coefficients) / n_windows)``, the universal lasso threshold (the
+        largest correlation that pure noise reaches among that many inputs, on standardised data; it
+        shrinks as data grow, so the edges kept do not depend on log length).
+    penalize_own_commands
+        Penalise each command's group into the variable it commands like any other group. Off by
+        default: a command's own target (``action.<name>`` -> ``<name>``, or as the intervention labels
+        map it) is assumed, as a latent's own lags are, so the lasso cannot shrink a real command away.
     edge_threshold
         Smallest |weight| (target SD per source SD) kept as an edge after the sparse fit.
     self_loops
@@ -127,9 +135,11 @@ class TemporalSEM(CRLModel):
         self,
         actions: str | list[str] = "action.",
         latents: list[str] | None = None,
-        n_lags: int = 1,
+        n_lags: int | str = "auto",
+        max_lags: int = 5,
         n_action_lags: int = 12,
         alpha: float | str = "auto",
+        penalize_own_commands: bool = False,
         edge_threshold: float = 0.0,
         self_loops: bool = False,
         intervention_shift: bool = True,
@@ -145,8 +155,10 @@ class TemporalSEM(CRLModel):
             actions=actions,
             latents=latents,
             n_lags=n_lags,
+            max_lags=max_lags,
             n_action_lags=n_action_lags,
             alpha=alpha,
+            penalize_own_commands=penalize_own_commands,
             edge_threshold=edge_threshold,
             self_loops=self_loops,
             intervention_shift=intervention_shift,
@@ -166,7 +178,7 @@ class TemporalSEM(CRLModel):
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, data: CRLData, *, seed: int = 0) -> TemporalSEM:
         # ``seed`` is unused: the convex solver is deterministic and starts from zero
-        p, K = int(self.params["n_lags"]), int(self.params["n_action_lags"])
+        p, K = _max_lag(self.params), int(self.params["n_action_lags"])
         _check_params(p, K, self.params["alpha"])
         segments = _segments(data)
         z = self._latents(data, segments, seed)
@@ -180,6 +192,9 @@ class TemporalSEM(CRLModel):
                 "expected longer episodes in time order "
                 "(refits must resample whole episodes, see crl_pipe.tl.bootstrap_episodes)"
             )
+        design.orders = _lag_orders(design) if self.params["n_lags"] == "auto" else np.full(design.m, p)
+        if not self.params["penalize_own_commands"]:
+            design.own_action = _own_commands(data, self.action_names, self.latent_names, self.params["actions"])
         self.alpha_ = _resolve_alpha(self.params["alpha"], design)
         solve = dict(alpha=self.alpha_, max_iter=self.params["max_iter"], tol=self.params["tol"])
         coef = _group_lasso(design, **solve)
@@ -218,6 +233,7 @@ class TemporalSEM(CRLModel):
         self.register_buffer("adjacency", torch.tensor(weights))
         self.register_buffer("instantaneous", torch.tensor(inst))
         self.register_buffer("lag", torch.tensor(_dominant_lags(coef, design)))
+        self.register_buffer("lag_order", torch.tensor(design.orders.astype(np.int64)))
         # shift of an intervened frame in target velocity SDs (the indicator column was standardised)
         shift = (
             np.diag(coef[design.shift_rows]) / np.where(design.sd_shift > 0, design.sd_shift, 1.0)
@@ -374,6 +390,8 @@ class _Design:
 
     def __init__(self, z, a, shift, segments, p: int, K: int, instantaneous: bool = False) -> None:
         self.m, self.q, self.p, self.K = z.shape[1], a.shape[1], p, K
+        self.orders = np.full(self.m, p)  # lags of the state each latent's equation uses (<= p)
+        self.own_action = np.full(self.m, -1)  # each latent's own command (action index), exempt from the penalty
         dz, da = _steps(z, segments), _steps(a, segments)
         self.sd_z = _sd(dz)
         self.sd_a = _sd(da) if self.q else np.zeros(0)
@@ -390,6 +408,7 @@ class _Design:
         self.inst_rows = slice(self.n_lagged, self.n_inputs)
         if self.n_rows == 0:
             self.gram, self.cross, self.yy = np.zeros((self.n_inputs,) * 2), np.zeros((self.n_inputs, self.m)), 0.0
+            self.yy_col = np.zeros(self.m)
             return
         X = np.vstack([x for x, _ in blocks])
         Y = np.vstack([y for _, y in blocks])
@@ -402,6 +421,7 @@ class _Design:
             X = np.hstack([X, Y])
         n = len(Y)
         self.gram, self.cross, self.yy = X.T @ X / n, X.T @ Y / n, float((Y**2).sum() / n)
+        self.yy_col = (Y**2).sum(axis=0) / n  # mean square of each latent's standardised velocity
 
     def _rows(self, z, a, shift, s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
         """Targets dz[i] = z[i+1] - z[i] and their lagged inputs, for i in [r, T-1) of one segment."""
@@ -434,13 +454,30 @@ def _active(block: np.ndarray, lags: int, sources: int, targets: int) -> np.ndar
     return np.abs(block.reshape(lags, sources, targets)).sum(axis=0) > 0
 
 
-#: Strength of the automatic penalty, as a fraction of the universal threshold sqrt(2 log(d) / n).
-AUTO_ALPHA_SCALE = 0.5
+#: Strength of the automatic penalty, as a fraction of the universal threshold sqrt(2 log(d) / n). It
+#: was 0.5 while commands were penalised (a weaker penalty kept every G1 command). With each
+#: command's own target exempt and the graph step's half-sample refits calling edges confident,
+#: 0.75 keeps pure-noise channels from confident edges in 19 of 20 arm seeds and keeps the arm's
+#: weak pushed-gate edge, which 1.0 loses in most seeds (0.5: false confident edges in most
+#: seeds): docs/benchmarks.md, "Edges into channels that nothing drives".
+AUTO_ALPHA_SCALE = 0.75
+
+
+def _max_lag(params: dict[str, Any]) -> int:
+    """Lags of the state in the design: ``n_lags``, or ``max_lags`` when the order is chosen from the data."""
+    n_lags = params["n_lags"]
+    if n_lags == "auto":
+        return int(params.get("max_lags", 5))
+    if isinstance(n_lags, str) or isinstance(n_lags, bool) or int(n_lags) != n_lags:
+        raise ModelError(f"model temporal: n_lags={n_lags!r}; expected 'auto' or an integer >= 1")
+    return int(n_lags)
 
 
 def _check_params(p: int, K: int, alpha: float | str) -> None:
     if p < 1 or K < 0:
-        raise ModelError(f"model temporal: n_lags={p}, n_action_lags={K}; expected n_lags >= 1, n_action_lags >= 0")
+        raise ModelError(
+            f"model temporal: n_lags (or max_lags)={p}, n_action_lags={K}; expected >= 1 and n_action_lags >= 0"
+        )
     if alpha != "auto" and (isinstance(alpha, str) or not alpha >= 0):
         raise ModelError(f"model temporal: alpha={alpha!r}; expected 'auto' or a non-negative number")
 
@@ -450,6 +487,62 @@ def _resolve_alpha(alpha: float | str, design: _Design) -> float:
         n_coef = max(design.n_inputs * design.m, 2)
         return AUTO_ALPHA_SCALE * float(np.sqrt(2.0 * np.log(n_coef) / design.n_rows))
     return float(alpha)
+
+
+def _lag_orders(design: _Design) -> np.ndarray:
+    """Each latent's lag order: the p in 1..design.p with the lowest BIC of its least-squares equation.
+
+    The equation of latent j at order p regresses j's velocity on p lags of every latent's velocity,
+    every command's lags and j's intervention indicator (the inputs the lasso may use, unpenalised),
+    on the same frames for every p: ``BIC = n log(RSS / n) + log(n) * n_inputs``. BIC is consistent
+    for the order of a finite autoregression (AIC overfits), and one order per latent lets a
+    second-order joint (a servo with inertia) use two lags without forcing them on first-order ones;
+    a channel whose velocity is not a finite autoregression (white noise read in levels) takes the
+    largest order.
+    """
+    m, n = design.m, max(design.n_rows, 1)
+    bic = np.full((design.p, m), np.inf)
+    other = np.arange(design.p * m, design.p * m + design.K * design.q)
+    for p in range(1, design.p + 1):
+        state = np.arange(p * m)
+        for j in range(m):
+            cols = np.concatenate([state, other] + ([[design.shift_rows.start + j]] if design.n_shift else []))
+            G, c = design.gram[np.ix_(cols, cols)], design.cross[cols, j]
+            coef = np.linalg.lstsq(G, c, rcond=None)[0]
+            rss = max(float(design.yy_col[j] - 2 * coef @ c + coef @ G @ coef), 1e-12)
+            bic[p - 1, j] = n * np.log(rss) + np.log(n) * len(cols)
+    return np.argmin(bic, axis=0) + 1
+
+
+def _own_commands(data: CRLData, actions: list[str], latents: list[str], prefix: str | list[str]) -> np.ndarray:
+    """Index (in ``actions``) of each latent's own command, -1 where it has none.
+
+    A command is a latent's own when its name is the latent's with the action prefix (``action.j`` for
+    ``j``), or, failing that, when the frames the intervention labels say target the latent are the
+    change points of that command alone (the labels of :func:`crl_pipe.pp.robot_interventions`).
+    """
+    start = prefix if isinstance(prefix, str) else "action."
+    by_name = {a.removeprefix(start): i for i, a in enumerate(actions)}
+    own = np.array([by_name.get(lat, -1) for lat in latents])
+    missing = [k for k in range(len(latents)) if own[k] < 0]
+    if missing and actions:
+        own[missing] = _commands_from_labels(data, actions, [latents[k] for k in missing])
+    return own
+
+
+def _commands_from_labels(data: CRLData, actions: list[str], latents: list[str]) -> list[int]:
+    """For each latent, the action whose changes fall on the frames labelled as targeting it (or -1)."""
+    steps = np.abs(np.diff(_columns(data, actions), axis=0, prepend=np.nan)) > 0
+    out = []
+    for lat in latents:
+        labelled = np.array([lat in data.targets.get(lab, ()) for lab in data.intervention])
+        if not labelled.any():
+            out.append(-1)
+            continue
+        share = steps[labelled].mean(axis=0) - steps[~labelled].mean(axis=0)
+        best = int(np.argmax(share))
+        out.append(best if share[best] > 0.5 else -1)
+    return out
 
 
 def _group_lasso(
@@ -489,6 +582,8 @@ def _group_lasso(
 def _allowed(design: _Design, targets: np.ndarray, inst: np.ndarray | None) -> np.ndarray:
     """Inputs x columns mask: indicator j acts on latent j only; contemporaneous inputs as ``inst`` allows."""
     allowed = np.ones((design.n_inputs, len(targets)))
+    lags = np.repeat(np.arange(1, design.p + 1), design.m)  # lag of each state row
+    allowed[: design.p * design.m] = lags[:, None] <= design.orders[targets][None, :]
     own = (np.arange(design.m)[:, None] == targets[None, :]).astype(float)
     if design.n_shift:
         allowed[design.shift_rows] = own
@@ -501,14 +596,18 @@ def _prox(coef: np.ndarray, thresh: float, design: _Design, targets: np.ndarray)
     """Group soft-thresholding: state groups (own lags exempt), action groups, single contemporaneous
     coefficients; indicators untouched."""
     m, q, p, K = design.m, design.q, design.p, design.K
+    cols = np.arange(len(targets))
     out = coef.copy()
     state = out[: p * m].reshape(p, m, -1)
-    keep = _shrink(state, thresh * np.sqrt(p))
-    keep[targets, np.arange(len(targets))] = 1.0
+    keep = _shrink(state, thresh * np.sqrt(design.orders[targets]))  # a group has the column's order of lags
+    keep[targets, cols] = 1.0
     out[: p * m] = (state * keep).reshape(p * m, -1)
     if q and K:
         action = out[p * m : p * m + K * q].reshape(K, q, -1)
-        out[p * m : p * m + K * q] = (action * _shrink(action, thresh * np.sqrt(K))).reshape(K * q, -1)
+        keep = _shrink(action, thresh * np.sqrt(K))
+        own = design.own_action[targets]
+        keep[own[own >= 0], cols[own >= 0]] = 1.0  # a command's own target: assumed, not penalised
+        out[p * m : p * m + K * q] = (action * keep).reshape(K * q, -1)
     if design.n_inst and len(out) > design.n_lagged:
         inst = out[design.inst_rows]
         out[design.inst_rows] = np.sign(inst) * np.maximum(np.abs(inst) - thresh, 0.0)
@@ -527,9 +626,12 @@ def _objective(coef: np.ndarray, design: _Design, targets: np.ndarray, alpha: fl
     fit = 0.5 * np.sum(coef * (design.gram @ coef), axis=0) - np.sum(coef * design.cross[:, targets], axis=0)
     state = np.sqrt((coef[: p * m].reshape(p, m, -1) ** 2).sum(axis=0))
     state[targets, cols] = 0.0  # own lags are not penalised
-    penalty = np.sqrt(p) * state.sum(axis=0) + np.abs(coef[design.inst_rows]).sum(axis=0)
+    penalty = np.sqrt(design.orders[targets]) * state.sum(axis=0) + np.abs(coef[design.inst_rows]).sum(axis=0)
     if q and K:
-        penalty += np.sqrt(K) * np.sqrt((coef[p * m : p * m + K * q].reshape(K, q, -1) ** 2).sum(axis=0)).sum(axis=0)
+        action = np.sqrt((coef[p * m : p * m + K * q].reshape(K, q, -1) ** 2).sum(axis=0))
+        own = design.own_action[targets]
+        action[own[own >= 0], cols[own >= 0]] = 0.0  # nor are own commands
+        penalty += np.sqrt(K) * action.sum(axis=0)
     return fit + alpha * penalty
 
 

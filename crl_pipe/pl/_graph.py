@@ -24,13 +24,19 @@ def _alpha(stability: float) -> float:
 
 
 def edge_styles(edges: pd.DataFrame) -> pd.DataFrame:
-    """Per-edge drawing attributes: ``width`` by |weight|, ``color`` by sign, ``alpha`` by stability."""
+    """Per-edge drawing attributes: ``width`` by |weight|, ``color`` by sign, ``alpha`` by stability,
+    ``style`` dashed for an unstable (stability below :data:`UNSTABLE_BELOW`) or tentative edge (``confidence``)."""
     require_columns(edges, ["source", "target", "weight"], "graph table")
     weight = pd.to_numeric(edges["weight"], errors="coerce").fillna(0.0).to_numpy(dtype=float)
     stability = (
         pd.to_numeric(edges["stability"], errors="coerce").fillna(1.0).to_numpy(dtype=float)
         if "stability" in edges
         else np.ones(len(edges))
+    )
+    tentative = (
+        (edges["confidence"] == "tentative").to_numpy(dtype=bool)
+        if "confidence" in edges
+        else np.zeros(len(edges), bool)
     )
     top = float(np.abs(weight).max()) if len(weight) else 0.0
     width = 0.8 + 3.7 * (np.abs(weight) / top if top > 0 else np.zeros_like(weight))
@@ -41,7 +47,9 @@ def edge_styles(edges: pd.DataFrame) -> pd.DataFrame:
             "width": width,
             "color": [ORANGE if w < 0 else BLUE for w in weight],
             "alpha": [_alpha(s) for s in stability],
-            "style": ["dashed" if s < UNSTABLE_BELOW else "solid" for s in stability],
+            "style": [
+                "dashed" if s < UNSTABLE_BELOW or t else "solid" for s, t in zip(stability, tentative, strict=True)
+            ],
         }
     )
 

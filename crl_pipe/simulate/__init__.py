@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from ._data import screen_to_crl_data
-from ._robot import ARM_EDGES, ARM_JOINTS, SimulatedRobot, simulate_arm, simulate_robot, write_robot_simulation
+from ._robot import (
+    ARM_EDGES,
+    ARM_JOINTS,
+    SimulatedRobot,
+    add_extra_channels,
+    simulate_arm,
+    simulate_robot,
+    write_robot_simulation,
+)
 from ._screen import CONTROL_LABEL, SimulatedScreen, simulate_screen, simulate_screen_chunks
 from ._write import write_module_truth, write_simulation
 
@@ -13,6 +21,7 @@ __all__ = [
     "CONTROL_LABEL",
     "SimulatedRobot",
     "SimulatedScreen",
+    "add_extra_channels",
     "simulate_arm",
     "simulate_robot",
     "screen_to_crl_data",

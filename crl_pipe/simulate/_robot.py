@@ -63,6 +63,9 @@ def simulate_robot(
     step_rate: float = 0.03,
     step_size: float = 0.5,
     noise: float = 0.005,
+    coupling_lag: int = 1,
+    noise_channels: int = 0,
+    temperature_of: str | None = None,
     seed: int = 0,
 ) -> SimulatedRobot:
     """Simulate position-controlled joints tracking random set-points, with velocity coupling.
@@ -92,14 +95,32 @@ def simulate_robot(
         Standard deviation of a set-point jump, in radians.
     noise
         Standard deviation of the velocity noise, in radians per frame.
+    coupling_lag
+        Frames after which a lagged coupling acts (the child's velocity at t+1 follows the parent's at
+        t + 1 - ``coupling_lag``): 2 makes the velocity dynamics a second-order autoregression, whose
+        order ``temporal`` must find (its ``n_lags``).
+    noise_channels, temperature_of
+        Extra state channels without commands (:func:`add_extra_channels`): ``noise_channels`` pure-noise
+        channels (no parent, no child) and, with ``temperature_of`` (a joint name such as
+        ``"joint_2"``), that joint's motor temperature (``temperature``, driven by the joint alone).
+        Drawn from their own random stream, so the joints are those of the same seed without them.
     seed
         Seed of every random draw.
     """
-    if not 0 < gain <= 1 or delay < 0 or n_joints < 1 or n_frames < delay + 3 or n_instantaneous < 0:
+    if (
+        not 0 < gain <= 1
+        or delay < 0
+        or n_joints < 1
+        or n_frames < delay + 3
+        or n_instantaneous < 0
+        or coupling_lag < 1
+        or noise_channels < 0
+    ):
         raise ConfigError(
             f"simulate_robot: gain={gain}, delay={delay}, n_joints={n_joints}, n_frames={n_frames}, "
-            f"n_instantaneous={n_instantaneous}; "
-            "expected 0 < gain <= 1, delay >= 0, n_joints >= 1, n_frames > delay + 2, n_instantaneous >= 0"
+            f"n_instantaneous={n_instantaneous}, coupling_lag={coupling_lag}, noise_channels={noise_channels}; "
+            "expected 0 < gain <= 1, delay >= 0, n_joints >= 1, n_frames > delay + 2, n_instantaneous >= 0, "
+            "coupling_lag >= 1, noise_channels >= 0"
         )
     rng = np.random.default_rng(seed)
     C, edges = _coupling(rng, n_joints, n_couplings, coupling)
@@ -110,7 +131,7 @@ def simulate_robot(
     states, actions, obs = [], [], []
     for e in range(n_episodes):
         a = _commands(rng, n_frames, n_joints, step_rate, step_size)
-        states.append(_roll_out(rng, a, C, delay, gain, noise, C0))
+        states.append(_roll_out(rng, a, C, delay, gain, noise, C0, coupling_lag))
         actions.append(a)
         obs.append(
             pd.DataFrame({"episode": str(e), "frame": np.arange(n_frames), "timestamp": np.arange(n_frames) / fps})
@@ -127,11 +148,14 @@ def simulate_robot(
     X = np.hstack([np.vstack(states), np.vstack(actions)])
     adata = frames_to_anndata(X, pd.concat(obs, ignore_index=True), var, path="<simulate_robot>")
     truth = [(f"action.{j}", j, gain, delay + 1) for j in joints]
-    truth += [(joints[k], joints[j], w, 0 if i < n_instantaneous else 1) for i, (k, j, w) in enumerate(edges)]
+    truth += [
+        (joints[k], joints[j], w, 0 if i < n_instantaneous else coupling_lag) for i, (k, j, w) in enumerate(edges)
+    ]
     latents = pd.DataFrame(np.vstack(states), columns=joints)  # no sensor noise: the states are the variables
     latents.insert(0, "sample_id", adata.obs_names.to_numpy())
     graph = pd.DataFrame(truth, columns=["source", "target", "weight", "lag"])
-    return SimulatedRobot(adata=adata, graph=graph, fps=fps, latents=latents)
+    robot = SimulatedRobot(adata=adata, graph=graph, fps=fps, latents=latents)
+    return add_extra_channels(robot, noise_channels=noise_channels, temperature_of=temperature_of, seed=seed)
 
 
 def _coupling(rng: np.random.Generator, n: int, n_edges: int, weight: float) -> tuple[np.ndarray, list]:
@@ -154,19 +178,99 @@ def _commands(rng: np.random.Generator, T: int, J: int, rate: float, size: float
     return np.cumsum(jumps, axis=0)
 
 
-def _roll_out(rng, a: np.ndarray, C: np.ndarray, delay: int, gain: float, noise: float, C0=None) -> np.ndarray:
+def _roll_out(
+    rng, a: np.ndarray, C: np.ndarray, delay: int, gain: float, noise: float, C0=None, coupling_lag: int = 1
+) -> np.ndarray:
     T, J = a.shape
     # within-frame couplings: v = rest + C0^T v, solved once (C0 is a DAG, so I - C0^T is invertible)
     within = np.linalg.inv(np.eye(J) - C0.T) if C0 is not None and C0.any() else np.eye(J)
     z = np.zeros((T, J))
     z[0] = a[0]  # start at rest on the first set-point
     v = np.zeros(J)
+    past = [np.zeros(J)] * coupling_lag  # velocities of the last coupling_lag frames, newest last
     da = np.diff(a, axis=0, prepend=a[:1])
     for t in range(T - 1):
         drive = da[t - delay] if t >= delay else np.zeros(J)
-        v = within @ ((1 - gain) * v + gain * drive + C.T @ v + noise * rng.normal(size=J))
+        v = within @ ((1 - gain) * v + gain * drive + C.T @ past[0] + noise * rng.normal(size=J))
+        past = [*past[1:], v]
         z[t + 1] = z[t] + v
     return z
+
+
+#: Motor temperature of :func:`add_extra_channels` (deg C): it relaxes by ``_TEMP_RATE`` per frame
+#: towards ``_TEMP_AMBIENT + _TEMP_GAIN * angle`` (the holding torque of a loaded joint grows with its
+#: angle, and its copper losses with the torque) and is read with ``_TEMP_NOISE`` sensor noise.
+_TEMP_AMBIENT, _TEMP_GAIN, _TEMP_RATE, _TEMP_NOISE = 35.0, 2.0, 0.1, 0.02
+
+
+def add_extra_channels(
+    robot: SimulatedRobot, *, noise_channels: int = 0, temperature_of: str | None = None, seed: int = 0
+) -> SimulatedRobot:
+    """Add uncommanded state channels to simulated logs: pure noise, and a joint's motor temperature.
+
+    Parameters
+    ----------
+    robot
+        Logs of :func:`simulate_robot` or :func:`simulate_arm` (unchanged when nothing is added).
+    noise_channels
+        Channels ``noise_0``, ``noise_1`` ... that nothing drives and that drive nothing: even ones
+        read white noise (an unconnected sensor), odd ones a random walk (a drifting offset).
+    temperature_of
+        A joint (state channel) whose motor temperature is logged as ``temperature``: it relaxes
+        towards ambient plus a term proportional to the joint's angle (holding torque), 10 % per
+        frame, read with 0.02 deg C noise. True edge: ``<joint> -> temperature``, lag 1; nothing
+        depends on the temperature.
+    seed
+        Seed of the extra channels' own random stream (independent of the logs' draws).
+    """
+    if not noise_channels and temperature_of is None:
+        return robot
+    adata = robot.adata
+    states = list(adata.var_names[adata.var["kind"] == "state"])
+    if temperature_of is not None and temperature_of not in states:
+        raise ConfigError(f"simulate: temperature_of={temperature_of!r}; expected one of the joints {states}")
+    rng = np.random.default_rng([seed, 16])  # a stream of its own: the logs' draws stay as they are
+    episodes = adata.obs["episode"].to_numpy()
+    measured: dict[str, np.ndarray] = {}
+    true: dict[str, np.ndarray] = {}
+    if temperature_of is not None:
+        source = robot.latents[temperature_of] if robot.latents is not None else adata[:, temperature_of].X
+        angle = np.asarray(source, dtype=np.float64).ravel()
+        temp = np.empty(len(angle))
+        for e in pd.unique(episodes):
+            rows = np.flatnonzero(episodes == e)
+            goal = _TEMP_AMBIENT + _TEMP_GAIN * angle[rows]
+            temp[rows[0]] = goal[0]  # the episode starts in equilibrium
+            for t in range(len(rows) - 1):
+                temp[rows[t + 1]] = temp[rows[t]] + _TEMP_RATE * (goal[t] - temp[rows[t]])
+        true["temperature"] = temp
+        measured["temperature"] = temp + _TEMP_NOISE * rng.normal(size=len(temp))
+    for k in range(noise_channels):
+        white = rng.normal(size=len(episodes))
+        if k % 2:  # a random walk within each episode
+            white = pd.Series(0.05 * white).groupby(episodes).cumsum().to_numpy()
+        true[f"noise_{k}"] = measured[f"noise_{k}"] = white
+    return _with_channels(robot, measured, true, temperature_of)
+
+
+def _with_channels(
+    robot: SimulatedRobot, measured: dict[str, np.ndarray], true: dict[str, np.ndarray], temperature_of: str | None
+) -> SimulatedRobot:
+    """The logs with extra state channels (after the other states), the truth with the temperature's edge."""
+    adata, names = robot.adata, list(measured)
+    n_states = int((adata.var["kind"] == "state").sum())
+    extra = pd.DataFrame({"kind": "state", "source": "observation.state", "field": "", "channel": names}, index=names)
+    var = pd.concat([adata.var.iloc[:n_states], extra[adata.var.columns], adata.var.iloc[n_states:]])
+    X = np.asarray(adata.X, dtype=np.float64)
+    X = np.hstack([X[:, :n_states], np.column_stack([measured[n] for n in names]), X[:, n_states:]])
+    obs = adata.obs[["episode", "frame", "timestamp"]]
+    new = frames_to_anndata(X, obs, var, path="<simulate: extra channels>")
+    graph = robot.graph
+    if temperature_of is not None:
+        edge = pd.DataFrame([(temperature_of, "temperature", 1.0, 1)], columns=["source", "target", "weight", "lag"])
+        graph = pd.concat([graph, edge.astype(graph.dtypes.to_dict())], ignore_index=True)
+    latents = robot.latents.assign(**true) if robot.latents is not None else None
+    return SimulatedRobot(adata=new, graph=graph, fps=robot.fps, latents=latents, frames=robot.frames)
 
 
 def write_robot_simulation(
@@ -275,6 +379,8 @@ def simulate_arm(
     sensor_noise: float = 0.002,
     image_size: int = 96,
     scene: int = 0,
+    noise_channels: int = 0,
+    temperature_of: str | None = None,
     seed: int = 0,
 ) -> SimulatedRobot:
     """Simulate a MuJoCo arm that pushes a spring-loaded gate, which switches a light.
@@ -334,6 +440,10 @@ def simulate_arm(
 
     The truth (graph, targets, latents) is the same in every mode; the actions are logged as they are.
 
+    Extra channels (``observation="state"`` only): ``noise_channels`` pure-noise channels and, with
+    ``temperature_of`` (one of ``ARM_JOINTS``), that joint's motor temperature, as in
+    :func:`add_extra_channels` (their own random stream: the arm's logs are those of the same seed).
+
     Needs the ``mujoco`` package (``pip install 'crl-pipe[robot]'``); ``"camera"`` also a headless
     OpenGL (EGL or OSMesa) and, to write the videos, PyAV.
     """
@@ -347,6 +457,8 @@ def simulate_arm(
         raise ConfigError(f"simulate_arm: image_size={image_size}; expected an even number of pixels from 8 to 1024")
     if light_delay < 0:
         raise ConfigError(f"simulate_arm: light_delay={light_delay}; expected an integer >= 0 (frames)")
+    if observation == "sensors" and (noise_channels or temperature_of is not None):
+        raise ConfigError("simulate_arm: noise_channels and temperature_of need observation='state'")
     if not 0 < step_rate <= 1 or setpoint_range <= 0 or n_frames < 2 or n_episodes < 1:
         raise ConfigError(
             f"simulate_arm: step_rate={step_rate}, setpoint_range={setpoint_range}, n_frames={n_frames}, "
@@ -393,7 +505,8 @@ def simulate_arm(
     edges = [(f"action.{j}", j) for j in joints] + list(ARM_EDGES)
     lags = [1] * len(joints) + [0, light_delay]  # commands; the pusher (within the frame); the light
     truth = pd.DataFrame(edges, columns=["source", "target"]).assign(weight=1.0, lag=lags)
-    return SimulatedRobot(adata=adata, graph=truth, fps=fps, latents=latents, frames=frames)
+    robot = SimulatedRobot(adata=adata, graph=truth, fps=fps, latents=latents, frames=frames)
+    return add_extra_channels(robot, noise_channels=noise_channels, temperature_of=temperature_of, seed=seed)
 
 
 def _setpoints(rng: np.random.Generator, T: int, J: int, rate: float, size: float) -> np.ndarray:

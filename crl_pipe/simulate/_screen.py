@@ -79,6 +79,7 @@ def simulate_screen(
     standardise_latents: bool = True,
     shift_unit: str = "noise",
     wrong_anchor_fraction: float = 0.0,
+    isolated_programs: int = 0,
     seed: int = 0,
 ) -> SimulatedScreen:
     """Simulate a CRISPR screen whose latent programs follow a linear SEM on a random DAG.
@@ -142,6 +143,10 @@ def simulate_screen(
         Share of each program's listed anchors (``gene_sets``) that are wrong: genes that do not
         load on the program but on others (mis-annotated gene-set members). The counts do not
         change with it, only the gene sets.
+    isolated_programs
+        How many of the ``n_programs`` (the last ones, ``P{K}``, ``P{K-1}`` ...) have no parent and no
+        child: the DAG is drawn as without them and their edges are then removed (0 leaves every draw
+        as it is). They are anchored and perturbed like the others.
     seed
         Seed of every random draw.
     """
@@ -152,7 +157,7 @@ def simulate_screen(
         min_edge_weight=min_edge_weight, max_edge_weight=max_edge_weight, n_edges=n_edges,
         standardise_latents=standardise_latents, shift_unit=shift_unit, wrong_anchor_fraction=wrong_anchor_fraction,
         n_modules=n_modules, module_edge_density=module_edge_density, module_loading=module_loading,
-        regulators_in_programs=regulators_in_programs, seed=seed,
+        regulators_in_programs=regulators_in_programs, isolated_programs=isolated_programs, seed=seed,
     )  # fmt: skip
     counts = _negative_binomial(design.log_mean(slice(None)), mean_library_size, dispersion, design.rng)
     order = design.rng.permutation(len(design.genes))  # no block structure for a method to lean on
@@ -263,7 +268,7 @@ def _design(
     *, n_programs, n_genes, anchors_per_program, n_control, cells_per_perturbation, guides_per_program, n_doubles,
     edge_density, mixing, shift, noise_scale, min_edge_weight, max_edge_weight, seed, n_edges=None,
     standardise_latents=True, shift_unit="noise", wrong_anchor_fraction=0.0, regulators_in_programs=False,
-    n_modules=0, module_edge_density=0.0, module_loading=0.8,
+    n_modules=0, module_edge_density=0.0, module_loading=0.8, isolated_programs=0,
 ) -> _Design:  # fmt: skip
     K = n_programs
     n_regulators = K * guides_per_program + n_modules
@@ -280,10 +285,12 @@ def _design(
     if mixing not in ("linear", "nonlinear"):
         raise ConfigError(f"simulate: mixing must be 'linear' or 'nonlinear', got {mixing!r}")
     _check_knobs(K, n_edges, shift_unit, wrong_anchor_fraction)
+    if not 0 <= isolated_programs < K:
+        raise ConfigError(f"simulate: isolated_programs={isolated_programs}; expected 0 <= isolated_programs < {K}")
     rng = np.random.default_rng(seed)
     programs = [f"P{k + 1}" for k in range(K)]
 
-    B, scale = _random_dag(K, edge_density, min_edge_weight, max_edge_weight, rng, n_edges)
+    B, scale = _random_dag(K, edge_density, min_edge_weight, max_edge_weight, rng, n_edges, isolated_programs)
     unit = (
         scale if shift_unit == "latent" else np.ones(K)
     )  # eps_t moves z_t one for one: (I - B)^-1 has a unit diagonal
@@ -428,11 +435,12 @@ def _check_knobs(K, n_edges, shift_unit, wrong_anchor_fraction) -> None:
         raise ConfigError(f"simulate: wrong_anchor_fraction must be in [0, 1], got {wrong_anchor_fraction}")
 
 
-def _random_dag(K, density, lo, hi, rng, n_edges=None):
+def _random_dag(K, density, lo, hi, rng, n_edges=None, isolated=0):
     """Weighted DAG B (B[j, i] = effect of i on j) on a random order, plus each program's control SD.
 
     ``n_edges``: exactly that many edges, a uniform draw of the forward pairs; else each with
-    probability ``density``."""
+    probability ``density``. The last ``isolated`` programs lose their edges after the draw (which
+    stays the same)."""
     order = rng.permutation(K)
     B = np.zeros((K, K))
     pairs = [(a, b) for a in range(K) for b in range(a + 1, K)]
@@ -441,6 +449,9 @@ def _random_dag(K, density, lo, hi, rng, n_edges=None):
         is_edge = (a, b) in chosen if n_edges is not None else rng.random() < density
         if is_edge:
             B[order[b], order[a]] = rng.uniform(lo, hi) * rng.choice([-1.0, 1.0])
+    if isolated:
+        B[K - isolated :, :] = 0.0
+        B[:, K - isolated :] = 0.0
     inv = np.linalg.inv(np.eye(K) - B)
     scale = np.sqrt(np.sum(inv**2, axis=1))  # SD of each program under unit exogenous noise
     return B, scale

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from ._baselines import BASELINES, baseline_graph, fit_baseline
 from ._evaluate import evaluate, graph_metrics, map_latents, mean_correlation, predicted_targets, target_accuracy
-from ._graph import recover_graph
+from ._graph import GRAPH_COLUMNS, EdgeCalls, recover_graph
 from ._held_out_singles import SINGLE_PREDICTORS, evaluate_singles
 from ._hierarchy import HierarchyResult, check_given_hierarchy, hierarchy, module_metrics
 from ._identifiability import identifiability
 from ._knockdown import knockdown
 from ._prediction import combinations, evaluate_combinations, held_out_metrics, hold_out, resolve_held_out
-from ._resample import bootstrap_episodes, bootstrap_rows
+from ._resample import bootstrap_episodes, bootstrap_rows, complementary_halves
 from ._steer import STEERING_COLUMNS, Steerer, steer
 from ._train import train
 
@@ -24,9 +24,12 @@ __all__ = [
     "steer",
     "HierarchyResult",
     "baseline_graph",
+    "EdgeCalls",
+    "GRAPH_COLUMNS",
     "bootstrap_episodes",
     "bootstrap_rows",
     "check_given_hierarchy",
+    "complementary_halves",
     "evaluate",
     "evaluate_combinations",
     "fit_baseline",

@@ -37,3 +37,24 @@ def bootstrap_episodes(data: CRLData, rng: np.random.Generator) -> np.ndarray:
 def _groups(labels: np.ndarray) -> list[np.ndarray]:
     _, inverse = np.unique(labels, return_inverse=True)
     return [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+
+
+def complementary_halves(data: CRLData, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint halves of the rows (complementary pairs of Shah & Samworth 2013, for stability selection).
+
+    Cells are split within each intervention group (each half keeps about half of every group);
+    time series (``data.obs`` with an ``episode`` column) are split by whole episodes, each kept in
+    time order. A group (or a log) of one cell (episode) goes to the first half.
+    """
+    if data.obs is not None and "episode" in data.obs:
+        codes, uniques = pd.factorize(data.obs["episode"])
+        order = rng.permutation(len(uniques))
+        cut = (len(order) + 1) // 2
+        return tuple(np.concatenate([np.flatnonzero(codes == g) for g in part]) for part in (order[:cut], order[cut:]))
+    first, second = [], []
+    for idx in _groups(data.intervention):
+        shuffled = rng.permutation(idx)
+        cut = (len(shuffled) + 1) // 2
+        first.append(shuffled[:cut])
+        second.append(shuffled[cut:])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))

@@ -15,7 +15,7 @@ from .._inputs import ModelArtifacts, ReportInputs
 
 CAPTION = (
     "Arrows point from cause to effect; thick = strong, blue = raises, orange = lowers the target program, "
-    "faint or dashed = kept by few refits. Trust the bold arrows."
+    "faint = kept by few refits, dashed = tentative (the table says why). Trust the solid arrows."
 )
 DRIVERS_CAPTION = (
     "Rows are the causal variables, columns the observed causes (commands); boxes mark each row's "
@@ -82,7 +82,10 @@ def _natural_sorted_nodes(truth: pd.DataFrame) -> list[str]:
 
 
 def _by_stability(m: ModelArtifacts) -> pd.DataFrame:
-    return m.graph.assign(abs=m.graph["weight"].abs()).sort_values(["stability", "abs"], ascending=False, kind="stable")
+    """Confident edges first, then the most stable and strongest."""
+    graph = m.graph.assign(abs=m.graph["weight"].abs())
+    graph = graph.assign(sure=graph["confidence"] == "confident") if "confidence" in graph else graph.assign(sure=True)
+    return graph.sort_values(["sure", "stability", "abs"], ascending=False, kind="stable")
 
 
 def _edge_table(m: ModelArtifacts, support: pd.DataFrame | None) -> Table:
@@ -95,15 +98,37 @@ def _edge_table(m: ModelArtifacts, support: pd.DataFrame | None) -> Table:
     )
     edges = _by_stability(m)
     return Table(
-        ["source", "target", "weight", "stability", "supported by (perturbations of the source alone)"],
+        ["source", "target", "weight", "stability", "call", "supported by (perturbations of the source alone)"],
         [
-            [str(r.source), str(r.target), num(r.weight), f"{r.stability:.2f}",
+            [str(r.source), str(r.target), num(r.weight), f"{r.stability:.2f}", _call_cell(r),
              _edge_support_cell(supported_by.get((str(r.source), str(r.target))))]
             for r in edges.itertuples(index=False)
         ],
-        summary=f"{m.name}: edges ({len(edges)}), most stable first",
+        summary=f"{m.name}: edges ({len(edges)}): {_call_summary(edges)}",
         numeric=[2, 3],
     )  # fmt: skip
+
+
+def _call_cell(edge: Any) -> list[Token] | str:
+    """``confident`` in bold, or ``tentative`` with why (weak, unstable, orientation undecided)."""
+    confidence = getattr(edge, "confidence", None)
+    if confidence is None or pd.isna(confidence):
+        return "not assessed (a baseline, or a graph written before confidence calls)"
+    if confidence == "confident":
+        return [Token("confident", strong=True)]
+    return f"tentative: {edge.reason}"
+
+
+def _call_summary(edges: pd.DataFrame) -> str:
+    """How many edges are confident, and the stability selection bound on false edges among them."""
+    if "confidence" not in edges or edges["confidence"].isna().all():
+        return "most stable first"
+    confident = edges[edges["confidence"] == "confident"]
+    text = f"{len(confident)} confident, {len(edges) - len(confident)} tentative"
+    bound = pd.to_numeric(confident["false_edges_bound"], errors="coerce").max() if len(confident) else float("nan")
+    if pd.notna(bound):
+        text += f"; expected false edges among the confident ones at most {bound:.2g} (stability selection bound)"
+    return text
 
 
 def _with_lags(table: Table, edges: pd.DataFrame) -> Table:
