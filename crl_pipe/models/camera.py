@@ -56,8 +56,10 @@ class CameraSEM(TemporalSEM):
 
     Parameters
     ----------
-    actions, n_lags, n_action_lags, alpha, edge_threshold, self_loops, intervention_shift, instantaneous, max_iter, tol
-        The transition model, as in :class:`~crl_pipe.models.TemporalSEM`.
+    actions, n_lags, max_lags, n_action_lags, alpha, edge_threshold, self_loops, intervention_shift,
+    instantaneous, max_iter, tol, penalize_own_commands
+        The transition model, as in :class:`~crl_pipe.models.TemporalSEM` (own commands exempt from
+        the penalty); here ``n_lags`` is 1 by default, the order the camera route was measured with.
     cameras
         Cameras to learn from (names of ``CRLData.frames``); default every camera of the data. Several
         cameras are stacked as image channels (they must share one frame size).
@@ -89,7 +91,8 @@ class CameraSEM(TemporalSEM):
     def __init__(
         self,
         actions: str | list[str] = "action.",
-        n_lags: int = 1,
+        n_lags: int | str = 1,
+        max_lags: int = 5,
         n_action_lags: int = 12,
         alpha: float | str = "auto",
         edge_threshold: float = 0.1,
@@ -98,6 +101,7 @@ class CameraSEM(TemporalSEM):
         instantaneous: bool = False,
         max_iter: int = 5000,
         tol: float = 1e-7,
+        penalize_own_commands: bool = False,
         cameras: list[str] | None = None,
         n_latents: int | None = None,
         steps: int = 1000,
@@ -113,9 +117,10 @@ class CameraSEM(TemporalSEM):
         threads: int | None = None,
     ) -> None:
         CRLModel.__init__(
-            self, actions=actions, n_lags=n_lags, n_action_lags=n_action_lags, alpha=alpha,
+            self, actions=actions, n_lags=n_lags, max_lags=max_lags, n_action_lags=n_action_lags, alpha=alpha,
             edge_threshold=edge_threshold, self_loops=self_loops, intervention_shift=intervention_shift,
-            instantaneous=instantaneous, max_iter=max_iter, tol=tol, cameras=cameras, n_latents=n_latents,
+            instantaneous=instantaneous, max_iter=max_iter, tol=tol,
+            penalize_own_commands=penalize_own_commands, cameras=cameras, n_latents=n_latents,
             steps=steps, batch_size=batch_size, lr=lr, width=width, warm_up=warm_up, n_exemplars=n_exemplars,
             device=device,
         )  # fmt: skip
