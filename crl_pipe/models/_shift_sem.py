@@ -304,3 +304,22 @@ def _node_residual(shifts, w, rows, j, parents, ridge) -> float:
     beta = np.linalg.solve(X.T @ X + lam * np.eye(parents.size), X.T @ y)
     r = y - X @ beta
     return float(r @ r)
+
+
+class ShiftSEMOutputs:
+    """``get_targets`` and ``get_adjacency`` of a model that keeps the readout's results as tensors
+    ``exogenous_shift``, ``shift_se``, ``target_mask`` and ``B`` (``linear``, ``sparse_vae``); mixed
+    in before :class:`~crl_pipe.models.CRLModel`."""
+
+    def get_targets(self) -> pd.DataFrame:
+        return targets_table(
+            self.intervention_names,
+            self.latent_names,
+            self.exogenous_shift.numpy(),
+            self.shift_se.numpy(),
+            self.target_mask.numpy(),
+            self.params["min_target_z"],
+        )
+
+    def get_adjacency(self) -> pd.DataFrame:
+        return adjacency_table(self.B.numpy(), self.latent_names)

@@ -29,11 +29,11 @@ from sklearn.decomposition import FactorAnalysis
 from .._errors import ModelError
 from ._base import CRLModel
 from ._data import CRLData, align_features, column_stats, crossprod, dense_columns, matmul
-from ._shift_sem import SHIFT_SEM_DEFAULTS, adjacency_table, fit_shift_sem, targets_table
+from ._shift_sem import SHIFT_SEM_DEFAULTS, ShiftSEMOutputs, fit_shift_sem
 from .registry import model_capabilities
 
 
-class LinearSEM(CRLModel):
+class LinearSEM(ShiftSEMOutputs, CRLModel):
     """Linear latent SEM from anchor genes and intervention mean shifts (closed form).
 
     Parameters
@@ -133,19 +133,6 @@ class LinearSEM(CRLModel):
         frame = pd.DataFrame(scores, columns=self.latent_names)
         frame.insert(0, "sample_id", data.sample_ids)
         return frame
-
-    def get_targets(self) -> pd.DataFrame:
-        return targets_table(
-            self.intervention_names,
-            self.latent_names,
-            self.exogenous_shift.numpy(),
-            self.shift_se.numpy(),
-            self.target_mask.numpy(),
-            self.params["min_target_z"],
-        )
-
-    def get_adjacency(self) -> pd.DataFrame:
-        return adjacency_table(self.B.numpy(), self.latent_names)
 
     def get_loadings(self) -> pd.DataFrame:
         L = self.loadings.numpy()

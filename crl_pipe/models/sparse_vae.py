@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .._errors import ModelError
 from ._data import CRLData, standardisation
 from ._modules import ENCODERS, LIKELIHOODS, NONLINEARITIES, AnchoredVAEModule
-from ._shift_sem import SHIFT_SEM_DEFAULTS, adjacency_table, fit_shift_sem, targets_table
+from ._shift_sem import SHIFT_SEM_DEFAULTS, ShiftSEMOutputs, fit_shift_sem
 from ._training import (
     CellBatches,
     EpochCallback,
@@ -49,7 +48,7 @@ from ._vae import AnchoredVAE
 from .registry import model_capabilities
 
 
-class SparseVAE(AnchoredVAE):
+class SparseVAE(ShiftSEMOutputs, AnchoredVAE):
     """Sparse VAE with an anchor-masked decoder; targets and graph from latent mean shifts.
 
     Parameters
@@ -192,19 +191,6 @@ class SparseVAE(AnchoredVAE):
         return arrays
 
     # -- outputs ----------------------------------------------------------------------------------
-    def get_targets(self) -> pd.DataFrame:
-        return targets_table(
-            self.intervention_names,
-            self.latent_names,
-            self.exogenous_shift.numpy(),
-            self.shift_se.numpy(),
-            self.target_mask.numpy(),
-            self.params["min_target_z"],
-        )
-
-    def get_adjacency(self) -> pd.DataFrame:
-        return adjacency_table(self.B.numpy(), self.latent_names)
-
     # -- checkpoints ------------------------------------------------------------------------------
     def _allocate(self, state: dict[str, torch.Tensor]) -> None:
         anchors = state["module.anchors"]
