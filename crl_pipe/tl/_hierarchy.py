@@ -429,19 +429,9 @@ def _bic(R: np.ndarray, groups, loadings, n: int) -> float:
     ``Phi``: correlations between modules (a module graph makes modules co-vary), each the least-squares
     fit of the cross-module correlations; the parameters are the loadings and these correlations.
     """
-    K, M = R.shape[0], len(groups)
-    W = np.zeros((K, max(M, 1)))
-    for m, (g, w) in enumerate(zip(groups, loadings, strict=True)):
-        W[g, m] = w
-    Phi = np.eye(max(M, 1))
-    for a in range(M):
-        for b in range(a + 1, M):
-            ww = np.outer(W[groups[a], a], W[groups[b], b])
-            Phi[a, b] = Phi[b, a] = np.clip(
-                np.sum(R[np.ix_(groups[a], groups[b])] * ww) / max(np.sum(ww**2), 1e-12), -1, 1
-            )
-    S = W @ Phi @ W.T
-    S[np.diag_indices(K)] = 1.0  # psi fills the diagonal (standardised noise)
+    M = len(groups)
+    S = _module_cov(R, groups, loadings)
+    np.fill_diagonal(S, 1.0)  # psi fills the diagonal (standardised noise)
     sign, logdet = np.linalg.slogdet(S)
     if sign <= 0 or np.linalg.eigvalsh(S).min() <= 1e-6:
         return np.inf
