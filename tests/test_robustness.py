@@ -207,3 +207,15 @@ def test_report_section_places_the_data_and_says_when_they_are_outside(tmp_path)
     assert "Outside the atlas: cells per perturbation is estimated at 20, beyond the atlas&#39;s range 25" in section
     assert re.search(r"<td>cells per perturbation</td><td class=\"num\">20</td>", section)
     assert "The weakest point is" in section
+
+
+def test_programs_without_a_single_target_perturbation_are_counted_from_a_models_targets(tmp_path):
+    from crl_pipe.simulate import screen_to_crl_data
+
+    screen = simulate_screen(**(SMALL | {"n_programs": 6, "n_genes": 120}), unintervened_programs=1, seed=0)
+    data = screen_to_crl_data(screen, with_counts=False)
+    targets = tl.train(data, model="linear", seed=0).get_targets()
+    inputs = ReportInputs.from_paths("sim", _artifacts(tmp_path, screen))
+    est = tl.place_on_atlas(None, inputs.labels, inputs.anchors, targets=targets).estimates.set_index("knob")
+    assert est.at["unintervened_programs", "estimate"] == 1  # P1 (of 6, as the atlas's 6)
+    assert "1 of 6 programs (P1)" in est.at["unintervened_programs", "detail"]

@@ -185,6 +185,8 @@ def _cells(interventions: pd.DataFrame) -> tuple[float, str]:
 
 
 def _coverage(anchors: pd.DataFrame, per_program: float, data_driven: bool) -> tuple[float, str]:
+    if len(anchors) and (anchors["program"].astype(str) == anchors["feature"].astype(str)).all():
+        return np.nan, "each variable is measured directly (it anchors itself)"
     if data_driven:
         return 0.0, "anchors found from the data (no gene sets given)"
     sizes = anchors.groupby("program", observed=True).size()

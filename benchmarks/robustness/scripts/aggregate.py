@@ -90,7 +90,7 @@ def plot(table: pd.DataFrame, kind: str, metric: str, out: Path) -> Path:
         errorbar = None if metric == "false_edge" else ("pi", 50)
         sns.pointplot(
             data=sub.dropna(subset=[metric]), x="level_str", y=metric, hue="method", order=order, hue_order=methods,
-            palette=palette, estimator=estimator, errorbar=errorbar, dodge=0.3, ax=ax, markersize=4, linewidth=1.2,
+            palette=palette, estimator=estimator, errorbar=errorbar, dodge=0.3 if len(methods) > 1 else False, ax=ax, markersize=4, linewidth=1.2,
         )  # fmt: skip
         ax.set_title(axis, fontsize=10)
         ax.set_xlabel("")
