@@ -88,9 +88,10 @@ def plot(table: pd.DataFrame, kind: str, metric: str, out: Path) -> Path:
         order = list(dict.fromkeys(sub["level_str"]))
         estimator = "mean" if metric == "false_edge" else "median"
         errorbar = None if metric == "false_edge" else ("pi", 50)
+        dodge = 0.3 if len(methods) > 1 else False  # seaborn divides by the hue levels - 1
         sns.pointplot(
             data=sub.dropna(subset=[metric]), x="level_str", y=metric, hue="method", order=order, hue_order=methods,
-            palette=palette, estimator=estimator, errorbar=errorbar, dodge=0.3 if len(methods) > 1 else False, ax=ax, markersize=4, linewidth=1.2,
+            palette=palette, estimator=estimator, errorbar=errorbar, dodge=dodge, ax=ax, markersize=4, linewidth=1.2,
         )  # fmt: skip
         ax.set_title(axis, fontsize=10)
         ax.set_xlabel("")
