@@ -221,3 +221,22 @@ def test_programs_without_a_single_target_perturbation_are_counted_from_a_models
     # unperturbed P1) reads as P1, so P3 is the one left without a single of its own
     assert est.at["unintervened_programs", "estimate"] == 1
     assert est.at["unintervened_programs", "detail"].startswith("1 of 6 programs (")
+
+
+def test_weakening_knobs_from_the_workflow_config(tmp_path):
+    from crl_pipe.config import validate_config
+    from crl_pipe.io import read_h5ad
+    from crl_pipe.pipeline import simulate
+
+    knobs = dict(knockdown=0.4, off_target_fraction=0.5, mislabelled_fraction=0.1, unintervened_programs=1)
+    config = {"simulations": {"weak": {**SMALL, **knobs}}, "datasets": {"d": {"format": "h5ad", "path": "x.h5ad"}}}
+    params = validate_config(config, REPO / "workflow/schemas/config.schema.yaml")["simulations"]["weak"]
+    simulate(out_h5ad=tmp_path / "s.h5ad", out_gmt=tmp_path / "p.gmt", out_truth_dir=tmp_path / "truth", params=params)
+    expected = simulate_screen(**SMALL, **knobs)
+    written = read_h5ad(tmp_path / "s.h5ad")
+    assert (written.obs["perturbation"].astype(str) == expected.adata.obs["perturbation"].astype(str)).all()
+    with pytest.raises(Exception, match="knockdown"):
+        validate_config(
+            {**config, "simulations": {"weak": {**SMALL, "knockdown": 1.5}}},
+            REPO / "workflow/schemas/config.schema.yaml",
+        )

@@ -43,8 +43,8 @@ def atlas_section(inputs: ReportInputs) -> dict[str, Any]:
                 r.what,
                 num(r.estimate) if np.isfinite(r.estimate) else "not estimated",
                 r.detail,
-                num(r.level) if np.isfinite(r.level) else "-",
-                f"{num(r.atlas_min)} to {num(r.atlas_max)}",
+                _level(r.level) if np.isfinite(r.level) else "-",
+                f"{_level(r.atlas_min)} to {_level(r.atlas_max)}",
                 ("yes" if r.inside else "no") if np.isfinite(r.estimate) else "-",
             ]
             for r in place.estimates.itertuples(index=False)
@@ -56,7 +56,7 @@ def atlas_section(inputs: ReportInputs) -> dict[str, Any]:
         [
             [
                 tl.ATLAS_KNOBS[r.knob],
-                num(r.level),
+                _level(r.level),
                 r.method,
                 num(r.target_accuracy),
                 num(r.shd),
@@ -85,8 +85,13 @@ def _weakest(place: tl.AtlasPlace) -> str:
         return ""
     r = rows.loc[rows["edge_f1"].idxmin()]
     return (
-        f"The weakest point is {tl.ATLAS_KNOBS[r['knob']]} (atlas level {num(r['level'])}): there {r['method']} "
+        f"The weakest point is {tl.ATLAS_KNOBS[r['knob']]} (atlas level {_level(r['level'])}): there {r['method']} "
         f"recovered the targets with accuracy {num(r['target_accuracy'])}, the graph with edge F1 "
         f"{num(r['edge_f1'])} (SHD {num(r['shd'])}), and drew a confident edge into a program with no parent and no "
         f"child in {num(100 * r['false_edge_rate'])}% of seeds."
     )
+
+
+def _level(value: float) -> str:
+    """An atlas level or range end as written in its config (``1000``, ``0.35``)."""
+    return f"{value:g}"
