@@ -149,7 +149,7 @@ def _write_block(page: Path, config: dict, summary: pd.DataFrame, pngs: list[Pat
     if BEGIN not in text or END not in text:
         return
     rel = [os.path.relpath(p, page.parent) for p in pngs]
-    command = (
+    command = config.get("command") or (
         "OMP_NUM_THREADS=1 nice -n 10 snakemake -s benchmarks/robustness/Snakefile "
         f"--configfile benchmarks/robustness/config/{config['name']}.yaml --cores 1"
     )
