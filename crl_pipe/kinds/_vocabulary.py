@@ -79,7 +79,8 @@ ROBOT = Vocabulary(
         "programs": "variables",
         "program": "variable",
     },
-    omitted_sections=frozenset({"guides", "whatif"}),  # steering robots (command rollouts) is not built yet
+    # steering robots (command rollouts) is not built yet; the robustness atlas of the report covers screens
+    omitted_sections=frozenset({"guides", "whatif", "atlas"}),
     qc_figure=False,
     counts_caption=(
         "Frames per intervention label (the variables whose command changed on that frame, or an event's "
