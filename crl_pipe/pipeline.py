@@ -461,8 +461,8 @@ def report(
 
     ``artifacts``: artifact -> path (:data:`crl_pipe.report.ARTIFACTS`): ``interventions``, ``qc``,
     ``anchors``; ``models`` and ``baselines`` (name -> results folder); optionally ``truth_graph``,
-    and for a screen of counts ``guides`` (``guides.parquet``) and ``expression``
-    (``preprocessed.h5ad``), for its guide calls and the knockdown of each targeted gene.
+    for a screen of counts ``guides`` (``guides.parquet``), and ``expression`` (``preprocessed.h5ad``: a
+    screen's knockdown of each targeted gene; its place on the robustness atlas, for screens and robot logs).
     ``config``: the settings shown under "How this was run".
     """
     from .report import ReportInputs, write_report  # deferred: matplotlib and jinja2 load only for the report

@@ -240,3 +240,110 @@ def test_weakening_knobs_from_the_workflow_config(tmp_path):
             {**config, "simulations": {"weak": {**SMALL, "knockdown": 1.5}}},
             REPO / "workflow/schemas/config.schema.yaml",
         )
+
+
+# -- robot logs placed on the atlas -----------------------------------------------------------------------------
+ATLAS_ROBOT = dict(n_joints=4, n_episodes=10, n_frames=200)
+
+
+def _robot_log(sensor_noise: float = 0.0, *, seed: int = 0, drop: tuple[str, ...] = (), **params):
+    """A simulated log as the workflow preprocesses it, with the atlas's sensor noise (SD, radians) added to
+    every state channel, and the command channels ``drop`` left out: (preprocessed, interventions, anchors)."""
+    from crl_pipe import pp
+    from crl_pipe.simulate import simulate_robot
+
+    robot = simulate_robot(**(ATLAS_ROBOT | params), noise_channels=1, seed=seed)
+    adata = robot.adata[:, [v for v in robot.adata.var_names if v not in drop]].copy()
+    if sensor_noise > 0:  # as benchmarks/robustness/scripts/atlas.py adds it
+        state = np.asarray(adata.var["kind"] == "state")
+        adata.X[:, state] += np.random.default_rng([seed, 7]).normal(0.0, sensor_noise, (adata.n_obs, state.sum()))
+    labels = pp.robot_interventions(adata)
+    log = pp.preprocess_robot(adata, labels)
+    return log, labels, pp.robot_anchors(log)
+
+
+def test_robot_constants_are_those_of_the_atlas_config():
+    from crl_pipe.tl import _atlas_robot as ar
+
+    base = yaml.safe_load((ATLAS / "config" / "small.yaml").read_text())["robot"]["base"]
+    assert (ar.ATLAS_JOINTS, ar.ATLAS_FRAMES) == (base["n_joints"], base["n_frames"])
+    motion = []  # the atlas's joints' RMS change over 10 frames, as the constant says it was measured
+    for seed in range(5):
+        log, _, _ = _robot_log(seed=seed)
+        episodes = log.obs["episode"].to_numpy()
+        per_joint = []
+        for j in [c for c in log.var_names if c.startswith("joint_")]:
+            x = np.asarray(log[:, j].X, dtype=float).ravel()
+            span = np.concatenate([x[episodes == e][10:] - x[episodes == e][:-10] for e in np.unique(episodes)])
+            per_joint.append(np.sqrt(np.mean(span**2)))
+        motion.append(np.median(per_joint))
+    assert np.median(motion) == pytest.approx(ar.ATLAS_MOTION, rel=0.05)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.01, 0.03, 0.1])
+def test_sensor_noise_is_estimated_in_the_atlas_units_on_simulated_logs(noise):
+    log, labels, anchors = _robot_log(noise, seed=4)
+    est = tl.place_on_atlas(log, labels, anchors, kind="robot").estimates.set_index("knob")
+    value = est.at["sensor_noise", "estimate"]
+    if noise:
+        assert value == pytest.approx(noise, rel=0.2)
+    else:  # the joints' own velocity jitter is all that is left: an upper bound well under the first level
+        assert value < 0.004
+    assert est.at["sensor_noise", "level"] == noise and est.at["sensor_noise", "inside"]
+    degrees = log.copy()  # the same log in degrees: the noise is read against the channels' motion
+    degrees.X = degrees.X * np.float32(180 / np.pi)
+    in_degrees = tl.place_on_atlas(degrees, labels, anchors, kind="robot").estimates.set_index("knob")
+    assert in_degrees.at["sensor_noise", "estimate"] == pytest.approx(value, rel=1e-3)
+    assert "in the channels' units" in in_degrees.at["sensor_noise", "detail"]
+
+
+def test_episodes_and_channels_without_a_command_on_a_short_log():
+    log, labels, anchors = _robot_log(seed=1, n_episodes=8, n_frames=75, drop=("action.joint_0", "action.joint_3"))
+    place = tl.place_on_atlas(log, labels, anchors, kind="robot")
+    est = place.estimates.set_index("knob")
+    assert est.at["n_episodes", "estimate"] == 3.0  # 600 frames: three of the atlas's 200-frame episodes
+    assert est.at["n_episodes", "detail"].startswith("8 episodes of median 75 frames (600 frames)")
+    assert est.at["n_episodes", "level"] == 3 and est.at["n_episodes", "inside"]
+    # joint_0, joint_3 (commands dropped) and noise_0 (never commanded): at most 3 unlogged commands
+    assert est.at["unlogged_commands", "estimate"] == 3
+    assert "2 command channels logged; 2 of 5 state channels" in est.at["unlogged_commands", "detail"]
+    assert "without: joint_0, joint_3, noise_0" in est.at["unlogged_commands", "detail"]
+    assert not est.at["unlogged_commands", "inside"] and est.at["unlogged_commands", "level"] == 2
+    assert any(n.startswith("Outside the atlas: state channels without a logged command") for n in place.notes)
+    assert any("episodes had 200 frames; these have a median of 75" in n for n in place.notes)
+    expected = place.expectations
+    assert set(expected["method"]) == {"temporal"} and set(expected["knob"]) == set(est.index)
+    blind = tl.place_on_atlas(None, labels, anchors, kind="robot").estimates.set_index("knob")
+    assert np.isnan(blind.at["sensor_noise", "estimate"]) and blind.at["n_episodes", "estimate"] == 3.0
+    with pytest.raises(Exception, match="atlas rows 'plate' unknown"):
+        tl.place_on_atlas(log, labels, anchors, kind="plate")
+
+
+def test_robot_report_places_the_log_on_the_atlas(tmp_path):
+    from crl_pipe.kinds import ROBOT
+
+    log, labels, anchors = _robot_log(0.2, seed=2)
+    write_table(labels, tmp_path / "interventions.parquet", "interventions", provenance("label", {}))
+    qc = pd.DataFrame({"sample_id": labels["sample_id"], "total_counts": 0.0, "n_genes": 0})
+    write_table(qc, tmp_path / "qc.parquet", "qc", provenance("ingest", {}))
+    write_table(anchors, tmp_path / "anchors.parquet", "anchors", provenance("anchors", {}))
+    log.write_h5ad(tmp_path / "preprocessed.h5ad")
+    paths = {k: tmp_path / f"{k}.parquet" for k in ("interventions", "qc", "anchors")}
+    paths["expression"] = tmp_path / "preprocessed.h5ad"
+    page = write_report(tmp_path / "r.html", ReportInputs.from_paths("arm", paths, vocabulary=ROBOT))
+    page = page.read_text(encoding="utf-8")
+    assert re.search(r"<h2>\d+\. Where these data sit on the robustness atlas</h2>", page)
+    section = _atlas_section(page)
+    assert "simulated robot logs that start clean" in section
+    assert re.search(
+        r"<td>episodes \(counted in the atlas&#39;s episodes of 200 frames\)</td><td class=\"num\">10", section
+    )
+    assert (
+        "Outside the atlas: sensor noise (SD, in the atlas&#39;s radians for its joints&#39; motion) is estimated at 0."
+        in section
+    )
+    assert "without: noise_0" in section and "<td>temporal</td>" in section
+    assert (
+        "The weakest point is sensor noise" in section and "into a pure-noise channel (no parent, no child)" in section
+    )
+    assert "knockdown" not in section and "gene" not in section

@@ -48,6 +48,10 @@ class RobotKind(DatasetKind):
     def preprocess_options(self, dataset: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
         return {"channel_kinds": list(dataset.get("channel_kinds", ["state", "action"]))}
 
+    def report_files(self, folder: str) -> dict[str, str]:
+        # the report's place on the robustness atlas reads the log (sensor noise, episodes, commands)
+        return {"expression": f"{folder}/preprocessed.h5ad"}
+
     # ---- data side
     def read(self, path: PathLike, *, format: str, **options: Any) -> ad.AnnData:
         from .. import io  # data side: loads anndata, kept out of the Snakemake process

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ._atlas import ATLAS_KINDS, AtlasPlace, place_on_atlas, read_atlas
 from ._atlas import KNOBS as ATLAS_KNOBS
-from ._atlas import AtlasPlace, place_on_atlas, read_atlas
 from ._baselines import BASELINES, baseline_graph, fit_baseline
 from ._evaluate import evaluate, graph_metrics, map_latents, mean_correlation, predicted_targets, target_accuracy
 from ._graph import GRAPH_COLUMNS, EdgeCalls, recover_graph
@@ -17,6 +17,7 @@ from ._steer import STEERING_COLUMNS, Steerer, steer
 from ._train import train
 
 __all__ = [
+    "ATLAS_KINDS",
     "ATLAS_KNOBS",
     "AtlasPlace",
     "place_on_atlas",

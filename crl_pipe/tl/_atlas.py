@@ -19,11 +19,17 @@ artifacts can show:
 
 For each, the nearest level of the atlas and its expectations (target accuracy, SHD, edge F1,
 false-edge rate) per method, and plain notes where the data sit outside the atlas's range.
+
+Robot logs are placed on the atlas's robot rows (episodes, sensor noise, channels without a command;
+:mod:`crl_pipe.tl._atlas_robot`). Which rows a dataset kind is placed on is the kind's choice
+(``Vocabulary.atlas``, the ``kind`` argument of :func:`place_on_atlas`): :data:`ATLAS_KINDS` maps it to
+its estimates and words, so no caller branches on the kind.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +39,7 @@ import pandas as pd
 
 from .._constants import CONTROL_TARGET
 from .._errors import InputError
+from ._atlas_robot import robot_estimates
 from ._evaluate import predicted_targets
 from ._knockdown import _columns, knockdown
 
@@ -51,7 +58,15 @@ KNOBS = {
     "anchors_given": "anchor coverage (anchors per program, as a share of the atlas's)",
     "wrong_anchor_fraction": "anchors that look wrong (1 - purity)",
     "unintervened_programs": "programs without a single-target perturbation (scaled to the atlas's programs)",
+    "n_episodes": "episodes (counted in the atlas's episodes of 200 frames)",
+    "sensor_noise": "sensor noise (SD, in the atlas's radians for its joints' motion)",
+    "unlogged_commands": "state channels without a logged command (at most this many unlogged commands)",
 }
+#: An estimate within this share of the atlas's first or last level counts as inside: the estimates
+#: carry errors of about this size (sensor noise 0.106 for a true 0.1 on the simulator).
+_SLACK = 0.1
+#: Knobs whose levels are compared on a log scale (counts spanning decades).
+_LOG_KNOBS = frozenset({"cells_per_perturbation", "n_episodes"})
 ESTIMATE_COLUMNS = ["knob", "what", "estimate", "detail", "level", "atlas_min", "atlas_max", "inside"]
 EXPECTATION_COLUMNS = ["knob", "level", "method", "target_accuracy", "shd", "edge_f1", "false_edge_rate", "n_seeds"]
 #: Anchor genes read for the purity estimate: a seeded sample of at most this many cells.
@@ -77,6 +92,47 @@ class AtlasPlace:
     estimates: pd.DataFrame
     expectations: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    kind: str = "screen"
+
+    @property
+    def words(self) -> AtlasWords:
+        """How the report speaks of these atlas rows (:data:`ATLAS_KINDS`)."""
+        return ATLAS_KINDS[self.kind].words
+
+
+@dataclass(frozen=True)
+class AtlasWords:
+    """The report's words for one kind of atlas rows.
+
+    Attributes
+    ----------
+    data
+        What the atlas simulated (``"screens"``, ``"robot logs"``).
+    targets
+        What its target accuracy measures, after "recovered".
+    isolated
+        Its false-edge probe, after "a confident edge into".
+    unmeasured
+        A sentence on the knobs of the atlas that a run's files cannot show.
+    """
+
+    data: str
+    targets: str
+    isolated: str
+    unmeasured: str
+
+
+@dataclass(frozen=True)
+class AtlasKind:
+    """One kind of atlas rows: how a run's files are placed on its knobs, and its words.
+
+    ``estimate(adata, interventions, anchors, targets=, data_driven_anchors=, seed=, rows=)`` returns
+    knob -> (estimate, how it was made) and notes on what the atlas does not cover; ``rows`` are the
+    atlas rows of this kind.
+    """
+
+    estimate: Callable[..., tuple[dict[str, tuple[float, str]], list[str]]]
+    words: AtlasWords
 
 
 def read_atlas(path: PathLike | None = None) -> pd.DataFrame:
@@ -98,6 +154,7 @@ def place_on_atlas(
     interventions: pd.DataFrame,
     anchors: pd.DataFrame,
     *,
+    kind: str = "screen",
     targets: pd.DataFrame | None = None,
     data_driven_anchors: bool = False,
     methods: list[str] | None = None,
@@ -109,43 +166,46 @@ def place_on_atlas(
     Parameters
     ----------
     adata
-        Log-normalised expression (``preprocessed.h5ad``, backed or in memory), or ``None``: then
-        knockdown and anchor purity are not estimated.
+        The preprocessed data (``preprocessed.h5ad``, backed or in memory): a screen's log-normalised
+        expression, a robot's frames x channels; or ``None``: then knockdown and anchor purity (robots:
+        sensor noise) are not estimated.
     interventions
         The ``interventions`` table (``sample_id``, ``intervention``, ``targets``, ``is_control``).
     anchors
         The ``anchors`` table (``program``, ``feature``).
+    kind
+        The atlas rows the data are placed on (a key of :data:`ATLAS_KINDS`; ``Vocabulary.atlas`` of the
+        dataset's kind): ``screen`` or ``robot``.
     targets
         A model's ``targets`` table (``intervention``, ``latent``, ``score``), for the programs that no
         single-target perturbation hits; ``None``: not estimated.
     data_driven_anchors
         The anchors were found from the data (no gene sets): the atlas's ``anchors_given`` = 0.
     methods
-        Methods whose expectations are looked up (those the atlas has); default: ``linear``.
+        Methods whose expectations are looked up (those the atlas has); default: the atlas's first method
+        of these rows (``linear``, ``temporal``).
     atlas
-        The atlas summary (default :func:`read_atlas`); its ``screen`` rows are used.
+        The atlas summary (default :func:`read_atlas`); its rows of ``kind`` are used.
     seed
         Seed of the cell sample of the purity estimate.
     """
+    if kind not in ATLAS_KINDS:
+        raise InputError(f"atlas rows {kind!r} unknown; expected one of {sorted(ATLAS_KINDS)}")
     atlas = read_atlas() if atlas is None else atlas
-    screen = atlas[atlas["kind"] == "screen"]
-    if screen.empty:
-        raise InputError("atlas summary: no screen rows")
-    n_programs = float(screen["n_programs"].iloc[0])
-    per_program = float(screen["anchors_per_program"].iloc[0])
-    estimates = {
-        "knockdown": _knockdown(adata, interventions),
-        "cells_per_perturbation": _cells(interventions),
-        "anchors_given": _coverage(anchors, per_program, data_driven_anchors),
-        "wrong_anchor_fraction": _purity(adata, interventions, anchors, seed),
-        "unintervened_programs": _unintervened(targets, interventions, anchors, n_programs),
-    }
+    rows_of = atlas[atlas["kind"] == kind]
+    if rows_of.empty:
+        raise InputError(f"atlas summary: no {kind} rows")
+    estimates, extra_notes = ATLAS_KINDS[kind].estimate(
+        adata, interventions, anchors, targets=targets, data_driven_anchors=data_driven_anchors, seed=seed, rows=rows_of
+    )
     rows, notes = [], []
     for knob, (value, detail) in estimates.items():
-        levels = np.sort(screen.loc[screen["axis"] == knob, "level"].unique())
+        levels = np.sort(rows_of.loc[rows_of["axis"] == knob, "level"].unique())
         lo, hi = (float(levels[0]), float(levels[-1])) if levels.size else (np.nan, np.nan)
-        level = _nearest(levels, value, log=knob == "cells_per_perturbation")
-        inside = bool(levels.size and np.isfinite(value) and lo - 1e-9 <= value <= hi + 1e-9)
+        level = _nearest(levels, value, log=knob in _LOG_KNOBS)
+        inside = bool(
+            levels.size and np.isfinite(value) and lo * (1 - _SLACK) - 1e-9 <= value <= hi * (1 + _SLACK) + 1e-9
+        )
         rows.append([knob, KNOBS[knob], value, detail, level, lo, hi, inside])
         if np.isfinite(value) and not inside:
             notes.append(
@@ -153,11 +213,41 @@ def place_on_atlas(
                 f"{_fmt(lo)} to {_fmt(hi)}; its numbers at {_fmt(level)} are an extrapolation, not a measurement."
             )
     table = pd.DataFrame(rows, columns=ESTIMATE_COLUMNS)
-    known = sorted(set(screen["method"]))
-    wanted = [m for m in (methods or ["linear"]) if m in known] or (["linear"] if "linear" in known else known[:1])
-    expectations = _expectations(screen, table, wanted)
-    notes += _coverage_notes(interventions, anchors, n_programs)
-    return AtlasPlace(estimates=table, expectations=expectations, notes=notes)
+    known = sorted(set(rows_of["method"]))
+    default = ["linear"] if "linear" in known else known[:1]
+    wanted = [m for m in (methods or default) if m in known] or default
+    expectations = _expectations(rows_of, table, wanted)
+    return AtlasPlace(estimates=table, expectations=expectations, notes=notes + extra_notes, kind=kind)
+
+
+def _screen_estimates(
+    adata: ad.AnnData | None,
+    interventions: pd.DataFrame,
+    anchors: pd.DataFrame,
+    *,
+    targets: pd.DataFrame | None,
+    data_driven_anchors: bool,
+    seed: int,
+    rows: pd.DataFrame,
+) -> tuple[dict[str, tuple[float, str]], list[str]]:
+    """The screen knobs (see the module docstring) and notes on programs and controls."""
+    n_programs = float(rows["n_programs"].iloc[0])
+    per_program = float(rows["anchors_per_program"].iloc[0])
+    estimates = {
+        "knockdown": _knockdown(adata, interventions),
+        "cells_per_perturbation": _cells(interventions),
+        "anchors_given": _coverage(anchors, per_program, data_driven_anchors),
+        "wrong_anchor_fraction": _purity(adata, interventions, anchors, seed),
+        "unintervened_programs": _unintervened(targets, interventions, anchors, n_programs),
+    }
+    return estimates, _coverage_notes(interventions, anchors, n_programs)
+
+
+def _robot_estimates(
+    adata: ad.AnnData | None, interventions: pd.DataFrame, anchors: pd.DataFrame, **_: object
+) -> tuple[dict[str, tuple[float, str]], list[str]]:
+    """The robot knobs (:func:`crl_pipe.tl._atlas_robot.robot_estimates`); no model output needed."""
+    return robot_estimates(adata, interventions, anchors)
 
 
 # -- the estimates: (value, how it was made) -----------------------------------------------------------------
@@ -250,12 +340,13 @@ def _nearest(levels: np.ndarray, value: float, *, log: bool) -> float:
     return float(levels[np.argmin(np.abs(f(levels.astype(float)) - f(value)))])
 
 
-def _expectations(screen: pd.DataFrame, estimates: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+def _expectations(atlas_rows: pd.DataFrame, estimates: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     rows = []
     for r in estimates.itertuples(index=False):
         if not np.isfinite(r.level):
             continue
-        at = screen[(screen["axis"] == r.knob) & np.isclose(screen["level"], r.level) & screen["method"].isin(methods)]
+        here = (atlas_rows["axis"] == r.knob) & np.isclose(atlas_rows["level"], r.level)
+        at = atlas_rows[here & atlas_rows["method"].isin(methods)]
         for a in at.itertuples(index=False):
             rows.append([r.knob, r.level, a.method, a.target_accuracy, a.shd, a.edge_f1, a.false_edge_rate, a.n_seeds])
     return pd.DataFrame(rows, columns=EXPECTATION_COLUMNS)
@@ -282,3 +373,37 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 def _fmt(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 10 else f"{value:.2g}"
+
+
+#: Atlas rows (its ``kind`` column) -> how a run's files are placed on them; a dataset kind names its
+#: rows in ``Vocabulary.atlas``.
+ATLAS_KINDS: dict[str, AtlasKind] = {
+    "screen": AtlasKind(
+        _screen_estimates,
+        AtlasWords(
+            data="screens",
+            targets="the targets",
+            isolated="a program with no parent and no child",
+            unmeasured=(
+                "Not estimated from a run's files: mislabelled cells, off-target hits, graph density and count "
+                "overdispersion (the atlas measures them; see docs/robustness.md)."
+            ),
+        ),
+    ),
+    "robot": AtlasKind(
+        _robot_estimates,
+        AtlasWords(
+            data="robot logs",
+            targets="each logged command's edge to its joint",
+            isolated="a pure-noise channel (no parent, no child)",
+            unmeasured=(
+                "Not estimated from a run's files: which uncommanded channels are joints whose command went "
+                "unlogged (they look like sensors that are never commanded). The atlas dropped the commands of "
+                "whole joints from the log and scored the rest of the graph; a joint without its command gets no "
+                "command edge in any case. The atlas's robots are joints in radians tracking random set-points with an "
+                "actuator delay, coupled by velocity with one frame of lag: a robot with other dynamics (contacts, "
+                "longer lags) may fare otherwise."
+            ),
+        ),
+    ),
+}

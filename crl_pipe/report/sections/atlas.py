@@ -15,8 +15,9 @@ from .._inputs import ReportInputs
 
 
 def atlas_section(inputs: ReportInputs) -> dict[str, Any]:
-    """Estimates (:func:`crl_pipe.tl.place_on_atlas`) as a table, the atlas's expectations at each nearest
-    level per method, the weakest point in one sentence, and the notes (outside the atlas, not covered)."""
+    """Estimates (:func:`crl_pipe.tl.place_on_atlas`, on the atlas rows of the dataset's kind) as a table,
+    the atlas's expectations at each nearest level per method, the weakest point in one sentence, and the
+    notes (outside the atlas, not covered)."""
     try:
         atlas = tl.read_atlas()
     except InputError as err:
@@ -28,6 +29,7 @@ def atlas_section(inputs: ReportInputs) -> dict[str, Any]:
             adata,
             inputs.labels,
             inputs.anchors,
+            kind=inputs.vocabulary.atlas,
             targets=with_targets[0].targets if with_targets else None,
             data_driven_anchors="gene_sets" not in (inputs.anchor_provenance.get("inputs") or {}),
             methods=[m.name for m in inputs.fitted],
@@ -75,6 +77,7 @@ def atlas_section(inputs: ReportInputs) -> dict[str, Any]:
         "expected": expected if len(place.expectations) else None,
         "weakest": _weakest(place),
         "notes": place.notes,
+        "words": place.words,
     }
 
 
@@ -86,9 +89,9 @@ def _weakest(place: tl.AtlasPlace) -> str:
     r = rows.loc[rows["edge_f1"].idxmin()]
     return (
         f"The weakest point is {tl.ATLAS_KNOBS[r['knob']]} (atlas level {_level(r['level'])}): there {r['method']} "
-        f"recovered the targets with accuracy {num(r['target_accuracy'])}, the graph with edge F1 "
-        f"{num(r['edge_f1'])} (SHD {num(r['shd'])}), and drew a confident edge into a program with no parent and no "
-        f"child in {num(100 * r['false_edge_rate'])}% of seeds."
+        f"recovered {place.words.targets} with accuracy {num(r['target_accuracy'])}, the graph with edge F1 "
+        f"{num(r['edge_f1'])} (SHD {num(r['shd'])}), and drew a confident edge into {place.words.isolated} in "
+        f"{num(100 * r['false_edge_rate'])}% of seeds."
     )
 
 
