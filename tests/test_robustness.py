@@ -347,3 +347,21 @@ def test_robot_report_places_the_log_on_the_atlas(tmp_path):
         "The weakest point is sensor noise" in section and "into a pure-noise channel (no parent, no child)" in section
     )
     assert "knockdown" not in section and "gene" not in section
+
+
+@pytest.mark.parametrize("noise", [0.01, 0.03])
+def test_sensor_noise_in_the_channels_units_on_another_robot(noise):
+    """The MuJoCo arm (other dynamics, joints read with ``noise`` rad): the SD in the channels' units is its noise."""
+    pytest.importorskip("mujoco")
+    from crl_pipe import pp
+    from crl_pipe.simulate import simulate_arm
+
+    adata = simulate_arm(n_episodes=4, n_frames=200, noise=noise, seed=0).adata
+    labels = pp.robot_interventions(adata)
+    log = pp.preprocess_robot(adata, labels)
+    detail = tl.place_on_atlas(log, labels, pp.robot_anchors(log), kind="robot").estimates.set_index("knob")
+    raw = float(re.search(r"SD ([0-9.e-]+) in the channels' units", detail.at["sensor_noise", "detail"]).group(1))
+    assert raw == pytest.approx(noise, rel=0.1)
+    # the arm's gate and light are state channels that no logged command acts on
+    assert "4 of 6 state channels" in detail.at["unlogged_commands", "detail"]
+    assert "without: gate, light" in detail.at["unlogged_commands", "detail"]
