@@ -55,8 +55,9 @@ def robot_estimates(
     Parameters
     ----------
     adata
-        The preprocessed log (``preprocessed.h5ad``: frames x channels, ``var["kind"]`` state / action,
-        ``obs`` ``episode``), or ``None``: the sensor noise is not estimated.
+        The preprocessed log (``preprocessed.h5ad``, backed or in memory: frames x channels in time order
+        per episode, ``var["kind"]`` state / action, ``obs`` ``episode``), or ``None``: the sensor noise is
+        not estimated.
     interventions
         The ``interventions`` table (``targets`` per frame; ``episode`` where the labels carry it).
     anchors
@@ -114,9 +115,8 @@ def _episode_count(episodes: pd.Series | None) -> Estimate:
 def _sensor_noise(adata: ad.AnnData | None, episodes: pd.Series | None, channels: list[str]) -> Estimate:
     if adata is None or episodes is None or not channels:
         return np.nan, "no preprocessed log given" if adata is None else "no episodes or state channels"
-    X = adata.to_memory().X if adata.isbacked else adata.X  # a robot log is small: frames x channels
+    X = adata[:, channels].X  # only these channels: a backed log with camera frames stays on disk
     X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
-    X = X[:, adata.var_names.get_indexer(channels)]
     groups = [np.flatnonzero(episodes.to_numpy() == e) for e in pd.unique(episodes)]
     groups = [g for g in groups if len(g) > _SPAN + 3]
     if not groups:
