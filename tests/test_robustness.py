@@ -315,6 +315,15 @@ def test_episodes_and_channels_without_a_command_on_a_short_log():
     assert set(expected["method"]) == {"temporal"} and set(expected["knob"]) == set(est.index)
     blind = tl.place_on_atlas(None, labels, anchors, kind="robot").estimates.set_index("knob")
     assert np.isnan(blind.at["sensor_noise", "estimate"]) and blind.at["n_episodes", "estimate"] == 3.0
+    from crl_pipe import pp
+
+    commands_only = pp.preprocess_robot(log, labels, kinds=("action",))  # as a camera log: no state channel
+    place = tl.place_on_atlas(commands_only, labels, anchors.iloc[:0], kind="robot")
+    assert place.estimates.set_index("knob").loc[["sensor_noise", "unlogged_commands"], "detail"].tolist() == [
+        "no state channels",
+        "no state channels",
+    ]
+    assert any(n.startswith("No state channel: the variables are learned from other channels") for n in place.notes)
     with pytest.raises(Exception, match="atlas rows 'plate' unknown"):
         tl.place_on_atlas(log, labels, anchors, kind="plate")
 

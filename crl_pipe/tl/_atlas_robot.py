@@ -113,8 +113,10 @@ def _episode_count(episodes: pd.Series | None) -> Estimate:
 
 
 def _sensor_noise(adata: ad.AnnData | None, episodes: pd.Series | None, channels: list[str]) -> Estimate:
-    if adata is None or episodes is None or not channels:
-        return np.nan, "no preprocessed log given" if adata is None else "no episodes or state channels"
+    if adata is None:
+        return np.nan, "no preprocessed log given"
+    if episodes is None or not channels:
+        return np.nan, "no episode column" if episodes is None else "no state channels"
     X = adata[:, channels].X  # only these channels: a backed log with camera frames stays on disk
     X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
     groups = [np.flatnonzero(episodes.to_numpy() == e) for e in pd.unique(episodes)]
@@ -168,7 +170,12 @@ def _notes(episodes: pd.Series | None, states: list[str], without: list[str]) ->
                 f"The atlas's episodes had {ATLAS_FRAMES} frames; these have a median of {frames:g}: the episode "
                 "count is read at equal frames, but the number of episode starts differs."
             )
-    if len(states) > 3 * ATLAS_JOINTS or len(states) < ATLAS_JOINTS / 2:
+    if not states:
+        notes.append(
+            "No state channel: the variables are learned from other channels (camera frames, sensors), while the "
+            "atlas's robots logged their joints directly; its numbers are a best case here."
+        )
+    elif len(states) > 3 * ATLAS_JOINTS or len(states) < ATLAS_JOINTS / 2:
         notes.append(
             f"The atlas was simulated with {ATLAS_JOINTS} joints and one noise channel; this log has {len(states)} "
             "state channels. SHD grows with the number of edges: read the F1 and the false-edge rate across that gap."
