@@ -39,7 +39,7 @@ import pandas as pd
 
 from .._constants import CONTROL_TARGET
 from .._errors import InputError
-from ._atlas_robot import robot_estimates
+from ._atlas_robot import ATLAS_FRAMES, robot_estimates
 from ._evaluate import predicted_targets
 from ._knockdown import _columns, knockdown
 
@@ -58,7 +58,7 @@ KNOBS = {
     "anchors_given": "anchor coverage (anchors per program, as a share of the atlas's)",
     "wrong_anchor_fraction": "anchors that look wrong (1 - purity)",
     "unintervened_programs": "programs without a single-target perturbation (scaled to the atlas's programs)",
-    "n_episodes": "episodes (counted in the atlas's episodes of 200 frames)",
+    "n_episodes": f"episodes (counted in the atlas's episodes of {ATLAS_FRAMES} frames)",
     "sensor_noise": "sensor noise (SD, in the atlas's radians for its joints' motion)",
     "unlogged_commands": "state channels without a logged command (at most this many unlogged commands)",
 }
@@ -87,6 +87,8 @@ class AtlasPlace:
         What the atlas expects at each nearest level, per method (:data:`EXPECTATION_COLUMNS`).
     notes
         Plain sentences: where the data sit outside the atlas, and what it does not cover.
+    kind
+        The atlas rows the data were placed on (a key of :data:`ATLAS_KINDS`).
     """
 
     estimates: pd.DataFrame
@@ -182,8 +184,8 @@ def place_on_atlas(
     data_driven_anchors
         The anchors were found from the data (no gene sets): the atlas's ``anchors_given`` = 0.
     methods
-        Methods whose expectations are looked up (those the atlas has); default: the atlas's first method
-        of these rows (``linear``, ``temporal``).
+        Methods whose expectations are looked up (those the atlas has); default: ``linear`` where these
+        rows have it, else their first method (robots: ``temporal``).
     atlas
         The atlas summary (default :func:`read_atlas`); its rows of ``kind`` are used.
     seed
