@@ -280,7 +280,12 @@ def evaluate(
         metrics = pd.concat([metrics, tl.held_out_metrics(read_table(predictions, "predictions"))], ignore_index=True)
         inputs["predictions"] = predictions
     if single_scores:
-        singles = tl.held_out_metrics(read_table(single_scores, "predictions"), prefix="heldout_single_")
+        scores = read_table(single_scores, "predictions")
+        rollouts = scores["metric"].str.startswith("rollout_")  # a robot's held-out episodes (heldout_rollout_...)
+        singles = tl.held_out_metrics(scores[~rollouts], prefix="heldout_single_")
+        if rollouts.any():
+            episodes = tl.held_out_metrics(scores[rollouts], prefix="heldout_")
+            singles = episodes.replace({"heldout_n_labels": "heldout_n_episodes"})
         metrics = pd.concat([metrics, singles], ignore_index=True)
         inputs["single_scores"] = single_scores
     if hierarchy and "hierarchy" in truth:
@@ -380,11 +385,24 @@ def steer(
     from .models import load_model, model_names  # deferred: these names load torch
 
     fitted = load_model(model_dir)
-    if not fitted.capabilities.steers:
+    if not (fitted.capabilities.steers or fitted.capabilities.rolls_out):
         raise ConfigError(
-            f"{model_dir}: model {fitted.name} cannot be steered; expected one of {model_names('steers')}"
+            f"{model_dir}: model {fitted.name} cannot be steered; "
+            f"expected one of {model_names('steers') + model_names('rolls_out')}"
         )
     data = _load_data(preprocessed, interventions, anchors, counts=False)
+    inputs = _model_inputs(preprocessed, interventions, anchors, model_dir)
+    params = {"requests": [dict(r) for r in requests], "n_boot": n_boot, "level": level, "seed": seed}
+    if fitted.capabilities.rolls_out:  # robots: command requests and held-out episodes, by rollouts
+        train = _held_out_dropped(data, held_out, interventions)
+        steerer = tl.CommandSteerer(fitted, train, n_boot=0, seed=seed)
+        parsed = steerer.check(requests, where="steer")
+        scores = tl.score_rollouts(fitted, train, tl.split_episodes(data, held_out)[1]) if held_out else None
+        steerer.bootstrap(n_boot if parsed else 0, seed)
+        prov = provenance("steer", inputs, params | _held_out_param(held_out))
+        write_table(steerer.table(parsed, level=level), out, "steering", prov)
+        write_table(scores if scores is not None else _no_scores(), out_singles, "predictions", prov)
+        return
     labels = tl.resolve_held_out(data, held_out, source=str(interventions)) if held_out else []
     train = _held_out_dropped(data, held_out, interventions)
     steerer = tl.Steerer(fitted, train, n_boot=0, seed=seed)
@@ -392,8 +410,6 @@ def steer(
     steerer.bootstrap(n_boot if parsed else 0, seed)
     table = steerer.table(parsed, level=level)
     scores = tl.evaluate_singles(fitted, data, labels, top_n=top_n, seed=seed)
-    inputs = _model_inputs(preprocessed, interventions, anchors, model_dir)
-    params = {"requests": [dict(r) for r in requests], "n_boot": n_boot, "level": level, "seed": seed}
     params.update({"top_n": top_n, **_held_out_param(labels)})
     prov = provenance("steer", inputs, params)
     write_table(table, out, "steering", prov)
@@ -527,9 +543,20 @@ def _held_out_dropped(data, held_out: Sequence[str], interventions: PathLike):
     return tl.hold_out(data, held_out, source=str(interventions)) if held_out else data
 
 
-def _held_out_param(held_out: Sequence[str]) -> dict[str, list[str]]:
-    """``{"held_out": [...]}`` for the provenance when labels are held out, else nothing (unchanged provenance)."""
+def _held_out_param(held_out: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """``{"held_out": [...]}`` for the provenance when labels (or a robot's episodes) are held out, else
+    nothing (unchanged provenance)."""
+    if isinstance(held_out, Mapping):
+        return {"held_out": {str(k): [str(x) for x in v] for k, v in held_out.items()}} if held_out else {}
     return {"held_out": [str(x) for x in held_out]} if held_out else {}
+
+
+def _no_scores() -> pd.DataFrame:
+    """An empty ``predictions`` table (nothing held out)."""
+    return pd.DataFrame({c: pd.Series([], dtype=float if c == "value" else str) for c in _PREDICTION_COLUMNS})
+
+
+_PREDICTION_COLUMNS = ("intervention", "predictor", "metric", "value")
 
 
 def hierarchy(

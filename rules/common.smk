@@ -233,8 +233,10 @@ def get_truth(wildcards):
 
 # ---- held-out combinations (train_model, recover_graph, fit_baseline, predict_held_out) -----------
 def get_held_out(wildcards):
-    """Combination labels whose cells no model trains on (config datasets.<ds>.held_out)."""
-    return list(_dataset(wildcards).get("held_out", []))
+    """Combination labels whose cells no model trains on (config datasets.<ds>.held_out), or a robot log's
+    held-out episodes (``{"episodes": [...]}``)."""
+    held_out = _dataset(wildcards).get("held_out", [])
+    return dict(held_out) if isinstance(held_out, dict) else list(held_out)
 
 
 def predicts(dataset, model):
@@ -371,15 +373,26 @@ def get_benchmark_runs(wildcards):
 # ---- steer (requests and held-out singles) ------------------------------------------------------
 def _held_out_singles(ds):
     """Held-out labels that name one perturbation (no '+'): predicted from prior knowledge by rule steer."""
-    return [label for label in ds.get("held_out", []) if "+" not in label]
+    held_out = ds.get("held_out", [])
+    return [] if isinstance(held_out, dict) else [label for label in held_out if "+" not in label]
+
+
+def _held_out_episodes(ds):
+    """A robot log's held-out episodes (``held_out: {episodes: [...]}``): rollouts scored by rule steer."""
+    held_out = ds.get("held_out", [])
+    return list(held_out.get("episodes", [])) if isinstance(held_out, dict) else []
 
 
 def steers(dataset, model):
     """Whether ``model`` answers steering requests on ``dataset`` (its rule is steer) - it steers (a latent
-    linear SEM) and the dataset has requests or held-out singles to predict."""
+    linear SEM) and the dataset has requests or held-out singles to predict, or it rolls out (a robot's
+    transition) and the dataset has requests or held-out episodes."""
     ds = DATASETS[dataset]
+    caps = model_capabilities(model)
+    if caps.rolls_out:
+        return bool(ds.get("steer")) or bool(_held_out_episodes(ds))
     wanted = bool(ds.get("steer")) or bool(_held_out_singles(ds))
-    return wanted and model_capabilities(model).steers
+    return wanted and caps.steers
 
 
 def get_steer_requests(wildcards):
@@ -390,7 +403,8 @@ def get_steer_requests(wildcards):
 def get_single_scores(wildcards):
     """``{"single_scores": path}`` when rule steer scores held-out singles of this model (use with unpack)."""
     ds = _dataset(wildcards)
-    if not (_held_out_singles(ds) and steers(wildcards.dataset, wildcards.model)):
+    held = _held_out_singles(ds) or _held_out_episodes(ds)
+    if not (held and steers(wildcards.dataset, wildcards.model)):
         return {}
     return {
         "single_scores": f"results/{wildcards.dataset}/{wildcards.model}/held_out_singles.parquet"

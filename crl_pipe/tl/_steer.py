@@ -41,6 +41,7 @@ from .._steer_requests import SteerRequest, check_names, parse_requests
 from ..models import CRLData, CRLModel
 from ..models._shift_sem import SHIFT_SEM_DEFAULTS, fit_shift_sem
 from ._resample import bootstrap_rows
+from ._rollout import steer_commands
 
 #: Columns of ``steering.parquet`` (:func:`steer`).
 STEERING_COLUMNS = ["request", "feature", "predicted_change", "lower", "upper", "route", "path"]
@@ -319,7 +320,13 @@ def steer(
 
     A request naming a program or gene the model does not have, or a fraction outside (0, 1], is
     a :class:`~crl_pipe.ConfigError` raised before anything is computed.
+
+    A model that rolls out (``temporal``, robot logs) answers ``command`` requests instead
+    (:func:`crl_pipe.tl.steer_commands`: one row per state and frame after the command starts, with
+    ``n_boot`` refits on resampled episodes).
     """
+    if model.capabilities.rolls_out:  # a robot's transition: command requests, answered by rollouts
+        return steer_commands(model, requests, data, n_boot=n_boot, level=level, seed=seed)
     parse_requests(requests)  # syntax first: nothing is computed for a malformed request
     steerer = Steerer(model, data, n_boot=0, seed=seed)
     parsed = steerer.check(requests)
