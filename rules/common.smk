@@ -374,7 +374,11 @@ def get_benchmark_runs(wildcards):
 def _held_out_singles(ds):
     """Held-out labels that name one perturbation (no '+'): predicted from prior knowledge by rule steer."""
     held_out = ds.get("held_out", [])
-    return [] if isinstance(held_out, dict) else [label for label in held_out if "+" not in label]
+    return (
+        []
+        if isinstance(held_out, dict)
+        else [label for label in held_out if "+" not in label]
+    )
 
 
 def _held_out_episodes(ds):

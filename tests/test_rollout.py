@@ -39,3 +39,71 @@ def test_rollout_checks_its_start():
     model, data = _exact_fit()
     with pytest.raises(ModelError, match="expected 4 frames x 3 latents"):
         model.rollout(data.X[:2, :3], data.X[:10, 3:])
+
+
+@pytest.fixture(scope="module")
+def arm():
+    """The MuJoCo arm, two episodes held out, and temporal fitted on the rest."""
+    pytest.importorskip("mujoco")
+    from crl_pipe import tl
+    from crl_pipe.simulate import simulate_arm
+
+    data = _data(simulate_arm(n_episodes=8, n_frames=200, seed=0))
+    train, held = tl.split_episodes(data, {"episodes": [6, 7]})
+    return TemporalSEM(n_lags=1).fit(train), train, held
+
+
+def test_held_out_rollouts_beat_persistence_and_the_var(arm):
+    from crl_pipe import tl
+
+    model, train, held = arm
+    scores = tl.score_rollouts(model, train, held)
+    assert set(scores["intervention"]) == {"episode 6", "episode 7"}
+    mean = scores.groupby(["predictor", "metric"])["value"].mean()
+    for h in (10, 30):  # the learned SEM against both baselines, in channel SDs
+        assert mean["model", f"rollout_rmse_h{h}"] < mean["persistence", f"rollout_rmse_h{h}"]
+        assert mean["model", f"rollout_rmse_h{h}"] < mean["var", f"rollout_rmse_h{h}"]
+    assert (mean["persistence"] > 0).all()
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (
+            {"command": {"shoulder_yw": 0.4}},
+            r"no command channel 'shoulder_yw' \(close: shoulder_yaw, .*\); expected one of shoulder_yaw, shoulder_pitch",
+        ),
+        ({"command": {"shoulder_yaw": 0.4, "frames": 0}}, r"steer\[0\]\.command\.frames: 0; expected a whole number"),
+        ({"command": {"shoulder_yaw": 0.4, "frames": -5}}, r"frames: -5; expected a whole number of frames >= 1"),
+        ({"do": {"shoulder_yaw": 1.0}}, r"a robot model answers command requests only"),
+        ({"command": {"elbow": 0.1}, "shift": {"gate": 1.0}}, r"command combined with 'shift'"),
+    ],
+)
+def test_bad_command_requests_are_one_line_errors(arm, request_, message):
+    from crl_pipe import ConfigError, tl
+
+    model, train, _ = arm
+    with pytest.raises(ConfigError, match=message) as err:
+        tl.steer(model, request_, train, n_boot=0)
+    assert "\n" not in str(err.value)
+
+
+def test_held_out_episodes_are_checked(arm):
+    from crl_pipe import ConfigError, tl
+
+    _, train, _ = arm
+    with pytest.raises(ConfigError, match=r"held_out: episode '42' is not in the log; expected some of \['0'"):
+        tl.split_episodes(train, {"episodes": [42]})
+    with pytest.raises(ConfigError, match=r"expected \{episodes: \[3, 7\]\}"):
+        tl.hold_out(train, {"episode": [1]})
+
+
+def test_a_screen_model_refuses_command_requests():
+    from _screens import screen_and_data
+
+    from crl_pipe import ConfigError, tl
+    from crl_pipe.models import LinearSEM
+
+    _, data = screen_and_data(n_programs=3, n_genes=40, n_control=100, cells_per_perturbation=30, seed=0)
+    with pytest.raises(ConfigError, match=r"a command request needs a robot model that rolls out"):
+        tl.steer(LinearSEM().fit(data), {"command": {"joint_0": 1.0}}, data, n_boot=0)
