@@ -113,7 +113,7 @@ def test_knockdown_routes_are_recorded(fitted):
         ({"knockdown": {"REG1": 1.5}}, "steer[0].knockdown.REG1: fraction 1.5 outside (0, 1]"),
         ({"knockdown": {"REG1": 0.0}}, "steer[0].knockdown.REG1: fraction 0 outside (0, 1]"),
         ({"dO": {"P1": 1.0}}, "steer[0]: unknown key 'dO' (did you mean 'do'?)"),
-        ({"name": "x"}, "steer[0]: no action; expected at least one of ['do', 'shift', 'knockdown']"),
+        ({"name": "x"}, "steer[0]: no action; expected at least one of ['do', 'shift', 'knockdown', 'command']"),
         ({"do": {"P1": "high"}}, "steer[0].do.P1: expected a finite number, got 'high'"),
     ],
 )

@@ -37,8 +37,8 @@ from .._steer_requests import SteerRequest, command_channels, parse_requests
 from ..models import CRLData, CRLModel
 from ._resample import bootstrap_episodes
 
-#: Columns of a robot's ``steering.parquet`` (the screens' columns plus ``frame``).
-ROLLOUT_STEERING_COLUMNS = ["request", "feature", "predicted_change", "lower", "upper", "route", "path", "frame"]
+#: Columns of ``steering.parquet`` (:func:`crl_pipe.tl.steer`); ``frame`` is null for a screen's requests.
+STEERING_COLUMNS = ["request", "feature", "predicted_change", "lower", "upper", "route", "path", "frame"]
 #: Horizons (frames after the last observed frame) at which held-out rollouts are scored.
 ROLLOUT_HORIZONS = (1, 10, 30)
 #: Predictors of held-out rollouts: the model and the two baselines.
@@ -137,13 +137,13 @@ class CommandSteerer:
             )
         if not frames:
             return empty_rollout_steering()
-        return pd.concat(frames, ignore_index=True)[ROLLOUT_STEERING_COLUMNS]
+        return pd.concat(frames, ignore_index=True)[STEERING_COLUMNS]
 
 
 def empty_rollout_steering() -> pd.DataFrame:
     """A robot's ``steering.parquet`` without requests."""
     types = {"predicted_change": float, "lower": float, "upper": float, "frame": "int64"}
-    return pd.DataFrame({c: pd.Series([], dtype=types.get(c, str)) for c in ROLLOUT_STEERING_COLUMNS})
+    return pd.DataFrame({c: pd.Series([], dtype=types.get(c, str)) for c in STEERING_COLUMNS})
 
 
 def steer_commands(

@@ -41,10 +41,8 @@ from .._steer_requests import SteerRequest, check_names, parse_requests
 from ..models import CRLData, CRLModel
 from ..models._shift_sem import SHIFT_SEM_DEFAULTS, fit_shift_sem
 from ._resample import bootstrap_rows
-from ._rollout import steer_commands
+from ._rollout import STEERING_COLUMNS, steer_commands
 
-#: Columns of ``steering.parquet`` (:func:`steer`).
-STEERING_COLUMNS = ["request", "feature", "predicted_change", "lower", "upper", "route", "path"]
 #: A gene knocked down by less than this fraction in its training cells is taken as not measurable.
 _MIN_MEASURED_KNOCKDOWN = 0.05
 
@@ -212,11 +210,12 @@ class Steerer:
                         "upper": upper,
                         "route": "; ".join(routes) or "direct",
                         "path": self._paths(request, dz, self.point),
+                        "frame": pd.Series([pd.NA] * len(self.features), dtype="Int64"),  # robots only
                     }
                 )
             )
         if not frames:
-            return pd.DataFrame({c: pd.Series([], dtype=float if c in _FLOATS else str) for c in STEERING_COLUMNS})
+            return pd.DataFrame({c: pd.Series([], dtype=_DTYPES.get(c, str)) for c in STEERING_COLUMNS})
         table = pd.concat(frames, ignore_index=True)
         order = table["predicted_change"].abs().groupby(table["request"], sort=False).rank(ascending=False)
         table = table.assign(_rank=order).sort_values(["request", "_rank"], kind="stable").drop(columns="_rank")
@@ -279,7 +278,7 @@ class Steerer:
         return " -> ".join(self.programs[k] for k in best[1]) if best else self.programs[carrier]
 
 
-_FLOATS = ("predicted_change", "lower", "upper")
+_DTYPES = {"predicted_change": float, "lower": float, "upper": float, "frame": "Int64"}
 
 
 def steer(
@@ -312,11 +311,12 @@ def steer(
 
     Returns
     -------
-    Table ``request, feature, predicted_change, lower, upper, route, path``: the change of each
+    Table ``request, feature, predicted_change, lower, upper, route, path, frame``: the change of each
     feature's mean (log-normalised expression for a screen of counts) from the control mean,
     largest first within a request; ``route``: how each knockdown was mapped to programs
     (``direct`` when the request names programs only); ``path``: the chain of programs that
-    carries the effect to the feature, e.g. ``P1 -> P3 -> P5``.
+    carries the effect to the feature, e.g. ``P1 -> P3 -> P5``; ``frame``: null (a robot's command
+    requests give one row per frame after the command starts).
 
     A request naming a program or gene the model does not have, or a fraction outside (0, 1], is
     a :class:`~crl_pipe.ConfigError` raised before anything is computed.
