@@ -173,7 +173,7 @@ def train(
     seed: int = 0,
     threads: int | None = None,
     require_device: bool = False,
-    held_out: Sequence[str] = (),
+    held_out: Sequence[str] | Mapping[str, Any] = (),
 ) -> None:
     """Fit ``model``; write the checkpoint, ``latents``, ``targets``, ``loadings`` and ``training`` tables
     into ``out_dir``.
@@ -224,7 +224,7 @@ def graph(
     out_graphml: PathLike,
     n_refits: int = 20,
     seed: int = 0,
-    held_out: Sequence[str] = (),
+    held_out: Sequence[str] | Mapping[str, Any] = (),
     min_stability: float = 0.8,
     min_weight_z: float = 2.0,
     min_orientation: float = 0.8,
@@ -367,7 +367,7 @@ def steer(
     out: PathLike,
     out_singles: PathLike,
     requests: Sequence[Mapping[str, Any]] = (),
-    held_out: Sequence[str] = (),
+    held_out: Sequence[str] | Mapping[str, Any] = (),
     n_boot: int = 50,
     level: float = 0.9,
     top_n: int = 20,
@@ -427,7 +427,7 @@ def baseline(
     params: Mapping[str, Any] | None = None,
     n_refits: int = 20,
     seed: int = 0,
-    held_out: Sequence[str] = (),
+    held_out: Sequence[str] | Mapping[str, Any] = (),
 ) -> None:
     """Fit a classical causal-discovery baseline (``pc``, ``ges``; :func:`crl_pipe.tl.baseline_graph`) on the
     preprocessed variables (without the ``held_out`` combinations, as the models); writes
@@ -525,7 +525,7 @@ def _load_data(
     interventions: PathLike,
     anchors: PathLike,
     counts: bool = True,
-    held_out: Sequence[str] = (),
+    held_out: Sequence[str] | Mapping[str, Any] = (),
 ):
     """CRLData of the stage artifacts; a large screen is read without its raw counts unless ``counts``;
     without the cells of the ``held_out`` combinations (what every model trains on)."""
@@ -536,8 +536,9 @@ def _load_data(
     return _held_out_dropped(data, held_out, interventions)
 
 
-def _held_out_dropped(data, held_out: Sequence[str], interventions: PathLike):
-    """The one place where held-out combinations leave the training data (train, graph, baseline)."""
+def _held_out_dropped(data, held_out: Sequence[str] | Mapping[str, Any], interventions: PathLike):
+    """The one place where held-out combinations (or a robot log's episodes) leave the training data (train,
+    graph, baseline, steer)."""
     from . import tl  # deferred: torch loads only for the steps that use a model
 
     return tl.hold_out(data, held_out, source=str(interventions)) if held_out else data

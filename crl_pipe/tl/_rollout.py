@@ -90,7 +90,7 @@ class CommandSteerer:
         r = fit.rollout_start
         out = []
         length = r + request.frames
-        for z, a, shift in self._starts(length):
+        for z, a, shift in self.starts(length):
             a, shift = a[:length], shift[:length]
             commanded = a.copy()
             for channel, value in request.command.items():
@@ -104,7 +104,7 @@ class CommandSteerer:
             )
         return np.array(out)
 
-    def _starts(self, length: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def starts(self, length: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(latents, commands, labels) of the first ``length`` frames of up to ``n_starts`` training episodes."""
         return [part for part in _episodes(self.model, self.data) if len(part[0]) >= length][: self.n_starts]
 
