@@ -71,14 +71,14 @@ def _metrics(run, dataset: str) -> dict[str, float]:
 def test_simulation_is_a_lerobot_dataset_with_truth(robot_run):
     root = robot_run.folder / f"resources/simulated/{ARM}"
     info = json.loads((root / "lerobot/meta/info.json").read_text())
-    assert info["codebase_version"] == "v2.1" and info["total_episodes"] == 10 and info["total_frames"] == 2000
+    assert info["codebase_version"] == "v2.1" and info["total_episodes"] == 12 and info["total_frames"] == 2400
     truth = read_table(root / "truth/graph.parquet", "graph")
     assert set(zip(truth["source"], truth["target"], strict=True)) == {
         *((f"action.{j}", j) for j in ARM_JOINTS),
         *ARM_EDGES,
     }
     latents = read_table(root / "truth/latents.parquet", "latents")
-    assert list(latents.columns) == ["sample_id", *ARM_JOINTS, "gate", "light"] and len(latents) == 2000
+    assert list(latents.columns) == ["sample_id", *ARM_JOINTS, "gate", "light"] and len(latents) == 2400
     assert set(latents["light"]) == {0.0, 1.0}
     assert read_provenance(root / "truth/graph.parquet")["params"]["simulator"] == "arm"
     ingested = read_h5ad(robot_run.folder / f"results/{ARM}/ingested.h5ad")

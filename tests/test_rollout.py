@@ -107,3 +107,14 @@ def test_a_screen_model_refuses_command_requests():
     _, data = screen_and_data(n_programs=3, n_genes=40, n_control=100, cells_per_perturbation=30, seed=0)
     with pytest.raises(ConfigError, match=r"a command request needs a robot model that rolls out"):
         tl.steer(LinearSEM().fit(data), {"command": {"joint_0": 1.0}}, data, n_boot=0)
+
+
+def test_arm_rollout_replays_a_simulated_episode():
+    """The simulator's truth for a steering request: a given command sequence gives the episode's variables."""
+    pytest.importorskip("mujoco")
+    from crl_pipe.simulate import ARM_JOINTS, arm_rollout, simulate_arm
+
+    sim = simulate_arm(n_episodes=2, n_frames=60, seed=3)
+    second = (sim.adata.obs["episode"] == "1").to_numpy()
+    commands = np.asarray(sim.adata[second][:, [f"action.{j}" for j in ARM_JOINTS]].X)
+    np.testing.assert_allclose(arm_rollout(commands), sim.latents.iloc[60:, 1:].to_numpy(), atol=1e-6)
