@@ -155,14 +155,23 @@ def command_channels(
 
 
 def check_names(
-    requests: Iterable[SteerRequest], *, programs: Sequence[str], genes: Iterable[str] | None, where: str = "steer"
+    requests: Iterable[SteerRequest],
+    *,
+    programs: Sequence[str],
+    genes: Iterable[str] | None,
+    modules: Sequence[str] | None = None,
+    where: str = "steer",
 ) -> None:
-    """Every program a request sets or shifts is one of ``programs``, every gene it knocks down one of ``genes``.
+    """Every program a request sets or shifts is one of ``programs`` (or a module of ``modules``), every gene
+    it knocks down one of ``genes``.
 
     ``genes``: the genes a knockdown can reach (measured features, trained perturbation targets, gene-set
-    members); None: not checked. A miss is a one-line :class:`ConfigError` naming the request and what exists.
+    members); None: not checked. ``modules``: the modules of the dataset's concept hierarchy; None: the
+    dataset has none (a module named then is an error that says so). A miss is a one-line
+    :class:`ConfigError` naming the request and what exists.
     """
     programs = list(programs)
+    known = programs + list(modules or [])
     genes = None if genes is None else set(genes)
     for request in requests:
         if request.command:
@@ -171,9 +180,14 @@ def check_names(
                 f"expected do, shift or knockdown of programs ({_shown(programs)})"
             )
         for program in request.programs:
-            if program not in programs:
+            if program not in known:
+                extra = (
+                    " (a module needs the dataset's concept hierarchy, datasets.<name>.hierarchy, which it has not)"
+                    if modules is None
+                    else f" or a module ({_shown(list(modules))})"
+                )
                 raise ConfigError(
-                    f"{where} {request.name!r}: no program {program!r}; expected one of {_shown(programs)}"
+                    f"{where} {request.name!r}: no program {program!r}; expected one of {_shown(programs)}{extra}"
                 )
         for gene in request.knockdown if genes is not None else ():
             if gene not in genes:

@@ -81,6 +81,7 @@ ARGUMENT_HELP: dict[str, str] = {
     "(robot logs: '[{command: {shoulder_yaw: 0.4, frames: 60}}]')",
     "n_boot": "bootstrap refits of the latent SEM behind each interval",
     "level": "coverage of each interval (0.9: 5% to 95%)",
+    "steer.hierarchy": "hierarchy.parquet of the model (crl-pipe hierarchy): requests may then name its modules",
     "steer.held_out": "the held-out labels (singles are predicted from prior knowledge and scored); robot logs: "
     "'{episodes: [3, 7]}' (their open-loop rollouts are scored beside persistence and a VAR)",
     "collect_benchmark.out": "where to write benchmark.parquet",

@@ -372,6 +372,7 @@ def steer(
     level: float = 0.9,
     top_n: int = 20,
     seed: int = 0,
+    hierarchy: PathLike | None = None,
 ) -> None:
     """Answer the steering ``requests`` with a trained model into ``steering.parquet``
     (:func:`crl_pipe.tl.steer`), and score its prediction of the held-out singles from prior knowledge
@@ -379,7 +380,10 @@ def steer(
     (:func:`crl_pipe.tl.evaluate_singles`; empty without held-out singles).
 
     The requests are checked against the model's programs and genes before anything is computed; a
-    bad one is a one-line :class:`ConfigError` and nothing is written.
+    bad one is a one-line :class:`ConfigError` and nothing is written. With the model's ``hierarchy.parquet``
+    (:func:`hierarchy`), a request may also set or shift a module: its member programs by their loadings.
+    A robot log's model that rolls out answers ``command`` requests and scores held-out episodes' rollouts
+    (``held_out: {episodes: [...]}``) beside persistence and a VAR instead.
     """
     from . import tl  # deferred: torch loads only for the steps that use a model
     from .models import load_model, model_names  # deferred: these names load torch
@@ -405,13 +409,14 @@ def steer(
         return
     labels = tl.resolve_held_out(data, held_out, source=str(interventions)) if held_out else []
     train = _held_out_dropped(data, held_out, interventions)
-    steerer = tl.Steerer(fitted, train, n_boot=0, seed=seed)
+    modules = tl.module_members(read_table(hierarchy, "hierarchy")) if hierarchy else None
+    steerer = tl.Steerer(fitted, train, n_boot=0, seed=seed, modules=modules)
     parsed = steerer.check(requests, where="steer")
     steerer.bootstrap(n_boot if parsed else 0, seed)
     table = steerer.table(parsed, level=level)
     scores = tl.evaluate_singles(fitted, data, labels, top_n=top_n, seed=seed)
     params.update({"top_n": top_n, **_held_out_param(labels)})
-    prov = provenance("steer", inputs, params)
+    prov = provenance("steer", inputs | ({"hierarchy": hierarchy} if hierarchy else {}), params)
     write_table(table, out, "steering", prov)
     write_table(scores, out_singles, "predictions", prov)
 

@@ -404,6 +404,17 @@ def get_steer_requests(wildcards):
     return list(_dataset(wildcards).get("steer", []))
 
 
+def get_steer_hierarchy(wildcards):
+    """``{"hierarchy": path}`` when the dataset has a concept hierarchy, so that steering requests may name
+    its modules (rule steer; use with unpack); else nothing, and a module named is an error.
+    """
+    if "hierarchy" not in _dataset(wildcards):
+        return {}
+    return {
+        "hierarchy": f"results/{wildcards.dataset}/{wildcards.model}/hierarchy.parquet"
+    }
+
+
 def get_single_scores(wildcards):
     """``{"single_scores": path}`` when rule steer scores held-out singles of this model (use with unpack)."""
     ds = _dataset(wildcards)
@@ -426,7 +437,18 @@ def check_steer_requests():
             gene_sets = ds.get("gene_sets")
             if requests and gene_sets and os.path.exists(gene_sets):
                 programs = gmt_programs(gene_sets)
-                check_names(requests, programs=programs, genes=None, where=where)
+                hierarchy = ds.get("hierarchy")
+                given = (hierarchy or {}).get("modules")
+                if hierarchy is not None and not given:
+                    continue  # modules still to be learned: rule steer checks their names
+                modules = None if hierarchy is None else list(given)
+                check_names(
+                    requests,
+                    programs=programs,
+                    genes=None,
+                    modules=modules,
+                    where=where,
+                )
         except ConfigError as err:
             raise WorkflowError(str(err)) from None
 

@@ -19,7 +19,7 @@ from ._rollout import (
     split_episodes,
     steer_commands,
 )
-from ._steer import STEERING_COLUMNS, Steerer, steer
+from ._steer import STEERING_COLUMNS, Steerer, module_members, steer
 from ._train import train
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "score_rollouts",
     "split_episodes",
     "steer_commands",
+    "module_members",
     "Steerer",
     "combinations",
     "evaluate_singles",
