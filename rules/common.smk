@@ -22,7 +22,7 @@ from crl_pipe._sources import code_digest
 from crl_pipe._steer_requests import check_names, gmt_programs, parse_requests
 from crl_pipe.config import validate_config
 from crl_pipe.kinds import kind_of
-from crl_pipe.models.registry import model_capabilities, model_device
+from crl_pipe.models.registry import model_capabilities, model_device, model_names
 
 # ---- configuration -------------------------------------------------------------------------------
 # Checked against the schema (defaults filled in) by the same function the tests call; an error is
@@ -393,15 +393,24 @@ def steers(dataset, model):
     transition) and the dataset has requests or held-out episodes."""
     ds = DATASETS[dataset]
     caps = model_capabilities(model)
-    if caps.rolls_out:
-        return bool(ds.get("steer")) or bool(_held_out_episodes(ds))
-    wanted = bool(ds.get("steer")) or bool(_held_out_singles(ds))
+    commands = [bool(r.command) for r in parse_requests(ds.get("steer", []))]
+    if caps.rolls_out:  # command requests (robots)
+        return any(commands) or bool(_held_out_episodes(ds))
+    # program requests (screens)
+    wanted = not all(commands) or bool(_held_out_singles(ds))
     return wanted and caps.steers
 
 
 def get_steer_requests(wildcards):
-    """The dataset's steering requests (config datasets.<ds>.steer)."""
-    return list(_dataset(wildcards).get("steer", []))
+    """The dataset's steering requests that ``model`` answers (config datasets.<ds>.steer): command
+    requests for a model that rolls out (robots), the others for a model with a latent SEM.
+    """
+    rolls_out = model_capabilities(wildcards.model).rolls_out
+    return [
+        request
+        for request in _dataset(wildcards).get("steer", [])
+        if ("command" in request) == rolls_out
+    ]
 
 
 def get_steer_hierarchy(wildcards):
@@ -426,6 +435,18 @@ def get_single_scores(wildcards):
     }
 
 
+def _check_answered(requests, ds, where):
+    """Each request has a model of the dataset that answers it: a command a model that rolls out, a
+    program request a model with a latent SEM."""
+    for request in requests:
+        capability = "rolls_out" if request.command else "steers"
+        if not any(getattr(model_capabilities(m), capability) for m in ds["models"]):
+            raise ConfigError(
+                f"{where} {request.name!r}: no model of this dataset answers it "
+                f"(models: {', '.join(ds['models'])}); expected one of {model_names(capability)}"
+            )
+
+
 def check_steer_requests():
     """Each dataset's steering requests are well formed, and set or shift programs of its gene sets when
     the GMT file is already there (rule steer checks every name against the trained model).
@@ -434,6 +455,7 @@ def check_steer_requests():
         where = f"config: datasets.{name}.steer"
         try:
             requests = parse_requests(ds.get("steer", []), where=where)
+            _check_answered(requests, ds, where)
             gene_sets = ds.get("gene_sets")
             if requests and gene_sets and os.path.exists(gene_sets):
                 programs = gmt_programs(gene_sets)

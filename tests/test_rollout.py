@@ -118,3 +118,26 @@ def test_arm_rollout_replays_a_simulated_episode():
     second = (sim.adata.obs["episode"] == "1").to_numpy()
     commands = np.asarray(sim.adata[second][:, [f"action.{j}" for j in ARM_JOINTS]].X)
     np.testing.assert_allclose(arm_rollout(commands), sim.latents.iloc[60:, 1:].to_numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("steer", "message"),
+    [
+        (
+            [{"command": {"joint_0": 1.0}}],
+            "datasets.sim.steer 'command(joint_0=1,frames=30)': no model of this dataset answers it (models: linear)",
+        ),
+        ([{"command": {"joint_0": 1.0, "frames": 0}}], "datasets.sim.steer[0].command.frames: 0; expected a whole"),
+    ],
+)
+def test_a_command_request_the_dataset_cannot_answer_stops_the_workflow(tmp_path, steer, message):
+    import copy
+
+    import _tiny_workflow as tiny
+
+    config = copy.deepcopy(tiny.CONFIG)
+    config["datasets"][tiny.DATASET]["steer"] = steer
+    tiny.write_config(tmp_path, config)
+    proc = tiny.run_snakemake(tmp_path, "--dry-run", "--quiet")
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
