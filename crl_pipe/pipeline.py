@@ -433,19 +433,25 @@ def baseline(
     n_refits: int = 20,
     seed: int = 0,
     held_out: Sequence[str] | Mapping[str, Any] = (),
+    min_stability: float = 0.8,
+    min_weight_z: float = 2.0,
+    min_orientation: float = 0.8,
 ) -> None:
     """Fit a classical causal-discovery baseline (``pc``, ``ges``; :func:`crl_pipe.tl.baseline_graph`) on the
     preprocessed variables (without the ``held_out`` combinations, as the models); writes
-    ``graph.parquet``/``graph.graphml`` as ``graph`` does, and ``model.json``."""
+    ``graph.parquet``/``graph.graphml`` as ``graph`` does (same error control and thresholds), and ``model.json``."""
     from . import tl  # deferred: torch loads only for the steps that use a model
     from .models import CRLData  # deferred: these names load torch
 
     params = dict(params or {})
     data = CRLData.from_artifacts(read_h5ad(preprocessed), read_table(interventions, "interventions"))
     data = _held_out_dropped(data, held_out, interventions)
-    edges = tl.baseline_graph(data, method, params, n_refits=n_refits, seed=seed)
+    thresholds = {"min_stability": min_stability, "min_weight_z": min_weight_z, "min_orientation": min_orientation}
+    calls = tl.EdgeCalls(**thresholds)
+    edges = tl.baseline_graph(data, method, params, n_refits=n_refits, seed=seed, calls=calls)
     inputs = {"preprocessed": preprocessed, "interventions": interventions}
-    settings = {"method": method, "params": params, "n_refits": n_refits, "seed": seed, **_held_out_param(held_out)}
+    settings = {"method": method, "params": params, "n_refits": n_refits, "seed": seed, **thresholds}
+    settings |= _held_out_param(held_out)
     prov = provenance("baseline", inputs, settings)
     write_table(edges, out_parquet, "graph", prov)
     write_graphml(edges, out_graphml)

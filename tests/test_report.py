@@ -316,8 +316,9 @@ def test_sections_speak_the_words_of_the_dataset_kind(tmp_path):
         "3. Pathways",
         "4. Causal graph among programs",
         "5. Metrics",
-        "6. What if",
-        "7. How this was run",
+        "6. Where these data sit on the robustness atlas",
+        "7. What if",
+        "8. How this was run",
     ]
     assert "<td>wells</td>" in page and "<td>vehicle wells</td>" in page and "<td>pathways</td>" in page
     assert "Targets per well</h3>" in page and "</b>vehicle wells</li>" in page

@@ -147,6 +147,8 @@ def test_a_held_out_single_without_route_is_a_config_error(fitted):
     unmeasured = replace(data, targets={**data.targets, "REG3": ("UNMEASURED",)})
     with pytest.raises(ConfigError, match=r"held_out: single 'REG3' has no route to a program: its target\(s\)"):
         tl.hold_out(unmeasured, ["REG3"])
+    with pytest.raises(ConfigError, match=r"single 'REG3' has"):  # labels read from data are numpy strings
+        tl.hold_out(unmeasured, np.array(["REG3"]))
 
 
 # -- the workflow ------------------------------------------------------------------------------------

@@ -79,7 +79,8 @@ ROBOT = Vocabulary(
         "programs": "variables",
         "program": "variable",
     },
-    omitted_sections=frozenset({"guides"}),
+    # the robustness atlas of the report covers screens
+    omitted_sections=frozenset({"guides", "atlas"}),
     qc_figure=False,
     counts_caption=(
         "Frames per intervention label (the variables whose command changed on that frame, or an event's "

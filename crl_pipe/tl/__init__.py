@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._atlas import KNOBS as ATLAS_KNOBS
+from ._atlas import AtlasPlace, place_on_atlas, read_atlas
 from ._baselines import BASELINES, baseline_graph, fit_baseline
 from ._evaluate import evaluate, graph_metrics, map_latents, mean_correlation, predicted_targets, target_accuracy
 from ._graph import GRAPH_COLUMNS, EdgeCalls, recover_graph
@@ -23,6 +25,10 @@ from ._steer import STEERING_COLUMNS, Steerer, module_members, steer
 from ._train import train
 
 __all__ = [
+    "ATLAS_KNOBS",
+    "AtlasPlace",
+    "place_on_atlas",
+    "read_atlas",
     "BASELINES",
     "SINGLE_PREDICTORS",
     "STEERING_COLUMNS",

@@ -56,7 +56,7 @@ def resolve_held_out(
     :class:`ConfigError` naming the label (``where``: the config key; ``source``: where the labels
     come from).
     """
-    held_out = [held_out] if isinstance(held_out, str) else list(held_out)
+    held_out = [held_out] if isinstance(held_out, str) else [str(label) for label in held_out]
     present = set(data.intervention[~data.is_control])
     labels = []
     for given in held_out:
