@@ -83,8 +83,7 @@ ROBOT = Vocabulary(
         "programs": "variables",
         "program": "variable",
     },
-    # steering robots (command rollouts) is not built yet
-    omitted_sections=frozenset({"guides", "whatif"}),
+    omitted_sections=frozenset({"guides"}),
     qc_figure=False,
     counts_caption=(
         "Frames per intervention label (the variables whose command changed on that frame, or an event's "

@@ -32,7 +32,7 @@ from .sections.programs import programs_section
 from .sections.run import run_section
 from .sections.targets import targets_section
 from .sections.training import training_section
-from .sections.whatif import singles_table, whatif_section
+from .sections.whatif import rollouts_table, singles_table, whatif_section
 
 PathLike = str | os.PathLike
 
@@ -71,7 +71,7 @@ PAGE: tuple[Section, ...] = (
     ),
     Section("metrics", "Metrics", {"metrics": metrics_table, "heldout": held_out_table}),
     Section("atlas", "Where these data sit on the robustness atlas", {"atlas": atlas_section}),
-    Section("whatif", "What if", {"whatif": whatif_section, "singles": singles_table}),
+    Section("whatif", "What if", {"whatif": whatif_section, "singles": singles_table, "rollouts": rollouts_table}),
     Section("training", "Training curves", {"training": training_section}),
     Section("run", "How this was run", {"run": run_section}),
 )

@@ -13,7 +13,15 @@ from ._identifiability import identifiability
 from ._knockdown import knockdown
 from ._prediction import combinations, evaluate_combinations, held_out_metrics, hold_out, resolve_held_out
 from ._resample import bootstrap_episodes, bootstrap_rows, complementary_halves
-from ._steer import STEERING_COLUMNS, Steerer, steer
+from ._rollout import (
+    ROLLOUT_HORIZONS,
+    ROLLOUT_PREDICTORS,
+    CommandSteerer,
+    score_rollouts,
+    split_episodes,
+    steer_commands,
+)
+from ._steer import STEERING_COLUMNS, Steerer, module_members, steer
 from ._train import train
 
 __all__ = [
@@ -25,6 +33,13 @@ __all__ = [
     "BASELINES",
     "SINGLE_PREDICTORS",
     "STEERING_COLUMNS",
+    "ROLLOUT_HORIZONS",
+    "ROLLOUT_PREDICTORS",
+    "CommandSteerer",
+    "score_rollouts",
+    "split_episodes",
+    "steer_commands",
+    "module_members",
     "Steerer",
     "combinations",
     "evaluate_singles",
