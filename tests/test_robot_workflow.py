@@ -113,10 +113,10 @@ def test_benchmark_and_report_show_the_robot_metrics(robot_run):
     assert "r2_offdiag_max" in html and "gate" in html and "light" in html
     # a robot log has no guides: that section is left out and the others are numbered without a gap
     assert "Guides and knockdown" not in html and 'id="guides"' not in html
-    assert ">2. Which variable each intervention hits<" in html and ">8. How this was run<" in html
+    assert ">2. Which variable each intervention hits<" in html and ">9. How this was run<" in html
     # the log placed on the atlas's robot rows: episodes, sensor noise, channels without a command
     atlas = html.split(">6. Where these data sit on the robustness atlas</h2>")[1].split("</section>")[0]
-    assert "10 episodes of median 200 frames (2000 frames)" in atlas
+    assert "12 episodes of median 200 frames (2400 frames)" in atlas  # held-out episodes included
     assert "in the channels&#39; units" in atlas and "without: gate, light" in atlas
     assert "<td>temporal</td>" in atlas
 
