@@ -567,7 +567,11 @@ def hierarchy(
     ).assign(stability=float("nan"))
     params = {"given": {k: list(v) for k, v in (given or {}).items()}, "n_resamples": n_resamples, "seed": seed}
     prov = provenance("hierarchy", {"latents": latents, "interventions": interventions, "anchors": anchors}, params)
-    write_table(pd.concat([level1, result.membership], ignore_index=True), out_hierarchy, "hierarchy", prov)
+    # a module is named by the gene sets of its programs (the anchored ones); a program by itself
+    names = tl.module_names(result.membership, set(anchor_rows["program"]))
+    table = pd.concat([level1, result.membership], ignore_index=True)
+    table["parent_name"] = [names.get(str(p), str(p)) for p in table["parent"]]
+    write_table(table, out_hierarchy, "hierarchy", prov)
     write_table(result.scores, out_modules, "modules", prov)
     write_table(result.module_graph, out_module_graph, "graph", prov)
     write_table(result.program_graph, out_program_graph, "graph", prov)
@@ -584,6 +588,7 @@ def hierarchy(
         ],
         "identifiability": result.identifiability.to_dict(orient="records"),
         "module_targets": result.module_targets.to_dict(orient="records"),
+        "module_names": names,
     }
     with atomic_path(out_summary) as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=_json_value, allow_nan=False), encoding="utf-8")

@@ -193,8 +193,13 @@ def test_report_shows_the_levels_only_with_a_hierarchy(tmp_path, two_level):
     titles = re.findall(r"<h2>(.*?)</h2>", page)
     assert titles[titles.index("5. Causal graph among programs") + 1] == "6. Concept levels: programs and modules"
     assert "linear: 2 module(s)" in page and "Memberships (6)" in page
+    assert "M1: P" not in page  # without names (an older run), a module is its bare id
     assert "minimality cannot choose: &lt;b&gt;x&lt;/b&gt;" in page  # notes are escaped
     assert "Program edges a module explains" in page
+    named = result.membership.assign(parent_name=result.membership["parent"] + ": P-name")
+    write_table(named, folder / "hierarchy.parquet", "hierarchy")
+    page = write_report(tmp_path / "named.html", ReportInputs.from_paths("x", paths)).read_text()
+    assert "<td>M1: P-name</td>" in page and "<td>M2: P-name</td>" in page  # the memberships by readable name
 
 
 def test_without_controls_modules_come_from_all_samples_and_the_graph_is_not_reread(two_level):
@@ -214,3 +219,64 @@ def test_a_given_nested_hierarchy_adds_level_3(two_level):
     level3 = result.membership[result.membership["level"] == 3]
     assert sorted(level3["child"]) == ["M1", "M2"] and set(level3["parent"]) == {"cell_state"}
     assert list(result.scores.columns) == ["sample_id", "M1", "M2"]
+
+
+# ---- readable module names (from the programs' gene sets) ----------------------------------------
+def test_module_names_from_gene_sets():
+    from crl_pipe.tl import module_names
+
+    membership = pd.DataFrame(
+        [
+            (2, "M1", "HALLMARK_INTERFERON_GAMMA_RESPONSE", 0.4, 1.0),
+            (2, "M1", "HALLMARK_INTERFERON_ALPHA_RESPONSE", 0.7, 1.0),
+            (2, "M2", "z1", 0.5, 1.0),
+            (2, "M2", "z2", 0.5, 1.0),
+            (2, "M3", "P1", 0.9, 1.0),
+            (2, "M3", "P2", 0.8, 1.0),
+            (2, "M3", "P3", 0.7, 1.0),
+            (2, "M3", "P4", 0.6, 1.0),
+            (2, "M3", "z3", 0.5, 1.0),
+        ],
+        columns=["level", "parent", "child", "weight", "stability"],
+    )
+    named = {"HALLMARK_INTERFERON_GAMMA_RESPONSE", "HALLMARK_INTERFERON_ALPHA_RESPONSE", "P1", "P2", "P3", "P4"}
+    assert module_names(membership, named) == {
+        "M1": "M1: INTERFERON ALPHA RESPONSE + INTERFERON GAMMA RESPONSE",  # largest loading first
+        "M2": "M2",  # no program from a gene set: the bare id
+        "M3": "M3: P1 + P2 + P3 + 2 more",
+    }
+
+
+def test_stage_and_report_name_modules_by_their_programs_gene_sets(tmp_path, two_level):
+    from crl_pipe.pl import concept_graph
+
+    screen, _ = two_level
+    lat, iv, anc = tmp_path / "latents.parquet", tmp_path / "interventions.parquet", tmp_path / "anchors.parquet"
+    write_table(screen.latents, lat, "latents")
+    write_table(_interventions(screen), iv, "interventions")
+    anchors = [(p, g, 1.0) for p, genes in screen.gene_sets.items() for g in genes]
+    write_table(pd.DataFrame(anchors, columns=["program", "feature", "weight"]), anc, "anchors")
+    out = tmp_path / "out"
+    pipeline.hierarchy(
+        latents=lat, interventions=iv, anchors=anc, n_resamples=0, out_hierarchy=out / "hierarchy.parquet",
+        out_modules=out / "modules.parquet", out_module_graph=out / "module_graph.parquet",
+        out_program_graph=out / "graph_given_modules.parquet", out_summary=out / "hierarchy.json",
+    )  # fmt: skip
+    table = read_table(out / "hierarchy.parquet", "hierarchy")
+    level2 = table[table["level"] == 2]
+    truth = screen.hierarchy.groupby("parent")["child"].apply(lambda s: sorted(s)).tolist()
+    for module, group in level2.groupby("parent"):
+        assert sorted(group["child"]) in truth  # the true modules, named by their programs (largest loading first)
+        first = group.sort_values("weight", ascending=False)["child"].tolist()
+        assert set(group["parent_name"]) == {f"{module}: {' + '.join(first)}"}
+    level1 = table[table["level"] == 1]
+    assert (level1["parent_name"] == level1["parent"]).all()  # a program is named by itself
+    names = json.loads((out / "hierarchy.json").read_text())["module_names"]
+    assert names == dict(zip(level2["parent"], level2["parent_name"], strict=True))
+    graph = read_table(out / "graph_given_modules.parquet", "graph")
+    fig = concept_graph(table, graph, read_table(out / "module_graph.parquet", "graph"))
+    labels = {t.get_text().replace("\n", " ") for t in fig.axes[0].texts}
+    assert set(names.values()) <= labels
+    # an older hierarchy.parquet without the column reads back with it empty
+    write_table(table.drop(columns="parent_name"), tmp_path / "old.parquet", "hierarchy")
+    assert read_table(tmp_path / "old.parquet", "hierarchy")["parent_name"].isna().all()

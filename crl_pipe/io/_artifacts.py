@@ -74,13 +74,15 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "path": pa.string(),
     },
     # the concept levels (rule hierarchy): level 1 = feature -> program, 2 = program -> module, ...;
-    # stability: fraction of resampled refits that keep the membership (NaN where not resampled)
+    # stability: fraction of resampled refits that keep the membership (NaN where not resampled);
+    # parent_name: the parent's readable name (a module's id plus its programs' gene sets; null in older files)
     "hierarchy": {
         "level": pa.int64(),
         "parent": pa.string(),
         "child": pa.string(),
         "weight": pa.float64(),
         "stability": pa.float64(),
+        "parent_name": pa.string(),
     },
     "modules": {"sample_id": pa.string()},
     "truth_module_targets": {"intervention": pa.string(), "module": pa.string()},
@@ -97,7 +99,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "false_edges_bound": None,
         "confidence": None,
         "reason": None,
-    }
+    },
+    "hierarchy": {"parent_name": None},
 }
 
 
