@@ -280,3 +280,56 @@ def test_stage_and_report_name_modules_by_their_programs_gene_sets(tmp_path, two
     # an older hierarchy.parquet without the column reads back with it empty
     write_table(table.drop(columns="parent_name"), tmp_path / "old.parquet", "hierarchy")
     assert read_table(tmp_path / "old.parquet", "hierarchy")["parent_name"].isna().all()
+
+
+# ---- robots: joints grouped into limbs that share a hidden command -------------------------------
+ROBOT = dict(n_joints=6, n_episodes=10, n_frames=200)
+
+
+def test_robot_limbs_truth_and_default_unchanged(tmp_path):
+    from crl_pipe.simulate import limb_truth, simulate_robot
+
+    plain = simulate_robot(**ROBOT, seed=1)
+    again = simulate_robot(**ROBOT, seed=1, n_limbs=0)
+    limbs = simulate_robot(**ROBOT, seed=1, n_limbs=2)
+    assert plain.hierarchy is None and np.array_equal(plain.adata.X, again.adata.X)
+    actions = plain.adata.var["kind"].to_numpy() == "action"  # the logged commands are drawn as before
+    assert np.array_equal(plain.adata.X[:, actions], limbs.adata.X[:, actions])
+    assert not np.allclose(
+        plain.adata.X[:, ~actions], limbs.adata.X[:, ~actions]
+    )  # the hidden commands move the joints
+    truth = limbs.hierarchy
+    assert sorted(truth["parent"].unique()) == ["limb_1", "limb_2"] and (truth.groupby("parent").size() >= 2).all()
+    assert sorted(truth["child"]) == [f"joint_{j}" for j in range(6)] and (truth["weight"] > 0).all()
+    pd.testing.assert_frame_equal(truth, limb_truth([f"joint_{j}" for j in range(6)], 2, 0.8, 1))
+    # the workflow's module-truth step writes the same limbs from the settings alone, without rolling out
+    pipeline.simulate_modules(out_truth_dir=tmp_path, params={"kind": "robot", "simulator": "linear", **ROBOT,
+                                                               "n_limbs": 2, "seed": 1})  # fmt: skip
+    written = read_table(tmp_path / "hierarchy.parquet", "hierarchy")
+    pd.testing.assert_frame_equal(written.drop(columns="parent_name"), truth)
+    assert read_table(tmp_path / "module_graph.parquet", "graph").empty
+    with pytest.raises(ConfigError, match="n_limbs=4 needs n_joints >= 2 \\* n_limbs") as err:
+        simulate_robot(**ROBOT, n_limbs=4)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_robot_limbs_recovered_from_the_logs(seed):
+    from crl_pipe.kinds import get_kind
+    from crl_pipe.pp import robot_interventions
+    from crl_pipe.simulate import simulate_robot
+
+    robot = simulate_robot(**ROBOT, n_limbs=2, seed=seed)
+    frames, labels = get_kind("robot").hierarchy_samples(robot.latents, robot_interventions(robot.adata))
+    assert len(frames) == 10 * (200 - 2) and labels["is_control"].all()  # innovations: two frames per episode used up
+    result = hierarchy(frames, labels, n_resamples=0)
+    names = {c: c for c in robot.latents.columns[1:]}
+    scores = module_metrics(
+        result.membership, result.module_graph, result.program_graph,
+        true_hierarchy=robot.hierarchy, true_module_graph=None, true_graph=None, mapping=names,
+    )  # fmt: skip
+    assert scores["module_ari"] == pytest.approx(1.0) and scores["n_modules"] == 2
+    # the same joints without limbs: no module
+    plain = simulate_robot(**ROBOT, seed=seed)
+    frames, labels = get_kind("robot").hierarchy_samples(plain.latents, robot_interventions(plain.adata))
+    assert hierarchy(frames, labels, n_resamples=0).membership.empty
