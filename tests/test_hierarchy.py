@@ -236,14 +236,18 @@ def test_module_names_from_gene_sets():
             (2, "M3", "P3", 0.7, 1.0),
             (2, "M3", "P4", 0.6, 1.0),
             (2, "M3", "z3", 0.5, 1.0),
+            (2, "M4", "joint_2", 0.5, 1.0),
+            (2, "M4", "joint_0", 0.6, 1.0),
         ],
         columns=["level", "parent", "child", "weight", "stability"],
     )
     named = {"HALLMARK_INTERFERON_GAMMA_RESPONSE", "HALLMARK_INTERFERON_ALPHA_RESPONSE", "P1", "P2", "P3", "P4"}
+    named |= {"joint_0", "joint_2"}
     assert module_names(membership, named) == {
         "M1": "M1: INTERFERON ALPHA RESPONSE + INTERFERON GAMMA RESPONSE",  # largest loading first
         "M2": "M2",  # no program from a gene set: the bare id
         "M3": "M3: P1 + P2 + P3 + 2 more",
+        "M4": "M4: joint_0 + joint_2",  # a name without a collection prefix is kept as it is
     }
 
 

@@ -63,6 +63,9 @@ def test_demo_is_a_two_level_screen_with_a_routed_held_out_single(tmp_path):
     singles = [label for label in demo["held_out"] if "+" not in label]
     program = screen.targets.set_index("intervention").loc[singles[0], "program"]
     assert singles[0] in screen.gene_sets[program]  # routed from prior knowledge: its program's gene set
+    # its program keeps a perturbation of its own in training (else a module perturbation passes for one)
+    targets = screen.targets
+    assert set(targets.loc[targets["program"] == program, "intervention"]) - set(demo["held_out"])
     assert {"MREG1", "MREG2"} <= set(screen.adata.obs["perturbation"].astype(str))
 
 

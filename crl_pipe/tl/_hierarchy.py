@@ -759,7 +759,8 @@ def module_names(
     """A readable name for every module: its id plus its programs' gene-set names, largest loading first.
 
     ``M1: INTERFERON ALPHA RESPONSE + INTERFERON GAMMA RESPONSE`` for a module whose programs come
-    from those hallmark gene sets (collection prefixes such as ``HALLMARK_`` and underscores dropped).
+    from those hallmark gene sets (a collection prefix such as ``HALLMARK_`` dropped, and then the
+    underscores); other names as they are (``M2: joint_0 + joint_5``).
     A module none of whose programs comes from a gene set keeps its bare id.
 
     Parameters
@@ -787,13 +788,13 @@ def module_names(
 
 
 def _set_label(name: str) -> str:
-    """A gene-set name as a reader says it: no collection prefix, spaces for underscores."""
+    """A gene-set name as a reader says it: a collection's name (``HALLMARK_...``) without its prefix and
+    with spaces for underscores; any other name (``P3``, ``joint_2``) as it is."""
     text = str(name)
     for prefix in _SET_PREFIXES:
         if text.upper().startswith(prefix) and len(text) > len(prefix):
-            text = text[len(prefix) :]
-            break
-    return text.replace("_", " ")
+            return text[len(prefix) :].replace("_", " ")
+    return text
 
 
 # ---- evaluation -----------------------------------------------------------------------------------
