@@ -67,13 +67,15 @@ def simulate_robot(*, out_dir: PathLike, out_truth_dir: PathLike, params: Mappin
 
     kwargs = {k: v for k, v in params.items() if k not in ("kind", "simulator")}
     simulator = params.get("simulator", "arm")
-    linear_only = [k for k in ("n_joints", "n_instantaneous", "n_limbs", "limb_drive") if k in kwargs]
+    linear_only = [k for k in ("n_joints", "n_instantaneous", "n_limbs") if k in kwargs]
     if simulator == "arm" and linear_only:
         raise ConfigError(
             f"simulate_robot: {linear_only[0]}={kwargs[linear_only[0]]} with simulator 'arm' (4 joints); "
             f"expected {linear_only[0]} only with simulator: linear"
         )
-    arm_only = [k for k in ("observation", "sensor_noise", "light_delay", "image_size", "scene") if k in kwargs]
+    arm_only = [
+        k for k in ("observation", "sensor_noise", "light_delay", "image_size", "scene", "limbs") if k in kwargs
+    ]
     if simulator == "linear" and arm_only:
         raise ConfigError(
             f"simulate_robot: {arm_only[0]} with simulator 'linear'; expected it only with simulator: arm"
@@ -606,14 +608,17 @@ def _json_value(value: Any) -> Any:
 def simulate_modules(*, out_truth_dir: PathLike, params: Mapping[str, Any]) -> None:
     """The module truth of a two-level simulated screen (``n_modules`` > 0): ``hierarchy``, ``module_graph``,
     ``module_targets`` and ``modules.parquet`` in ``out_truth_dir``, without drawing the counts again;
-    of simulated robot logs with limbs (``n_limbs`` > 0): ``hierarchy`` (limb -> joint) and ``module_graph``,
-    from the settings alone (:func:`crl_pipe.simulate.limb_truth`)."""
+    of simulated robot logs with limbs (``n_limbs`` > 0, or the arm's ``limbs``): ``hierarchy`` (limb -> joint)
+    and ``module_graph``, from the settings alone (:func:`crl_pipe.simulate.limb_truth`, ``arm_limb_truth``)."""
     from . import simulate as sim  # deferred: scanpy, scikit-learn and MuJoCo load only to simulate
 
-    if params.get("n_limbs"):  # the limbs are drawn from the settings alone: no logs are rolled out
-        joints = [f"joint_{j}" for j in range(int(params.get("n_joints", 6)))]
-        limbs = sim.limb_truth(joints, int(params["n_limbs"]), float(params.get("limb_drive", 0.8)),
-                               int(params.get("seed", 0)))  # fmt: skip
+    drive, seed = float(params.get("limb_drive", 0.8)), int(params.get("seed", 0))
+    if params.get("n_limbs") or params.get("limbs"):  # limbs come from the settings alone: no logs rolled out
+        if params.get("n_limbs"):  # the linear simulator's joints, split at random
+            joints = [f"joint_{j}" for j in range(int(params.get("n_joints", 6)))]
+            limbs = sim.limb_truth(joints, int(params["n_limbs"]), drive, seed)
+        else:  # the arm's kinematic groups
+            limbs = sim.arm_limb_truth(drive, seed)
         sim.write_limb_truth(limbs, out_truth_dir, provenance("simulate_robot", {}, params))
         return
     params = {k: v for k, v in params.items() if k != "kind"}

@@ -337,3 +337,23 @@ def test_robot_limbs_recovered_from_the_logs(seed):
     plain = simulate_robot(**ROBOT, seed=seed)
     frames, labels = get_kind("robot").hierarchy_samples(plain.latents, robot_interventions(plain.adata))
     assert hierarchy(frames, labels, n_resamples=0).membership.empty
+
+
+def test_arm_limbs_are_its_kinematic_groups():
+    pytest.importorskip("mujoco")
+    from crl_pipe.kinds import get_kind
+    from crl_pipe.pp import robot_interventions
+    from crl_pipe.simulate import ARM_LIMBS, simulate_arm
+
+    plain = simulate_arm(n_episodes=3, n_frames=60, seed=2)
+    arm = simulate_arm(n_episodes=10, n_frames=200, limbs=True, seed=2)
+    short = simulate_arm(n_episodes=3, n_frames=60, limbs=True, seed=2)
+    actions = plain.adata.var["kind"].to_numpy() == "action"  # the logged commands are drawn as without limbs
+    assert np.array_equal(plain.adata.X[:, actions], short.adata.X[:, actions]) and plain.hierarchy is None
+    assert {p: sorted(g["child"]) for p, g in arm.hierarchy.groupby("parent")} == {
+        limb: sorted(joints) for limb, joints in ARM_LIMBS.items()
+    }
+    frames, labels = get_kind("robot").hierarchy_samples(arm.latents, robot_interventions(arm.adata))
+    found = hierarchy(frames, labels, n_resamples=0).membership
+    groups = sorted(sorted(j for j in g["child"] if j != "gate") for _, g in found.groupby("parent"))
+    assert groups == [["elbow", "wrist"], ["shoulder_pitch", "shoulder_yaw"]]

@@ -6,8 +6,10 @@ from ._data import screen_to_crl_data
 from ._robot import (
     ARM_EDGES,
     ARM_JOINTS,
+    ARM_LIMBS,
     SimulatedRobot,
     add_extra_channels,
+    arm_limb_truth,
     limb_truth,
     simulate_arm,
     simulate_robot,
@@ -20,10 +22,12 @@ from ._write import write_module_truth, write_simulation
 __all__ = [
     "ARM_EDGES",
     "ARM_JOINTS",
+    "ARM_LIMBS",
     "CONTROL_LABEL",
     "SimulatedRobot",
     "SimulatedScreen",
     "add_extra_channels",
+    "arm_limb_truth",
     "limb_truth",
     "simulate_arm",
     "simulate_robot",

@@ -450,6 +450,8 @@ def simulate_arm(
     scene: int = 0,
     noise_channels: int = 0,
     temperature_of: str | None = None,
+    limbs: bool = False,
+    limb_drive: float = 0.8,
     seed: int = 0,
 ) -> SimulatedRobot:
     """Simulate a MuJoCo arm that pushes a spring-loaded gate, which switches a light.
@@ -513,6 +515,13 @@ def simulate_arm(
     ``temperature_of`` (one of ``ARM_JOINTS``), that joint's motor temperature, as in
     :func:`add_extra_channels` (their own random stream: the arm's logs are those of the same seed).
 
+    Limbs (``limbs=True``): the arm's two kinematic groups, ``shoulder`` (yaw, pitch) and ``forearm``
+    (elbow, wrist), each get a hidden command of their own (a posture of the whole group, piecewise
+    constant like the joints' set-points, not logged) that enters their joints' set-points with a
+    non-negative loading (mean ``limb_drive``, drawn within +-0.2; the servo clips the sum to its
+    range). The result's ``hierarchy`` holds them (level 2: limb -> joint). They come from streams of
+    their own: the logged commands are those of the same seed without limbs.
+
     Needs the ``mujoco`` package (``pip install 'crl-pipe[robot]'``); ``"camera"`` also a headless
     OpenGL (EGL or OSMesa) and, to write the videos, PyAV.
     """
@@ -536,10 +545,14 @@ def simulate_arm(
     model = mujoco.MjModel.from_xml_string(_ARM_XML)
     substeps = max(1, round(1.0 / (fps * model.opt.timestep)))
     rng = np.random.default_rng(seed)
+    hierarchy = arm_limb_truth(limb_drive, seed) if limbs else None
+    W = _limb_loadings(hierarchy, list(ARM_JOINTS)) if limbs else None
+    limb_rng = np.random.default_rng([seed, 2])  # the hidden limb commands: a stream of their own
     states, actions, obs = [], [], []
     for e in range(n_episodes):
         a = _setpoints(rng, n_frames, len(ARM_JOINTS), step_rate, setpoint_range)
-        states.append(_arm_roll_out(mujoco, model, a, substeps, light_threshold, light_delay))
+        target = a if W is None else a + _setpoints(limb_rng, n_frames, W.shape[1], step_rate, setpoint_range) @ W.T
+        states.append(_arm_roll_out(mujoco, model, target, substeps, light_threshold, light_delay))
         actions.append(a)
         obs.append(
             pd.DataFrame({"episode": str(e), "frame": np.arange(n_frames), "timestamp": np.arange(n_frames) / fps})
@@ -575,7 +588,30 @@ def simulate_arm(
     lags = [1] * len(joints) + [0, light_delay]  # commands; the pusher (within the frame); the light
     truth = pd.DataFrame(edges, columns=["source", "target"]).assign(weight=1.0, lag=lags)
     robot = SimulatedRobot(adata=adata, graph=truth, fps=fps, latents=latents, frames=frames)
+    if hierarchy is not None:
+        robot.hierarchy = hierarchy
+        robot.module_graph = pd.DataFrame(
+            {"source": pd.Series(dtype=str), "target": pd.Series(dtype=str), "weight": pd.Series(dtype=float)}
+        )
     return add_extra_channels(robot, noise_channels=noise_channels, temperature_of=temperature_of, seed=seed)
+
+
+#: The arm's kinematic groups (``simulate_arm(limbs=True)``): limb -> its joints.
+ARM_LIMBS = {"shoulder": ("shoulder_yaw", "shoulder_pitch"), "forearm": ("elbow", "wrist")}
+
+
+def arm_limb_truth(limb_drive: float = 0.8, seed: int = 0) -> pd.DataFrame:
+    """The limbs of :func:`simulate_arm` with ``limbs=True`` (:data:`ARM_LIMBS`), from the settings alone:
+    a ``hierarchy`` table (level 2, parent limb, child joint, weight loading, stability 1), loadings drawn
+    from the stream ``[seed, 1]``."""
+    if limb_drive <= 0:
+        raise ConfigError(f"simulate_arm: limb_drive={limb_drive}; expected a number > 0")
+    rng = np.random.default_rng([seed, 1])
+    rows = []
+    for limb, joints in ARM_LIMBS.items():
+        weights = rng.uniform(max(limb_drive - 0.2, 0.05), limb_drive + 0.2, len(joints))
+        rows += [(2, limb, joint, float(w), 1.0) for joint, w in zip(joints, weights, strict=True)]
+    return pd.DataFrame(rows, columns=["level", "parent", "child", "weight", "stability"])
 
 
 def _setpoints(rng: np.random.Generator, T: int, J: int, rate: float, size: float) -> np.ndarray:
