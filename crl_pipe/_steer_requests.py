@@ -6,6 +6,11 @@ A request is a mapping with one or more actions (several = a combination) and an
     {"shift": {"P3": -1.0}}              # add -1 control SD to P3's own noise; its parents still act
     {"knockdown": {"STAT1": 0.8}}        # remove 80% of STAT1, through the program(s) it acts on
     {"name": "both", "do": {"P1": 1.0}, "knockdown": {"REG4": 0.5}}
+    {"command": {"shoulder_yaw": 0.4, "frames": 60}}   # robots: hold a command channel at 0.4 for 60 frames
+
+A ``command`` request (robot logs, models that roll out: ``temporal``) sets one or more command
+channels to a value (command units, e.g. rad) for ``frames`` frames (default
+:data:`DEFAULT_COMMAND_FRAMES`) and stands alone: it does not combine with program actions.
 
 The Snakemake process checks the requests of the config with these functions (no numpy, no torch),
 and so does :func:`crl_pipe.tl.steer` before it computes anything.
@@ -21,8 +26,10 @@ from dataclasses import dataclass, field
 from ._errors import ConfigError
 
 #: The actions a request may hold, in the order they are applied and named.
-ACTIONS = ("do", "shift", "knockdown")
+ACTIONS = ("do", "shift", "knockdown", "command")
 _KEYS = (*ACTIONS, "name")
+#: Frames a ``command`` request holds its value when it does not say (1 s at 30 fps).
+DEFAULT_COMMAND_FRAMES = 30
 
 
 @dataclass(frozen=True)
@@ -39,12 +46,19 @@ class SteerRequest:
         Program -> the shift of its exogenous noise, in control standard deviations.
     knockdown
         Gene -> the fraction of its expression removed, in (0, 1].
+    command
+        Robot command channel -> the value it is held at (command units), from the rollout's first
+        predicted frame on, for ``frames`` frames.
+    frames
+        How long the ``command`` is held (frames; 0 without a command).
     """
 
     name: str
     do: dict[str, float] = field(default_factory=dict)
     shift: dict[str, float] = field(default_factory=dict)
     knockdown: dict[str, float] = field(default_factory=dict)
+    command: dict[str, float] = field(default_factory=dict)
+    frames: int = 0
 
     @property
     def programs(self) -> list[str]:
@@ -52,12 +66,15 @@ class SteerRequest:
         return [*self.do, *self.shift]
 
 
-def request_name(actions: Mapping[str, Mapping[str, float]]) -> str:
-    """The default name of a request: ``do(P3=-2)+knockdown(STAT1=0.8)``."""
+def request_name(actions: Mapping[str, Mapping[str, float]], frames: int = 0) -> str:
+    """The default name of a request: ``do(P3=-2)+knockdown(STAT1=0.8)``, ``command(shoulder_yaw=0.4,frames=60)``."""
     parts = []
     for action in ACTIONS:
-        for key, value in (actions.get(action) or {}).items():
-            parts.append(f"{action}({key}={value:g})")
+        values = [f"{key}={value:g}" for key, value in (actions.get(action) or {}).items()]
+        if action == "command" and values:
+            parts.append(f"command({','.join([*values, f'frames={frames}'])})")
+        else:
+            parts += [f"{action}({v})" for v in values]
     return "+".join(parts)
 
 
@@ -82,34 +99,95 @@ def parse_requests(raw: Sequence[Mapping] | Mapping, *, where: str = "steer") ->
         actions = {a: _numbers(item[a], f"{at}.{a}") for a in ACTIONS if a in item}
         if not any(actions.values()):
             raise ConfigError(f"{at}: no action; expected at least one of {list(ACTIONS)}")
+        frames = _command_frames(actions, at) if "command" in actions else 0
         for gene, fraction in actions.get("knockdown", {}).items():
             if not 0.0 < fraction <= 1.0:
                 raise ConfigError(f"{at}.knockdown.{gene}: fraction {fraction:g} outside (0, 1]; 0.8 = 80% removed")
         both = set(actions.get("do", {})) & set(actions.get("shift", {}))
         if both:
             raise ConfigError(f"{at}: program {sorted(both)[0]!r} is both set (do) and shifted; expected one of them")
-        name = str(item.get("name") or request_name(actions))
+        name = str(item.get("name") or request_name(actions, frames))
         if any(r.name == name for r in requests):
             raise ConfigError(f"{at}: a second request named {name!r}; expected unique names")
-        requests.append(SteerRequest(name, **actions))
+        requests.append(SteerRequest(name, **actions, frames=frames))
     return requests
 
 
+def _command_frames(actions: dict[str, dict[str, float]], at: str) -> int:
+    """Pop and check the ``frames`` of a ``command`` action; a command combined with program actions is an error."""
+    others = [a for a in actions if a != "command"]
+    if others:
+        raise ConfigError(f"{at}: command combined with {others[0]!r}; expected a command request on its own (robots)")
+    frames = actions["command"].pop("frames", DEFAULT_COMMAND_FRAMES)
+    if frames != int(frames) or frames < 1:
+        raise ConfigError(f"{at}.command.frames: {frames:g}; expected a whole number of frames >= 1")
+    if not actions["command"]:
+        raise ConfigError(f"{at}.command: no channel; expected e.g. {{shoulder_yaw: 0.4, frames: 60}}")
+    return int(frames)
+
+
+def command_channels(
+    requests: Iterable[SteerRequest], *, commands: Sequence[str], where: str = "steer"
+) -> dict[str, str]:
+    """Map each channel the requests command onto the data's command channel (``shoulder_yaw`` or
+    ``action.shoulder_yaw`` -> ``action.shoulder_yaw``); a channel that is not commanded in the data
+    (or a program action sent to a robot model) is a one-line :class:`ConfigError` listing what exists."""
+    commands = list(commands)
+    short = {c.removeprefix("action."): c for c in commands}
+    out = {}
+    for request in requests:
+        if not request.command:
+            raise ConfigError(
+                f"{where} {request.name!r}: a robot model answers command requests only, "
+                f"e.g. {{command: {{{next(iter(short), 'joint')}: 0.4, frames: 60}}}}"
+            )
+        for channel in request.command:
+            found = channel if channel in commands else short.get(channel)
+            if found is None:
+                close = difflib.get_close_matches(channel, list(short), n=3)
+                hint = f" (close: {', '.join(close)})" if close else ""
+                raise ConfigError(
+                    f"{where} {request.name!r}: no command channel {channel!r}{hint}; "
+                    f"expected one of {_shown(list(short))}"
+                )
+            out[channel] = found
+    return out
+
+
 def check_names(
-    requests: Iterable[SteerRequest], *, programs: Sequence[str], genes: Iterable[str] | None, where: str = "steer"
+    requests: Iterable[SteerRequest],
+    *,
+    programs: Sequence[str],
+    genes: Iterable[str] | None,
+    modules: Sequence[str] | None = None,
+    where: str = "steer",
 ) -> None:
-    """Every program a request sets or shifts is one of ``programs``, every gene it knocks down one of ``genes``.
+    """Every program a request sets or shifts is one of ``programs`` (or a module of ``modules``), every gene
+    it knocks down one of ``genes``.
 
     ``genes``: the genes a knockdown can reach (measured features, trained perturbation targets, gene-set
-    members); None: not checked. A miss is a one-line :class:`ConfigError` naming the request and what exists.
+    members); None: not checked. ``modules``: the modules of the dataset's concept hierarchy; None: the
+    dataset has none (a module named then is an error that says so). A miss is a one-line
+    :class:`ConfigError` naming the request and what exists.
     """
     programs = list(programs)
+    known = programs + list(modules or [])
     genes = None if genes is None else set(genes)
     for request in requests:
+        if request.command:
+            raise ConfigError(
+                f"{where} {request.name!r}: a command request needs a robot model that rolls out (temporal); "
+                f"expected do, shift or knockdown of programs ({_shown(programs)})"
+            )
         for program in request.programs:
-            if program not in programs:
+            if program not in known:
+                extra = (
+                    " (a module needs the dataset's concept hierarchy, datasets.<name>.hierarchy, which it has not)"
+                    if modules is None
+                    else f" or a module ({_shown(list(modules))})"
+                )
                 raise ConfigError(
-                    f"{where} {request.name!r}: no program {program!r}; expected one of {_shown(programs)}"
+                    f"{where} {request.name!r}: no program {program!r}; expected one of {_shown(programs)}{extra}"
                 )
         for gene in request.knockdown if genes is not None else ():
             if gene not in genes:

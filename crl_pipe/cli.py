@@ -77,10 +77,13 @@ ARGUMENT_HELP: dict[str, str] = {
     "steer.out": "where to write steering.parquet",
     "out_singles": "where to write held_out_singles.parquet (the held-out singles scored beside baselines)",
     "single_scores": "held_out_singles.parquet of the model (crl-pipe steer)",
-    "requests": "steering requests, a YAML list such as '[{do: {P3: -2.0}}, {knockdown: {STAT1: 0.8}}]'",
+    "requests": "steering requests, a YAML list such as '[{do: {P3: -2.0}}, {knockdown: {STAT1: 0.8}}]' "
+    "(robot logs: '[{command: {shoulder_yaw: 0.4, frames: 60}}]')",
     "n_boot": "bootstrap refits of the latent SEM behind each interval",
     "level": "coverage of each interval (0.9: 5% to 95%)",
-    "steer.held_out": "the held-out labels (singles are predicted from prior knowledge and scored)",
+    "steer.hierarchy": "hierarchy.parquet of the model (crl-pipe hierarchy): requests may then name its modules",
+    "steer.held_out": "the held-out labels (singles are predicted from prior knowledge and scored); robot logs: "
+    "'{episodes: [3, 7]}' (their open-loop rollouts are scored beside persistence and a VAR)",
     "collect_benchmark.out": "where to write benchmark.parquet",
     "export.out": "where to write the h5ad with the model's results",
     "out_h5ad": "where to write the h5ad",
@@ -127,7 +130,7 @@ ARGUMENT_HELP: dict[str, str] = {
     "seed": "random seed",
     "threads": "CPU threads for torch (null: all)",
     "require_device": "fail unless the configured device (e.g. cuda) is there",
-    "held_out": "combinations left out of training, a YAML list of labels",
+    "held_out": "combinations left out of training, a YAML list of labels; robot logs: '{episodes: [3, 7]}'",
     "predict.held_out": "the held-out combinations to predict, a YAML list of labels",
     "n_refits": "refits on half-samples behind each edge's stability",
     "min_stability": "share of refits an edge needs to be confident",
@@ -211,6 +214,8 @@ def _string_list(text: str) -> list[str]:
         return [value]
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return value
+    if isinstance(value, dict) and value and all(isinstance(v, list) for v in value.values()):
+        return value  # a robot log's held-out episodes, {episodes: [3, 7]}
     raise argparse.ArgumentTypeError(f"expected a label or a YAML list of labels such as '[NT, NTC]', got {text!r}")
 
 

@@ -175,7 +175,7 @@ def train(
     seed: int = 0,
     threads: int | None = None,
     require_device: bool = False,
-    held_out: Sequence[str] = (),
+    held_out: Sequence[str] | Mapping[str, Any] = (),
 ) -> None:
     """Fit ``model``; write the checkpoint, ``latents``, ``targets``, ``loadings`` and ``training`` tables
     into ``out_dir``.
@@ -226,7 +226,7 @@ def graph(
     out_graphml: PathLike,
     n_refits: int = 20,
     seed: int = 0,
-    held_out: Sequence[str] = (),
+    held_out: Sequence[str] | Mapping[str, Any] = (),
     min_stability: float = 0.8,
     min_weight_z: float = 2.0,
     min_orientation: float = 0.8,
@@ -282,7 +282,12 @@ def evaluate(
         metrics = pd.concat([metrics, tl.held_out_metrics(read_table(predictions, "predictions"))], ignore_index=True)
         inputs["predictions"] = predictions
     if single_scores:
-        singles = tl.held_out_metrics(read_table(single_scores, "predictions"), prefix="heldout_single_")
+        scores = read_table(single_scores, "predictions")
+        rollouts = scores["metric"].str.startswith("rollout_")  # a robot's held-out episodes (heldout_rollout_...)
+        singles = tl.held_out_metrics(scores[~rollouts], prefix="heldout_single_")
+        if rollouts.any():
+            episodes = tl.held_out_metrics(scores[rollouts], prefix="heldout_")
+            singles = episodes.replace({"heldout_n_labels": "heldout_n_episodes"})
         metrics = pd.concat([metrics, singles], ignore_index=True)
         inputs["single_scores"] = single_scores
     if hierarchy and "hierarchy" in truth:
@@ -364,11 +369,12 @@ def steer(
     out: PathLike,
     out_singles: PathLike,
     requests: Sequence[Mapping[str, Any]] = (),
-    held_out: Sequence[str] = (),
+    held_out: Sequence[str] | Mapping[str, Any] = (),
     n_boot: int = 50,
     level: float = 0.9,
     top_n: int = 20,
     seed: int = 0,
+    hierarchy: PathLike | None = None,
 ) -> None:
     """Answer the steering ``requests`` with a trained model into ``steering.parquet``
     (:func:`crl_pipe.tl.steer`), and score its prediction of the held-out singles from prior knowledge
@@ -376,28 +382,43 @@ def steer(
     (:func:`crl_pipe.tl.evaluate_singles`; empty without held-out singles).
 
     The requests are checked against the model's programs and genes before anything is computed; a
-    bad one is a one-line :class:`ConfigError` and nothing is written.
+    bad one is a one-line :class:`ConfigError` and nothing is written. With the model's ``hierarchy.parquet``
+    (:func:`hierarchy`), a request may also set or shift a module: its member programs by their loadings.
+    A robot log's model that rolls out answers ``command`` requests and scores held-out episodes' rollouts
+    (``held_out: {episodes: [...]}``) beside persistence and a VAR instead.
     """
     from . import tl  # deferred: torch loads only for the steps that use a model
     from .models import load_model, model_names  # deferred: these names load torch
 
     fitted = load_model(model_dir)
-    if not fitted.capabilities.steers:
+    if not (fitted.capabilities.steers or fitted.capabilities.rolls_out):
         raise ConfigError(
-            f"{model_dir}: model {fitted.name} cannot be steered; expected one of {model_names('steers')}"
+            f"{model_dir}: model {fitted.name} cannot be steered; "
+            f"expected one of {model_names('steers') + model_names('rolls_out')}"
         )
     data = _load_data(preprocessed, interventions, anchors, counts=False)
+    inputs = _model_inputs(preprocessed, interventions, anchors, model_dir)
+    params = {"requests": [dict(r) for r in requests], "n_boot": n_boot, "level": level, "seed": seed}
+    if fitted.capabilities.rolls_out:  # robots: command requests and held-out episodes, by rollouts
+        train = _held_out_dropped(data, held_out, interventions)
+        steerer = tl.CommandSteerer(fitted, train, n_boot=0, seed=seed)
+        parsed = steerer.check(requests, where="steer")
+        scores = tl.score_rollouts(fitted, train, tl.split_episodes(data, held_out)[1]) if held_out else None
+        steerer.bootstrap(n_boot if parsed else 0, seed)
+        prov = provenance("steer", inputs, params | _held_out_param(held_out))
+        write_table(steerer.table(parsed, level=level), out, "steering", prov)
+        write_table(scores if scores is not None else _no_scores(), out_singles, "predictions", prov)
+        return
     labels = tl.resolve_held_out(data, held_out, source=str(interventions)) if held_out else []
     train = _held_out_dropped(data, held_out, interventions)
-    steerer = tl.Steerer(fitted, train, n_boot=0, seed=seed)
+    modules = tl.module_members(read_table(hierarchy, "hierarchy")) if hierarchy else None
+    steerer = tl.Steerer(fitted, train, n_boot=0, seed=seed, modules=modules)
     parsed = steerer.check(requests, where="steer")
     steerer.bootstrap(n_boot if parsed else 0, seed)
     table = steerer.table(parsed, level=level)
     scores = tl.evaluate_singles(fitted, data, labels, top_n=top_n, seed=seed)
-    inputs = _model_inputs(preprocessed, interventions, anchors, model_dir)
-    params = {"requests": [dict(r) for r in requests], "n_boot": n_boot, "level": level, "seed": seed}
     params.update({"top_n": top_n, **_held_out_param(labels)})
-    prov = provenance("steer", inputs, params)
+    prov = provenance("steer", inputs | ({"hierarchy": hierarchy} if hierarchy else {}), params)
     write_table(table, out, "steering", prov)
     write_table(scores, out_singles, "predictions", prov)
 
@@ -413,20 +434,26 @@ def baseline(
     params: Mapping[str, Any] | None = None,
     n_refits: int = 20,
     seed: int = 0,
-    held_out: Sequence[str] = (),
+    held_out: Sequence[str] | Mapping[str, Any] = (),
+    min_stability: float = 0.8,
+    min_weight_z: float = 2.0,
+    min_orientation: float = 0.8,
 ) -> None:
     """Fit a classical causal-discovery baseline (``pc``, ``ges``; :func:`crl_pipe.tl.baseline_graph`) on the
     preprocessed variables (without the ``held_out`` combinations, as the models); writes
-    ``graph.parquet``/``graph.graphml`` as ``graph`` does, and ``model.json``."""
+    ``graph.parquet``/``graph.graphml`` as ``graph`` does (same error control and thresholds), and ``model.json``."""
     from . import tl  # deferred: torch loads only for the steps that use a model
     from .models import CRLData  # deferred: these names load torch
 
     params = dict(params or {})
     data = CRLData.from_artifacts(read_h5ad(preprocessed), read_table(interventions, "interventions"))
     data = _held_out_dropped(data, held_out, interventions)
-    edges = tl.baseline_graph(data, method, params, n_refits=n_refits, seed=seed)
+    thresholds = {"min_stability": min_stability, "min_weight_z": min_weight_z, "min_orientation": min_orientation}
+    calls = tl.EdgeCalls(**thresholds)
+    edges = tl.baseline_graph(data, method, params, n_refits=n_refits, seed=seed, calls=calls)
     inputs = {"preprocessed": preprocessed, "interventions": interventions}
-    settings = {"method": method, "params": params, "n_refits": n_refits, "seed": seed, **_held_out_param(held_out)}
+    settings = {"method": method, "params": params, "n_refits": n_refits, "seed": seed, **thresholds}
+    settings |= _held_out_param(held_out)
     prov = provenance("baseline", inputs, settings)
     write_table(edges, out_parquet, "graph", prov)
     write_graphml(edges, out_graphml)
@@ -457,8 +484,8 @@ def report(
 
     ``artifacts``: artifact -> path (:data:`crl_pipe.report.ARTIFACTS`): ``interventions``, ``qc``,
     ``anchors``; ``models`` and ``baselines`` (name -> results folder); optionally ``truth_graph``,
-    and for a screen of counts ``guides`` (``guides.parquet``) and ``expression``
-    (``preprocessed.h5ad``), for its guide calls and the knockdown of each targeted gene.
+    for a screen of counts ``guides`` (``guides.parquet``), and ``expression`` (``preprocessed.h5ad``: a
+    screen's knockdown of each targeted gene; its place on the robustness atlas, for screens and robot logs).
     ``config``: the settings shown under "How this was run".
     """
     from .report import ReportInputs, write_report  # deferred: matplotlib and jinja2 load only for the report
@@ -511,7 +538,7 @@ def _load_data(
     interventions: PathLike,
     anchors: PathLike,
     counts: bool = True,
-    held_out: Sequence[str] = (),
+    held_out: Sequence[str] | Mapping[str, Any] = (),
 ):
     """CRLData of the stage artifacts; a large screen is read without its raw counts unless ``counts``;
     without the cells of the ``held_out`` combinations (what every model trains on)."""
@@ -522,16 +549,28 @@ def _load_data(
     return _held_out_dropped(data, held_out, interventions)
 
 
-def _held_out_dropped(data, held_out: Sequence[str], interventions: PathLike):
-    """The one place where held-out combinations leave the training data (train, graph, baseline)."""
+def _held_out_dropped(data, held_out: Sequence[str] | Mapping[str, Any], interventions: PathLike):
+    """The one place where held-out combinations (or a robot log's episodes) leave the training data (train,
+    graph, baseline, steer)."""
     from . import tl  # deferred: torch loads only for the steps that use a model
 
     return tl.hold_out(data, held_out, source=str(interventions)) if held_out else data
 
 
-def _held_out_param(held_out: Sequence[str]) -> dict[str, list[str]]:
-    """``{"held_out": [...]}`` for the provenance when labels are held out, else nothing (unchanged provenance)."""
+def _held_out_param(held_out: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """``{"held_out": [...]}`` for the provenance when labels (or a robot's episodes) are held out, else
+    nothing (unchanged provenance)."""
+    if isinstance(held_out, Mapping):
+        return {"held_out": {str(k): [str(x) for x in v] for k, v in held_out.items()}} if held_out else {}
     return {"held_out": [str(x) for x in held_out]} if held_out else {}
+
+
+def _no_scores() -> pd.DataFrame:
+    """An empty ``predictions`` table (nothing held out)."""
+    return pd.DataFrame({c: pd.Series([], dtype=float if c == "value" else str) for c in _PREDICTION_COLUMNS})
+
+
+_PREDICTION_COLUMNS = ("intervention", "predictor", "metric", "value")
 
 
 def hierarchy(

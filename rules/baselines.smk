@@ -8,7 +8,7 @@ wildcard_constraints:
 
 
 rule fit_baseline:
-    """Causal graph of the observed variables by a classical method, with each edge's stability."""
+    """Causal graph of the observed variables by a classical method, with each edge's stability and confidence call."""
     input:
         preprocessed="results/{dataset}/preprocessed.h5ad",
         interventions="results/{dataset}/interventions.parquet",
@@ -40,6 +40,9 @@ rule fit_baseline:
         n_refits=config["graph"]["n_refits"],
         seed=config["seed"],
         held_out=get_held_out,
+        min_stability=config["graph"]["min_stability"],
+        min_weight_z=config["graph"]["min_weight_z"],
+        min_orientation=config["graph"]["min_orientation"],
     script:
         "../workflow/scripts/fit_baseline.py"
 

@@ -22,7 +22,7 @@ from crl_pipe._sources import code_digest
 from crl_pipe._steer_requests import check_names, gmt_programs, parse_requests
 from crl_pipe.config import validate_config
 from crl_pipe.kinds import kind_of
-from crl_pipe.models.registry import model_capabilities, model_device
+from crl_pipe.models.registry import model_capabilities, model_device, model_names
 
 # ---- configuration -------------------------------------------------------------------------------
 # Checked against the schema (defaults filled in) by the same function the tests call; an error is
@@ -233,8 +233,10 @@ def get_truth(wildcards):
 
 # ---- held-out combinations (train_model, recover_graph, fit_baseline, predict_held_out) -----------
 def get_held_out(wildcards):
-    """Combination labels whose cells no model trains on (config datasets.<ds>.held_out)."""
-    return list(_dataset(wildcards).get("held_out", []))
+    """Combination labels whose cells no model trains on (config datasets.<ds>.held_out), or a robot log's
+    held-out episodes (``{"episodes": [...]}``)."""
+    held_out = _dataset(wildcards).get("held_out", [])
+    return dict(held_out) if isinstance(held_out, dict) else list(held_out)
 
 
 def predicts(dataset, model):
@@ -371,30 +373,78 @@ def get_benchmark_runs(wildcards):
 # ---- steer (requests and held-out singles) ------------------------------------------------------
 def _held_out_singles(ds):
     """Held-out labels that name one perturbation (no '+'): predicted from prior knowledge by rule steer."""
-    return [label for label in ds.get("held_out", []) if "+" not in label]
+    held_out = ds.get("held_out", [])
+    return (
+        []
+        if isinstance(held_out, dict)
+        else [label for label in held_out if "+" not in label]
+    )
+
+
+def _held_out_episodes(ds):
+    """A robot log's held-out episodes (``held_out: {episodes: [...]}``): rollouts scored by rule steer."""
+    held_out = ds.get("held_out", [])
+    return list(held_out.get("episodes", [])) if isinstance(held_out, dict) else []
 
 
 def steers(dataset, model):
     """Whether ``model`` answers steering requests on ``dataset`` (its rule is steer) - it steers (a latent
-    linear SEM) and the dataset has requests or held-out singles to predict."""
+    linear SEM) and the dataset has requests or held-out singles to predict, or it rolls out (a robot's
+    transition) and the dataset has requests or held-out episodes."""
     ds = DATASETS[dataset]
-    wanted = bool(ds.get("steer")) or bool(_held_out_singles(ds))
-    return wanted and model_capabilities(model).steers
+    caps = model_capabilities(model)
+    commands = [bool(r.command) for r in parse_requests(ds.get("steer", []))]
+    if caps.rolls_out:  # command requests (robots)
+        return any(commands) or bool(_held_out_episodes(ds))
+    # program requests (screens)
+    wanted = not all(commands) or bool(_held_out_singles(ds))
+    return wanted and caps.steers
 
 
 def get_steer_requests(wildcards):
-    """The dataset's steering requests (config datasets.<ds>.steer)."""
-    return list(_dataset(wildcards).get("steer", []))
+    """The dataset's steering requests that ``model`` answers (config datasets.<ds>.steer): command
+    requests for a model that rolls out (robots), the others for a model with a latent SEM.
+    """
+    rolls_out = model_capabilities(wildcards.model).rolls_out
+    return [
+        request
+        for request in _dataset(wildcards).get("steer", [])
+        if ("command" in request) == rolls_out
+    ]
+
+
+def get_steer_hierarchy(wildcards):
+    """``{"hierarchy": path}`` when the dataset has a concept hierarchy, so that steering requests may name
+    its modules (rule steer; use with unpack); else nothing, and a module named is an error.
+    """
+    if "hierarchy" not in _dataset(wildcards):
+        return {}
+    return {
+        "hierarchy": f"results/{wildcards.dataset}/{wildcards.model}/hierarchy.parquet"
+    }
 
 
 def get_single_scores(wildcards):
     """``{"single_scores": path}`` when rule steer scores held-out singles of this model (use with unpack)."""
     ds = _dataset(wildcards)
-    if not (_held_out_singles(ds) and steers(wildcards.dataset, wildcards.model)):
+    held = _held_out_singles(ds) or _held_out_episodes(ds)
+    if not (held and steers(wildcards.dataset, wildcards.model)):
         return {}
     return {
         "single_scores": f"results/{wildcards.dataset}/{wildcards.model}/held_out_singles.parquet"
     }
+
+
+def _check_answered(requests, ds, where):
+    """Each request has a model of the dataset that answers it: a command a model that rolls out, a
+    program request a model with a latent SEM."""
+    for request in requests:
+        capability = "rolls_out" if request.command else "steers"
+        if not any(getattr(model_capabilities(m), capability) for m in ds["models"]):
+            raise ConfigError(
+                f"{where} {request.name!r}: no model of this dataset answers it "
+                f"(models: {', '.join(ds['models'])}); expected one of {model_names(capability)}"
+            )
 
 
 def check_steer_requests():
@@ -405,10 +455,22 @@ def check_steer_requests():
         where = f"config: datasets.{name}.steer"
         try:
             requests = parse_requests(ds.get("steer", []), where=where)
+            _check_answered(requests, ds, where)
             gene_sets = ds.get("gene_sets")
             if requests and gene_sets and os.path.exists(gene_sets):
                 programs = gmt_programs(gene_sets)
-                check_names(requests, programs=programs, genes=None, where=where)
+                hierarchy = ds.get("hierarchy")
+                given = (hierarchy or {}).get("modules")
+                if hierarchy is not None and not given:
+                    continue  # modules still to be learned: rule steer checks their names
+                modules = None if hierarchy is None else list(given)
+                check_names(
+                    requests,
+                    programs=programs,
+                    genes=None,
+                    modules=modules,
+                    where=where,
+                )
         except ConfigError as err:
             raise WorkflowError(str(err)) from None
 

@@ -3,6 +3,7 @@ rule steer:
     of the held-out singles from prior knowledge scored beside three baselines (held_out_singles.parquet).
     """
     input:
+        unpack(get_steer_hierarchy),
         preprocessed="results/{dataset}/preprocessed.h5ad",
         interventions="results/{dataset}/interventions.parquet",
         anchors="results/{dataset}/anchors.parquet",

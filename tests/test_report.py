@@ -316,8 +316,9 @@ def test_sections_speak_the_words_of_the_dataset_kind(tmp_path):
         "3. Pathways",
         "4. Causal graph among programs",
         "5. Metrics",
-        "6. What if",
-        "7. How this was run",
+        "6. Where these data sit on the robustness atlas",
+        "7. What if",
+        "8. How this was run",
     ]
     assert "<td>wells</td>" in page and "<td>vehicle wells</td>" in page and "<td>pathways</td>" in page
     assert "Targets per well</h3>" in page and "</b>vehicle wells</li>" in page
@@ -330,4 +331,5 @@ def test_sections_speak_the_words_of_the_dataset_kind(tmp_path):
     robot = _html(render(tmp_path / "b.html", "plate", paths, config={"dataset": {"kind": "robot"}}))
     assert "Quality control" in screen and "Each row of the log is a <em>frame</em>" not in screen
     assert "Each row of the log is a <em>frame</em>" in robot and 'id="guides"' not in robot
+    assert 'id="atlas"' in robot and "simulated robot logs that start clean" in robot  # placed on the robot rows
     assert ">2. Which variable each intervention hits</h2>" in robot and ">3. Causal variables</h2>" in robot

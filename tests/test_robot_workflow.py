@@ -37,9 +37,14 @@ def _robot_dataset(sim: str) -> dict:
 
 CONFIG = {
     "simulations": {
-        ARM: {"kind": "robot", "simulator": "arm", "n_episodes": 10, "n_frames": 200, "seed": 0},
+        # 12 episodes, the last two held out: the 10 trained on are those of n_episodes 10 (same seed)
+        ARM: {"kind": "robot", "simulator": "arm", "n_episodes": 12, "n_frames": 200, "seed": 0},
     },
-    "datasets": {ARM: _robot_dataset(ARM)},
+    "datasets": {
+        ARM: _robot_dataset(ARM)
+        | {"held_out": {"episodes": [10, 11]}, "steer": [{"command": {"shoulder_yaw": 1.2, "frames": 30}}]}
+    },
+    "steering": {"n_boot": 3},
     # n_lags 1: on 2,000 frames BIC's orders (2-4 for the arm's joints) dilute the pusher's weak
     # contact edge below the group penalty (tests/test_temporal.py, docs/benchmarks.md)
     "models": {"temporal": {"edge_threshold": 0.02, "n_lags": 1}},
@@ -66,14 +71,14 @@ def _metrics(run, dataset: str) -> dict[str, float]:
 def test_simulation_is_a_lerobot_dataset_with_truth(robot_run):
     root = robot_run.folder / f"resources/simulated/{ARM}"
     info = json.loads((root / "lerobot/meta/info.json").read_text())
-    assert info["codebase_version"] == "v2.1" and info["total_episodes"] == 10 and info["total_frames"] == 2000
+    assert info["codebase_version"] == "v2.1" and info["total_episodes"] == 12 and info["total_frames"] == 2400
     truth = read_table(root / "truth/graph.parquet", "graph")
     assert set(zip(truth["source"], truth["target"], strict=True)) == {
         *((f"action.{j}", j) for j in ARM_JOINTS),
         *ARM_EDGES,
     }
     latents = read_table(root / "truth/latents.parquet", "latents")
-    assert list(latents.columns) == ["sample_id", *ARM_JOINTS, "gate", "light"] and len(latents) == 2000
+    assert list(latents.columns) == ["sample_id", *ARM_JOINTS, "gate", "light"] and len(latents) == 2400
     assert set(latents["light"]) == {0.0, 1.0}
     assert read_provenance(root / "truth/graph.parquet")["params"]["simulator"] == "arm"
     ingested = read_h5ad(robot_run.folder / f"results/{ARM}/ingested.h5ad")
@@ -108,7 +113,34 @@ def test_benchmark_and_report_show_the_robot_metrics(robot_run):
     assert "r2_offdiag_max" in html and "gate" in html and "light" in html
     # a robot log has no guides: that section is left out and the others are numbered without a gap
     assert "Guides and knockdown" not in html and 'id="guides"' not in html
-    assert ">2. Which variable each intervention hits<" in html and ">7. How this was run<" in html
+    assert ">2. Which variable each intervention hits<" in html and ">8. How this was run<" in html
+    # the log placed on the atlas's robot rows: episodes, sensor noise, channels without a command
+    atlas = html.split(">6. Where these data sit on the robustness atlas</h2>")[1].split("</section>")[0]
+    assert "10 episodes of median 200 frames (2000 frames)" in atlas
+    assert "in the channels&#39; units" in atlas and "without: gate, light" in atlas
+    assert "<td>temporal</td>" in atlas
+
+
+@pytest.mark.workflow
+def test_command_steering_and_held_out_episodes(robot_run):
+    """Rule steer answers the command request by rollouts and scores the held-out episodes' rollouts."""
+    results = robot_run.folder / f"results/{ARM}/temporal"
+    steering = read_table(results / "steering.parquet", "steering")
+    assert set(steering["frame"]) == set(range(1, 31)) and set(steering["feature"]) >= set(ARM_JOINTS)
+    yaw = steering[steering["feature"] == "shoulder_yaw"].set_index("frame")
+    assert yaw["path"].iloc[0] == "action.shoulder_yaw -> shoulder_yaw"
+    assert (yaw["lower"] <= yaw["predicted_change"]).all() and (yaw["predicted_change"] <= yaw["upper"]).all()
+    assert abs(yaw.loc[30, "predicted_change"]) > 0.1  # the yaw follows its command (rad)
+    others = steering[steering["feature"].isin(["shoulder_pitch", "elbow", "wrist"])]
+    assert others["predicted_change"].abs().max() < 0.1 * abs(yaw.loc[30, "predicted_change"])
+    metrics = _metrics(robot_run, ARM)
+    assert metrics["heldout_n_episodes"] == 2
+    for predictor in ("", "_persistence", "_var"):
+        assert {f"heldout_rollout_rmse_h{h}{predictor}" for h in (1, 10, 30)} <= set(metrics)
+    assert metrics["heldout_rollout_rmse_h10"] < metrics["heldout_rollout_rmse_h10_persistence"]
+    html = (robot_run.folder / f"results/{ARM}/report.html").read_text()
+    assert "Held-out episodes" in html and "Chains of channels: action.shoulder_yaw -&gt; shoulder_yaw" in html
+    assert html.count('<img src="data:image/png;base64,', html.index('id="whatif"')) >= 1
 
 
 def test_robot_simulation_config_errors(tmp_path):

@@ -14,7 +14,7 @@ from crl_pipe.config import validate_config
 from crl_pipe.io import read_graph, read_table, read_variable_table
 from crl_pipe.models import CRLData, LinearSEM
 from crl_pipe.pp import identity_anchors, label_interventions, map_targets, preprocess_table
-from crl_pipe.tl import fit_baseline, graph_metrics
+from crl_pipe.tl import GRAPH_COLUMNS, baseline_graph, fit_baseline, graph_metrics
 
 SACHS = REPO.parent / "shared" / "data" / "sachs2005"
 SACHS_DATA = SACHS / "sachs.2005.continuous.discrete.experimental.mixed.maximum.2.txt"
@@ -175,6 +175,27 @@ def test_undirected_edges_score_as_both_orientations():
         "edge_precision": 0.5,
         "edge_recall": 1.0,
     }
+
+
+def test_baseline_edges_get_the_models_confidence_call(tmp_path):
+    """PC's edges get the same stability selection and call as the models' (issue 16): the oriented
+    v-structure DAG's edges are confident; a chain's undirected edges stay tentative, orientation undecided.
+    (With 1,000 controls the halves' PC often leaves the v-structure open: every edge is then undecided.)"""
+    simulate_table(seed=0, n_control=2000).to_csv(tmp_path / "sim.csv", index=False)
+    data = table_data(tmp_path / "sim.csv", "do_", {f"do_{v}": [v] for v in VARIABLES})
+    graph = baseline_graph(data, "pc", n_refits=6, seed=0)
+    assert list(graph.columns) == [*GRAPH_COLUMNS, "undirected"]
+    confident = graph[graph["confidence"] == "confident"]
+    assert edge_set(confident) == edge_set(TRUTH) and (confident["orientation"] >= 0.8).all()
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=2000)
+    b = 0.8 * a + rng.normal(size=2000)
+    X = np.column_stack([a, b, 0.8 * b + rng.normal(size=2000)]).astype(np.float32)
+    chain = CRLData(X, np.arange(2000).astype(str), ["a", "b", "c"], np.full(2000, "control"), np.ones(2000, bool), {})
+    graph = baseline_graph(chain, "pc", n_refits=4, seed=0)
+    assert (graph["confidence"] == "tentative").all() and graph["undirected"].all()
+    assert graph["reason"].str.contains("orientation undecided").all()
 
 
 # ---- the real Sachs data --------------------------------------------------------------------------

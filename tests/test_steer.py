@@ -8,6 +8,7 @@ import copy
 import _tiny_workflow as tiny
 import networkx as nx
 import numpy as np
+import pandas as pd
 import pytest
 from _screens import screen_and_data
 
@@ -113,7 +114,7 @@ def test_knockdown_routes_are_recorded(fitted):
         ({"knockdown": {"REG1": 1.5}}, "steer[0].knockdown.REG1: fraction 1.5 outside (0, 1]"),
         ({"knockdown": {"REG1": 0.0}}, "steer[0].knockdown.REG1: fraction 0 outside (0, 1]"),
         ({"dO": {"P1": 1.0}}, "steer[0]: unknown key 'dO' (did you mean 'do'?)"),
-        ({"name": "x"}, "steer[0]: no action; expected at least one of ['do', 'shift', 'knockdown']"),
+        ({"name": "x"}, "steer[0]: no action; expected at least one of ['do', 'shift', 'knockdown', 'command']"),
         ({"do": {"P1": "high"}}, "steer[0].do.P1: expected a finite number, got 'high'"),
     ],
 )
@@ -146,6 +147,8 @@ def test_a_held_out_single_without_route_is_a_config_error(fitted):
     unmeasured = replace(data, targets={**data.targets, "REG3": ("UNMEASURED",)})
     with pytest.raises(ConfigError, match=r"held_out: single 'REG3' has no route to a program: its target\(s\)"):
         tl.hold_out(unmeasured, ["REG3"])
+    with pytest.raises(ConfigError, match=r"single 'REG3' has"):  # labels read from data are numpy strings
+        tl.hold_out(unmeasured, np.array(["REG3"]))
 
 
 # -- the workflow ------------------------------------------------------------------------------------
@@ -222,3 +225,45 @@ def test_crl_pipe_steer_on_a_finished_run(cached_run, tmp_path, monkeypatch, cap
     assert set(table["request"]) == {"shift(P1=1)", "knockdown(REG2=0.5)"}
     assert read_provenance(tmp_path / "steering.parquet")["params"]["n_boot"] == 5
     assert read_table(tmp_path / "singles.parquet", "predictions").empty  # no held-out single
+
+
+def test_a_module_is_a_lever_on_its_member_programs(fitted):
+    """shift/do of a module = shift/do of each member program by its loading times the value."""
+    _, data, model = fitted
+    modules = {"M1": {"P1": 0.5, "P2": 0.8}}
+    by_module = tl.steer(
+        model, [{"name": "m", "shift": {"M1": 2.0}}, {"name": "d", "do": {"M1": 1.0}}], data, n_boot=0, modules=modules
+    )
+    by_programs = tl.steer(
+        model,
+        [{"name": "m", "shift": {"P1": 1.0, "P2": 1.6}}, {"name": "d", "do": {"P1": 0.5, "P2": 0.8}}],
+        data,
+        n_boot=0,
+    )
+    for name in ("m", "d"):
+        a = by_module[by_module["request"] == name].set_index("feature")["predicted_change"]
+        b = by_programs[by_programs["request"] == name].set_index("feature")["predicted_change"]
+        np.testing.assert_allclose(a.loc[b.index], b, atol=1e-12)
+        assert a.abs().max() > 0
+    assert set(by_module["route"]) == {"module M1: P1 x 0.50, P2 x 0.80"}
+    hierarchy = pd.DataFrame(
+        {
+            "level": [1, 2, 2, 2, 3, 3],
+            "parent": ["P1", "M1", "M1", "M2", "M3", "M3"],
+            "child": ["g1", "P1", "P2", "P3", "M1", "M2"],
+            "weight": [1.0, 0.5, 0.8, -1.0, 2.0, 1.0],
+        }
+    )
+    members = tl.module_members(hierarchy)  # a module of modules reaches programs through its members
+    assert members == {"M1": {"P1": 0.5, "P2": 0.8}, "M2": {"P3": -1.0}, "M3": {"P1": 1.0, "P2": 1.6, "P3": -1.0}}
+
+
+def test_a_module_without_a_hierarchy_is_a_one_line_error(fitted):
+    _, data, model = fitted
+    with pytest.raises(ConfigError) as err:
+        tl.steer(model, {"shift": {"M1": 1.0}}, data, n_boot=0)
+    message = str(err.value)
+    assert message.startswith("steer 'shift(M1=1)': no program 'M1'; expected one of P1, P2, P3")
+    assert "a module needs the dataset's concept hierarchy" in message and "\n" not in message
+    with pytest.raises(ConfigError, match=r"no program 'M9'; expected one of P1, .* or a module \(M1\)"):
+        tl.steer(model, {"shift": {"M9": 1.0}}, data, n_boot=0, modules={"M1": {"P1": 1.0}})

@@ -85,6 +85,22 @@ def test_shd_counts_a_reversal_once_and_extras_and_misses():
     assert tl.graph_metrics(extra_and_missing, true_graph, mapping)["shd"] == 2
 
 
+def test_confident_edges_are_scored_apart_from_tentative_ones():
+    true_graph = pd.DataFrame({"source": ["A", "B"], "target": ["B", "C"]})
+    graph = pd.DataFrame(
+        {
+            "source": ["A", "B", "A"],
+            "target": ["B", "C", "C"],
+            "confidence": ["confident", "tentative", "tentative"],
+        }
+    )
+    m = tl.graph_metrics(graph, true_graph, {n: n for n in "ABC"})
+    assert (m["shd"], m["edge_precision"], m["edge_recall"]) == (1, 2 / 3, 1.0)  # every reported edge
+    assert (m["shd_confident"], m["edge_precision_confident"], m["edge_recall_confident"]) == (1, 1.0, 0.5)
+    assert m["n_edges_confident"] == 1 and "n_edges_true_confident" not in m
+    assert "shd_confident" not in tl.graph_metrics(graph.drop(columns="confidence"), true_graph, {n: n for n in "ABC"})
+
+
 def test_evaluate_by_name_without_true_targets():
     true_graph = pd.DataFrame({"source": ["raf", "mek"], "target": ["mek", "erk"]})
     graph = pd.DataFrame({"source": ["raf"], "target": ["mek"], "weight": [0.5], "stability": [1.0]})

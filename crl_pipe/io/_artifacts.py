@@ -63,7 +63,8 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "metric": pa.string(),
         "value": pa.float64(),
     },
-    # steering requests answered by rule steer (crl_pipe.tl.steer): one row per request and feature
+    # steering requests answered by rule steer (crl_pipe.tl.steer): one row per request and feature, and
+    # per frame after the command starts for a robot's command requests (frame: null for screens)
     "steering": {
         "request": pa.string(),
         "feature": pa.string(),
@@ -72,6 +73,7 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "upper": pa.float64(),
         "route": pa.string(),
         "path": pa.string(),
+        "frame": pa.int64(),
     },
     # the concept levels (rule hierarchy): level 1 = feature -> program, 2 = program -> module, ...;
     # stability: fraction of resampled refits that keep the membership (NaN where not resampled);
@@ -100,6 +102,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "confidence": None,
         "reason": None,
     },
+    "steering": {"frame": None},  # a screen's requests have no frame
     "hierarchy": {"parent_name": None},
 }
 

@@ -48,6 +48,10 @@ class RobotKind(DatasetKind):
     def preprocess_options(self, dataset: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
         return {"channel_kinds": list(dataset.get("channel_kinds", ["state", "action"]))}
 
+    def report_files(self, folder: str) -> dict[str, str]:
+        # the report's place on the robustness atlas reads the log (sensor noise, episodes, commands)
+        return {"expression": f"{folder}/preprocessed.h5ad"}
+
     def hierarchy_samples(
         self, latents: pd.DataFrame, interventions: pd.DataFrame
     ) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -16,7 +16,10 @@ class Vocabulary:
     counts and detected genes per sample mean something (not for robot channels); ``counts_caption``:
     the caption of the samples-per-label figure (empty: one written from the nouns);
     ``closest_program``: whether a latent's top features are matched to the anchored program they
-    overlap most (not where each variable is its own anchor channel).
+    overlap most (not where each variable is its own anchor channel); ``atlas``: the rows of the
+    robustness atlas (its ``kind`` column, a key of :data:`crl_pipe.tl.ATLAS_KINDS`) that the report
+    places these data on, with that kind's estimates (``"screen"``: knockdown, cells, anchors;
+    ``"robot"``: episodes, sensor noise, channels without a command).
     """
 
     prose: str
@@ -33,6 +36,7 @@ class Vocabulary:
     qc_figure: bool = True
     counts_caption: str = ""
     closest_program: bool = True
+    atlas: str = "screen"
 
     def samples_per_label_caption(self) -> str:
         """The caption of the figure of samples per label: ``counts_caption``, or one in this kind's nouns."""
@@ -79,7 +83,7 @@ ROBOT = Vocabulary(
         "programs": "variables",
         "program": "variable",
     },
-    omitted_sections=frozenset({"guides", "whatif"}),  # steering robots (command rollouts) is not built yet
+    omitted_sections=frozenset({"guides"}),
     qc_figure=False,
     counts_caption=(
         "Frames per intervention label (the variables whose command changed on that frame, or an event's "
@@ -87,4 +91,5 @@ ROBOT = Vocabulary(
         "frames says little on its own; the temporal model pools them by target."
     ),
     closest_program=False,
+    atlas="robot",
 )

@@ -51,6 +51,13 @@ class ModelCapabilities:
         Learns its latents from camera frames (``CRLData.frames``, the ``obsm["frames.<camera>"]`` of
         a robot log read with cameras) and keeps a decoder and the frames where each latent is lowest
         and highest, so the report shows what each latent sees.
+    rolls_out
+        Its fitted transition can be rolled forward open-loop from an episode's observed starting states
+        under any command sequence (:meth:`rollout`, :attr:`rollout_start`), so the workflow's rule steer
+        answers ``command`` requests (what commanding a channel does to every state, frame by frame) and
+        scores the rollouts of held-out episodes against persistence and a vector autoregression.
+        (``camera`` inherits the method, on its learned latents, but does not declare it yet: its
+        rollouts are not validated.)
     """
 
     reads_counts: bool
@@ -59,6 +66,7 @@ class ModelCapabilities:
     time_series: bool
     steers: bool = False
     sees_frames: bool = False
+    rolls_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,7 @@ _REGISTRY: Mapping[str, _Entry] = {
     ),
     "temporal": _Entry(
         "crl_pipe.models.temporal:TemporalSEM",
-        ModelCapabilities(reads_counts=False, uses_torch=False, predicts=False, time_series=True),
+        ModelCapabilities(reads_counts=False, uses_torch=False, predicts=False, time_series=True, rolls_out=True),
     ),
     "camera": _Entry(
         "crl_pipe.models.camera:CameraSEM",

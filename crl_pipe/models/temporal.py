@@ -244,6 +244,24 @@ class TemporalSEM(CRLModel):
         self.register_buffer("velocity_sd", torch.tensor(design.sd_z))
         self.register_buffer("action_step_sd", torch.tensor(design.sd_a))
         self.history = pd.DataFrame({"epoch": [0], "split": ["train"], "loss": [float(design.loss(coef))]})
+        self._store_rollout(design, coef)
+
+    def _store_rollout(self, design: _Design, coef: np.ndarray) -> None:
+        """The fitted transition in raw units (latent and command units per frame), for :meth:`rollout`:
+        ``dz_t = b + sum_l S_l^T dz_{t-l} + sum_l A_l^T da_{t-l} + d * I_t + C^T dz_t``."""
+        m, q, p, K = design.m, design.q, design.p, design.K
+        raw = coef[: design.n_lagged] * design.y_scale[None, :] / design.x_scale[:, None]
+        inst = (
+            coef[design.inst_rows] * design.y_scale[None, :] / design.y_scale[:, None]
+            if design.n_inst
+            else np.zeros((m, m))
+        )
+        self.register_buffer("roll_intercept", torch.tensor(design.y_mean - design.x_mean @ raw - design.y_mean @ inst))
+        self.register_buffer("roll_state", torch.tensor(raw[: p * m].reshape(p, m, m)))
+        self.register_buffer("roll_action", torch.tensor(raw[p * m : p * m + K * q].reshape(K, q, m)))
+        shift = np.diag(raw[design.shift_rows]) if design.n_shift else np.zeros(m)
+        self.register_buffer("roll_shift", torch.tensor(shift.copy()))
+        self.register_buffer("roll_inst", torch.tensor(inst))
 
     def _store_target_scores(self, data: CRLData, design: _Design, shift: np.ndarray | None) -> None:
         """Score of (intervention label, latent): mean |predicted velocity change| the labelled frames cause, in SDs."""
@@ -258,6 +276,61 @@ class TemporalSEM(CRLModel):
             len(labels), m
         )
         self.register_buffer("target_scores", torch.tensor(scores))
+
+    # -- rollouts ---------------------------------------------------------------------------------
+    @property
+    def rollout_start(self) -> int:
+        """Frames of observed state an open-loop rollout starts from: the largest lag (state or command) + 1."""
+        self._check_rollout()
+        return max(self.roll_state.shape[0], self.roll_action.shape[0]) + 1
+
+    def rollout(self, start: np.ndarray, actions: np.ndarray, shift: np.ndarray | None = None) -> np.ndarray:
+        """Roll the learned transition forward open-loop from observed starting states under a command sequence.
+
+        Parameters
+        ----------
+        start
+            The latents of the first :attr:`rollout_start` frames of an episode (frames x latents, the
+            units of :meth:`get_latent_representation`); only these frames are observed.
+        actions
+            The commands of every frame of the rollout (frames x ``action_names``, command units); its
+            length sets the rollout's.
+        shift
+            Frames x latents 0/1: frame t is labelled as an intervention on the latent (its mechanism
+            shift acts on ``z[t+1] - z[t]``); default none.
+
+        Returns
+        -------
+        Frames x latents: the start, then the predicted latents of every later frame (no noise).
+        """
+        S, A = self.roll_state.numpy(), self.roll_action.numpy()
+        b, d, C = self.roll_intercept.numpy(), self.roll_shift.numpy(), self.roll_inst.numpy()
+        r, m = self.rollout_start - 1, len(self.latent_names)
+        actions = np.asarray(actions, dtype=np.float64).reshape(len(actions), len(self.action_names))
+        start = np.asarray(start, dtype=np.float64)
+        if start.shape != (r + 1, m) or len(actions) < r + 1:
+            raise ModelError(
+                f"model {self.name}: rollout start of shape {start.shape} with {len(actions)} frames of commands; "
+                f"expected {r + 1} frames x {m} latents and at least {r + 1} frames of commands"
+            )
+        T = len(actions)
+        shift = np.zeros((T, m)) if shift is None else np.asarray(shift, dtype=np.float64)
+        within = np.linalg.inv(np.eye(m) - C.T)  # C is acyclic (a DAG), so I - C^T is invertible
+        z = np.empty((T, m))
+        z[: r + 1] = start
+        dz, da = np.zeros((T, m)), np.diff(actions, axis=0, append=actions[-1:])
+        dz[:r] = np.diff(start, axis=0)
+        for t in range(r, T - 1):  # dz[t] = z[t+1] - z[t] from the p velocities and K command steps before it
+            rest = b + d * shift[t]
+            rest = rest + sum(dz[t - lag] @ S[lag - 1] for lag in range(1, len(S) + 1))
+            rest = rest + sum(da[t - lag] @ A[lag - 1] for lag in range(1, len(A) + 1))
+            dz[t] = within @ rest
+            z[t + 1] = z[t] + dz[t]
+        return z
+
+    def _check_rollout(self) -> None:
+        if getattr(self, "roll_intercept", None) is None:  # checkpoints written before rollouts existed
+            raise ModelError(f"model {self.name}: this checkpoint has no rollout coefficients; retrain it")
 
     # -- outputs ----------------------------------------------------------------------------------
     def get_latent_representation(self, data: CRLData) -> pd.DataFrame:
@@ -407,16 +480,21 @@ class _Design:
         self.shift_rows = slice(p * self.m + K * self.q, self.n_lagged)
         self.inst_rows = slice(self.n_lagged, self.n_inputs)
         if self.n_rows == 0:
+            self.x_mean, self.x_scale = np.zeros(self.n_lagged), np.ones(self.n_lagged)
+            self.y_mean, self.y_scale = np.zeros(self.m), np.ones(self.m)
             self.gram, self.cross, self.yy = np.zeros((self.n_inputs,) * 2), np.zeros((self.n_inputs, self.m)), 0.0
             self.yy_col = np.zeros(self.m)
             return
         X = np.vstack([x for x, _ in blocks])
         Y = np.vstack([y for _, y in blocks])
-        X -= X.mean(axis=0)
-        Y -= Y.mean(axis=0)
+        # the means and scales take a standardised coefficient back to raw units (rollouts)
+        self.x_mean, self.y_mean = X.mean(axis=0), Y.mean(axis=0)
+        X -= self.x_mean
+        Y -= self.y_mean
         scale = np.concatenate([np.tile(self.sd_z, p), np.tile(self.sd_a, K), self.sd_shift[: self.n_shift]])
-        X /= np.where(scale > 0, scale, 1.0)
-        Y /= np.where(self.sd_z > 0, self.sd_z, 1.0)
+        self.x_scale, self.y_scale = np.where(scale > 0, scale, 1.0), np.where(self.sd_z > 0, self.sd_z, 1.0)
+        X /= self.x_scale
+        Y /= self.y_scale
         if self.n_inst:
             X = np.hstack([X, Y])
         n = len(Y)

@@ -19,6 +19,7 @@ from ._heatmap import target_heatmap
 from ._hierarchy import concept_graph
 from ._observed import n_self_driven, observed_causes, strongest_observed_causes
 from ._qc import qc_distribution
+from ._steering import steering_rollout
 from ._training import training_curves
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "n_self_driven",
     "observed_causes",
     "qc_distribution",
+    "steering_rollout",
     "strongest_observed_causes",
     "target_heatmap",
     "training_curves",

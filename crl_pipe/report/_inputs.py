@@ -27,7 +27,7 @@ ARTIFACTS: dict[str, str] = {
     "baselines": "baseline name (pc, ges) -> its results folder",
     "truth_graph": "the true graph (any layout crl_pipe.io.read_graph reads)",
     "guides": "guides.parquet (the guide calls of a screen of counts)",
-    "expression": "preprocessed.h5ad (for the knockdown of each targeted gene)",
+    "expression": "preprocessed.h5ad (the knockdown of each targeted gene; the place on the robustness atlas)",
 }
 REQUIRED = ("interventions", "qc", "anchors")
 
@@ -84,7 +84,7 @@ class ReportInputs:
     guides
         ``guides.parquet`` (guide calls of a screen of counts), or ``None``.
     expression
-        Path of ``preprocessed.h5ad`` for the knockdown check, or ``None``.
+        Path of ``preprocessed.h5ad`` for the knockdown check and the place on the atlas, or ``None``.
     config
         The configuration values used, shown verbatim (escaped) under "How this was run".
     vocabulary

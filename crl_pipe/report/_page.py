@@ -19,6 +19,7 @@ import jinja2
 from .. import __version__
 from .._provenance import atomic_path
 from ._inputs import ReportInputs
+from .sections.atlas import atlas_section
 from .sections.frames import any_sees_frames, frames_section
 from .sections.glance import glance_table
 from .sections.graph import graph_section
@@ -31,7 +32,7 @@ from .sections.programs import programs_section
 from .sections.run import run_section
 from .sections.targets import targets_section
 from .sections.training import training_section
-from .sections.whatif import singles_table, whatif_section
+from .sections.whatif import rollouts_table, singles_table, whatif_section
 
 PathLike = str | os.PathLike
 
@@ -69,7 +70,8 @@ PAGE: tuple[Section, ...] = (
         "hierarchy", "Concept levels: programs and modules", {"hierarchy": hierarchy_section}, shown_if=has_hierarchy
     ),
     Section("metrics", "Metrics", {"metrics": metrics_table, "heldout": held_out_table}),
-    Section("whatif", "What if", {"whatif": whatif_section, "singles": singles_table}),
+    Section("atlas", "Where these data sit on the robustness atlas", {"atlas": atlas_section}),
+    Section("whatif", "What if", {"whatif": whatif_section, "singles": singles_table, "rollouts": rollouts_table}),
     Section("training", "Training curves", {"training": training_section}),
     Section("run", "How this was run", {"run": run_section}),
 )

@@ -614,6 +614,37 @@ def arm_limb_truth(limb_drive: float = 0.8, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["level", "parent", "child", "weight", "stability"])
 
 
+def arm_rollout(
+    commands: np.ndarray, *, fps: float = 30.0, light_threshold: float = 0.6, light_delay: int = 1
+) -> np.ndarray:
+    """The arm of :func:`simulate_arm` driven by a given command sequence: the true trajectory.
+
+    Parameters
+    ----------
+    commands
+        Frames x 4: the set-points of ``ARM_JOINTS`` (rad) at every frame; the arm starts at rest on
+        the first frame's set-points with the gate closed, as every simulated episode does.
+    fps, light_threshold, light_delay
+        As in :func:`simulate_arm`.
+
+    Returns
+    -------
+    Frames x 6: the noise-free ``shoulder_yaw, shoulder_pitch, elbow, wrist, gate, light``, the causal
+    variables of an episode simulated with these commands (:attr:`SimulatedRobot.latents`). A steering
+    request's true effect is the difference of two such rollouts.
+    """
+    try:
+        import mujoco  # deferred: MuJoCo only for the arm simulator
+    except ImportError:
+        raise ImportError("arm_rollout needs the 'mujoco' package: pip install mujoco") from None
+    commands = np.asarray(commands, dtype=np.float64)
+    if commands.ndim != 2 or commands.shape[1] != len(ARM_JOINTS) or len(commands) < 1:
+        raise ConfigError(f"arm_rollout: commands of shape {commands.shape}; expected frames x {len(ARM_JOINTS)}")
+    model = mujoco.MjModel.from_xml_string(_ARM_XML)
+    substeps = max(1, round(1.0 / (fps * model.opt.timestep)))
+    return _arm_roll_out(mujoco, model, commands, substeps, light_threshold, light_delay)
+
+
 def _setpoints(rng: np.random.Generator, T: int, J: int, rate: float, size: float) -> np.ndarray:
     """Piecewise-constant set-points: on a change (probability ``rate``) a fresh uniform draw in [-size, size]."""
     change = rng.random((T, J)) < rate

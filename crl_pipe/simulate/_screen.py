@@ -80,6 +80,10 @@ def simulate_screen(
     shift_unit: str = "noise",
     wrong_anchor_fraction: float = 0.0,
     isolated_programs: int = 0,
+    knockdown: float = 0.85,
+    off_target_fraction: float = 0.0,
+    mislabelled_fraction: float = 0.0,
+    unintervened_programs: int = 0,
     seed: int = 0,
 ) -> SimulatedScreen:
     """Simulate a CRISPR screen whose latent programs follow a linear SEM on a random DAG.
@@ -147,6 +151,21 @@ def simulate_screen(
         How many of the ``n_programs`` (the last ones, ``P{K}``, ``P{K-1}`` ...) have no parent and no
         child: the DAG is drawn as without them and their edges are then removed (0 leaves every draw
         as it is). They are anchored and perturbed like the others.
+    knockdown
+        Share of a perturbed gene's expression removed in its cells (0.85: 15% remains). The shift of
+        its program scales with it (``shift * knockdown / 0.85``): a weaker knockdown, a softer
+        intervention.
+    off_target_fraction
+        Share of the perturbed genes whose perturbation also shifts one other program (drawn at
+        random), by half the shift of the intended one (an off-target hit). The truth's ``targets``
+        list the intended program only. Drawn from its own stream: 0 leaves every draw as it is.
+    mislabelled_fraction
+        Share of the perturbed cells whose label is wrong: replaced by another label of the screen
+        (another perturbation or the control), drawn from its own stream. Their counts are those
+        of the perturbation they really carry.
+    unintervened_programs
+        How many programs (the first ones, ``P1``, ``P2`` ...) no perturbation targets: their
+        perturbed genes are measured but never knocked down, and doubles involving them are dropped.
     seed
         Seed of every random draw.
     """
@@ -157,7 +176,9 @@ def simulate_screen(
         min_edge_weight=min_edge_weight, max_edge_weight=max_edge_weight, n_edges=n_edges,
         standardise_latents=standardise_latents, shift_unit=shift_unit, wrong_anchor_fraction=wrong_anchor_fraction,
         n_modules=n_modules, module_edge_density=module_edge_density, module_loading=module_loading,
-        regulators_in_programs=regulators_in_programs, isolated_programs=isolated_programs, seed=seed,
+        regulators_in_programs=regulators_in_programs, isolated_programs=isolated_programs, knockdown=knockdown,
+        off_target_fraction=off_target_fraction, mislabelled_fraction=mislabelled_fraction,
+        unintervened_programs=unintervened_programs, seed=seed,
     )  # fmt: skip
     counts = _negative_binomial(design.log_mean(slice(None)), mean_library_size, dispersion, design.rng)
     order = design.rng.permutation(len(design.genes))  # no block structure for a method to lean on
@@ -216,6 +237,7 @@ class _Design:
     mixing: str
     modules: _Modules | None = None
     standardised: bool = True
+    remaining: float = 0.15  # share of a perturbed gene's expression left in its cells
 
     def log_mean(self, cells: slice) -> np.ndarray:
         """Log mean expression of the cells ``cells`` (genes in model order), knockdowns included."""
@@ -229,7 +251,7 @@ class _Design:
             regulated = regulated[(regulated >= self.mixed.start) & (regulated < self.mixed.stop)]
             log_mu[:, regulated] += 0.3 * (h[:, [i]] * h[:, [j]])
         n_regulators = self.knocked.shape[1]
-        log_mu[:, -n_regulators:] += np.log(np.where(self.knocked[cells], 0.15, 1.0))  # CRISPRi knockdown
+        log_mu[:, -n_regulators:] += np.log(np.where(self.knocked[cells], self.remaining, 1.0))  # CRISPRi knockdown
         return log_mu
 
     def screen(self, order: np.ndarray, X: sp.csr_matrix | None) -> SimulatedScreen:
@@ -268,7 +290,8 @@ def _design(
     *, n_programs, n_genes, anchors_per_program, n_control, cells_per_perturbation, guides_per_program, n_doubles,
     edge_density, mixing, shift, noise_scale, min_edge_weight, max_edge_weight, seed, n_edges=None,
     standardise_latents=True, shift_unit="noise", wrong_anchor_fraction=0.0, regulators_in_programs=False,
-    n_modules=0, module_edge_density=0.0, module_loading=0.8, isolated_programs=0,
+    n_modules=0, module_edge_density=0.0, module_loading=0.8, isolated_programs=0, knockdown=0.85,
+    off_target_fraction=0.0, mislabelled_fraction=0.0, unintervened_programs=0,
 ) -> _Design:  # fmt: skip
     K = n_programs
     n_regulators = K * guides_per_program + n_modules
@@ -287,6 +310,7 @@ def _design(
     _check_knobs(K, n_edges, shift_unit, wrong_anchor_fraction)
     if not 0 <= isolated_programs < K:
         raise ConfigError(f"simulate: isolated_programs={isolated_programs}; expected 0 <= isolated_programs < {K}")
+    _check_weakening(K, knockdown, off_target_fraction, mislabelled_fraction, unintervened_programs)
     rng = np.random.default_rng(seed)
     programs = [f"P{k + 1}" for k in range(K)]
 
@@ -297,6 +321,12 @@ def _design(
     regulators = [f"REG{r + 1}" for r in range(K * guides_per_program)]
     reg_program = {reg: r // guides_per_program for r, reg in enumerate(regulators)}
     conditions = _conditions(regulators, reg_program, n_doubles, rng)
+    if unintervened_programs:
+        conditions = [
+            (lab, regs) for lab, regs in conditions if min(reg_program[r] for r in regs) >= unintervened_programs
+        ]
+    off_target = _off_targets(regulators, reg_program, K, off_target_fraction, seed)
+    strength = knockdown / 0.85  # 1.0 at the default: the shift as given
     modules = None
     if n_modules:  # drawn from its own stream, after the one-level design
         modules = _draw_modules(
@@ -310,6 +340,8 @@ def _design(
         labels += [label] * cells_per_perturbation
         target_sets += [regs] * cells_per_perturbation
     n_cells = len(labels)
+    if mislabelled_fraction > 0:
+        labels = _mislabel(labels, mislabelled_fraction, seed)
 
     eps = rng.standard_normal((n_cells, K))
     if modules is not None:
@@ -321,7 +353,10 @@ def _design(
         for reg in regs:
             if reg in reg_program:
                 k = reg_program[reg]
-                eps[cells, k] = eps[cells, k] * noise_scale + shift * unit[k]
+                eps[cells, k] = eps[cells, k] * noise_scale + shift * strength * unit[k]
+                if reg in off_target:
+                    k = off_target[reg]
+                    eps[cells, k] = eps[cells, k] + 0.5 * shift * strength * unit[k]
             else:
                 modules.knock(reg, cells, shift, noise_scale)
             knocked[cells, regulators.index(reg)] = True
@@ -350,7 +385,7 @@ def _design(
         rng=rng, programs=programs, B=B, scale=scale, reg_program=reg_program, conditions=conditions, labels=labels,
         z=z, knocked=knocked, genes=genes, gene_sets=gene_sets, A=A, base=base, pair=pair, mixed=mixed, mixing=mixing,
         modules=modules,
-        standardised=standardise_latents,
+        standardised=standardise_latents, remaining=round(1.0 - knockdown, 12),
     )  # fmt: skip
 
 
@@ -433,6 +468,42 @@ def _check_knobs(K, n_edges, shift_unit, wrong_anchor_fraction) -> None:
         raise ConfigError(f"simulate: shift_unit must be 'noise' or 'latent', got {shift_unit!r}")
     if not 0 <= wrong_anchor_fraction <= 1:
         raise ConfigError(f"simulate: wrong_anchor_fraction must be in [0, 1], got {wrong_anchor_fraction}")
+
+
+def _check_weakening(K, knockdown, off_target_fraction, mislabelled_fraction, unintervened_programs) -> None:
+    if not 0 < knockdown < 1:
+        raise ConfigError(f"simulate: knockdown must be in (0, 1), got {knockdown}")
+    for name, value in (("off_target_fraction", off_target_fraction), ("mislabelled_fraction", mislabelled_fraction)):
+        if not 0 <= value <= 1:
+            raise ConfigError(f"simulate: {name} must be in [0, 1], got {value}")
+    if not 0 <= unintervened_programs < K:
+        raise ConfigError(f"simulate: unintervened_programs={unintervened_programs}; expected 0 <= it < {K}")
+
+
+def _off_targets(regulators, reg_program, K, fraction, seed) -> dict[str, int]:
+    """Perturbed gene -> the other program it also hits, for ``round(fraction * n)`` of them (own stream)."""
+    n_hit = int(round(fraction * len(regulators)))
+    if not n_hit:
+        return {}
+    rng = np.random.default_rng([seed, 2])
+    hit = rng.choice(len(regulators), size=n_hit, replace=False)
+    out = {}
+    for r in np.sort(hit):
+        others = [k for k in range(K) if k != reg_program[regulators[r]]]
+        out[regulators[r]] = int(rng.choice(others))
+    return out
+
+
+def _mislabel(labels: list[str], fraction: float, seed: int) -> list[str]:
+    """``labels`` with ``round(fraction * n)`` of the n perturbed cells relabelled as another label (own stream)."""
+    rng = np.random.default_rng([seed, 3])
+    labels = list(labels)
+    names = sorted(set(labels))
+    perturbed = np.flatnonzero(np.asarray(labels) != CONTROL_LABEL)
+    for c in rng.choice(perturbed, size=int(round(fraction * perturbed.size)), replace=False):
+        others = [n for n in names if n != labels[c]]
+        labels[c] = others[rng.integers(len(others))]
+    return labels
 
 
 def _random_dag(K, density, lo, hi, rng, n_edges=None, isolated=0):

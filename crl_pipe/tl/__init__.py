@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._atlas import ATLAS_KINDS, AtlasPlace, place_on_atlas, read_atlas
+from ._atlas import KNOBS as ATLAS_KNOBS
 from ._baselines import BASELINES, baseline_graph, fit_baseline
 from ._evaluate import evaluate, graph_metrics, map_latents, mean_correlation, predicted_targets, target_accuracy
 from ._graph import GRAPH_COLUMNS, EdgeCalls, recover_graph
@@ -11,13 +13,33 @@ from ._identifiability import identifiability
 from ._knockdown import knockdown
 from ._prediction import combinations, evaluate_combinations, held_out_metrics, hold_out, resolve_held_out
 from ._resample import bootstrap_episodes, bootstrap_rows, complementary_halves
-from ._steer import STEERING_COLUMNS, Steerer, steer
+from ._rollout import (
+    ROLLOUT_HORIZONS,
+    ROLLOUT_PREDICTORS,
+    CommandSteerer,
+    score_rollouts,
+    split_episodes,
+    steer_commands,
+)
+from ._steer import STEERING_COLUMNS, Steerer, module_members, steer
 from ._train import train
 
 __all__ = [
+    "ATLAS_KINDS",
+    "ATLAS_KNOBS",
+    "AtlasPlace",
+    "place_on_atlas",
+    "read_atlas",
     "BASELINES",
     "SINGLE_PREDICTORS",
     "STEERING_COLUMNS",
+    "ROLLOUT_HORIZONS",
+    "ROLLOUT_PREDICTORS",
+    "CommandSteerer",
+    "score_rollouts",
+    "split_episodes",
+    "steer_commands",
+    "module_members",
     "Steerer",
     "combinations",
     "evaluate_singles",

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from .._errors import ConfigError, ModelError
 from ..models import CRLData
-from ._resample import bootstrap_rows
+from ._graph import EdgeCalls, call_edges
+from ._resample import complementary_halves
 
 log = logging.getLogger("crl_pipe")
 
@@ -74,25 +75,33 @@ def fit_baseline(data: CRLData, method: str, *, samples: str = "control", **para
 
 
 def baseline_graph(
-    data: CRLData, method: str, params: dict[str, Any] | None = None, *, n_refits: int = 20, seed: int = 0
+    data: CRLData,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    n_refits: int = 20,
+    seed: int = 0,
+    calls: EdgeCalls | None = None,
 ) -> pd.DataFrame:
-    """The baseline's graph on all of ``data`` with each edge's stability over bootstrap refits.
+    """The baseline's graph on all of ``data``, each edge with the same error control as the models'.
 
-    Refits resample samples within each intervention group (:func:`crl_pipe.tl.bootstrap_rows`),
-    as the CRL models' refits do. Returns the graph table ``source, target, weight, stability,
-    undirected``, most stable edges first.
+    Refits run on ``n_refits`` complementary halves (samples within each intervention group), as
+    :func:`crl_pipe.tl.recover_graph` does for the models, and each edge gets its stability,
+    orientation, weight z, false-edge bound and ``confidence`` / ``reason`` (thresholds ``calls``).
+    An undirected CPDAG edge is in the refits both ways, so its orientation stays undecided and it
+    is never confident. Returns :data:`GRAPH_COLUMNS` plus ``undirected``, confident edges first.
     """
     params = dict(params or {})
-    edges = fit_baseline(data, method, **params)
+    edges = fit_baseline(data, method, **params).assign(lag=pd.NA)
     rng = np.random.default_rng(seed)
-    kept = pd.Series(0.0, index=pd.MultiIndex.from_frame(edges[["source", "target"]]))
-    for _ in tqdm(range(n_refits), desc=f"{method} refits", disable=not sys.stderr.isatty()):
-        refit = fit_baseline(data.subset(bootstrap_rows(data, rng)), method, **params)
-        found = set(zip(refit["source"], refit["target"], strict=True))
-        kept += [pair in found for pair in kept.index]
-    stability = (kept / n_refits).to_numpy() if n_refits else np.full(len(edges), np.nan)
-    edges = edges.assign(stability=stability)[["source", "target", "weight", "stability", "undirected"]]
-    return edges.sort_values(["stability", "weight"], key=lambda c: -c.abs(), kind="stable").reset_index(drop=True)
+    halves: list[np.ndarray] = []
+    while len(halves) < n_refits:
+        halves.extend(complementary_halves(data, rng))
+    refits = []
+    for r in tqdm(range(n_refits), desc=f"{method} refits", disable=not sys.stderr.isatty()):
+        refits.append(fit_baseline(data.subset(halves[r]), method, **params).assign(lag=pd.NA))
+    p = len(data.features)
+    return call_edges(edges, refits, p * (p - 1), calls)
 
 
 def _rows(data: CRLData, samples: str, method: str) -> np.ndarray:

@@ -92,8 +92,20 @@ def graph_metrics(graph: pd.DataFrame, true_graph: pd.DataFrame, mapping: dict[s
     Edges touching an unmapped latent cannot match anything and count as extra edges. An edge is a
     pair: its ``lag`` does not matter here (a pair found at another lag, or at two lags, is right
     once); where both tables have lags, ``instantaneous_recall`` and ``instantaneous_precision``
-    score the lag-0 edges alone.
+    score the lag-0 edges alone. The plain scores count every reported edge, tentative ones too;
+    where the graph has confidence calls (:func:`crl_pipe.tl.recover_graph`), ``shd_confident``,
+    ``n_edges_confident``, ``edge_precision_confident`` and ``edge_recall_confident`` score the
+    confident edges alone: the findings a reader is told to trust.
     """
+    scores = _pair_scores(graph, true_graph, mapping) | _instantaneous_metrics(graph, true_graph, mapping)
+    if "confidence" in graph and graph["confidence"].notna().any():
+        confident = _pair_scores(graph[graph["confidence"] == "confident"], true_graph, mapping)
+        scores |= {f"{key}_confident": value for key, value in confident.items() if key != "n_edges_true"}
+        scores["n_edges_confident"] = scores.pop("n_edges_predicted_confident")
+    return scores
+
+
+def _pair_scores(graph: pd.DataFrame, true_graph: pd.DataFrame, mapping: dict[str, str]) -> dict[str, float]:
     est = {
         (mapping.get(s, f"?{s}"), mapping.get(t, f"?{t}"))
         for s, t in zip(graph["source"], graph["target"], strict=True)
@@ -108,7 +120,7 @@ def graph_metrics(graph: pd.DataFrame, true_graph: pd.DataFrame, mapping: dict[s
         "n_edges_predicted": float(len(est)),
         "edge_precision": len(correct) / len(est) if est else float("nan"),
         "edge_recall": len(correct) / len(true) if true else float("nan"),
-    } | _instantaneous_metrics(graph, true_graph, mapping)
+    }
 
 
 def _instantaneous_metrics(graph: pd.DataFrame, true_graph: pd.DataFrame, mapping: dict[str, str]) -> dict[str, float]:

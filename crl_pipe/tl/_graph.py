@@ -140,14 +140,25 @@ def recover_graph(
     rows; a refit keeps such an edge if it has the pair with the same kind (instantaneous or
     lagged, at any lag). Other models give one row per pair, ``lag`` null.
     """
-    calls = calls or EdgeCalls()
     edges = _edge_list(model)
     refits = refit_halves(model, data, n_refits, seed) if n_refits else []
-    table = _resampling_columns(edges, refits, _n_possible(model) if refits else 1)
+    return call_edges(edges, refits, _n_possible(model), calls)
+
+
+def call_edges(
+    edges: pd.DataFrame, refits: Sequence[pd.DataFrame], n_possible: int, calls: EdgeCalls | None = None
+) -> pd.DataFrame:
+    """Stability selection and confidence call of the full-data ``edges`` from the edge lists of
+    half-sample ``refits`` (both ``source, target, weight, lag``; :func:`recover_graph` documents
+    the columns it adds). ``n_possible``: the edges one refit could select. Extra columns of
+    ``edges`` (a baseline's ``undirected``) are kept after :data:`GRAPH_COLUMNS`."""
+    calls = calls or EdgeCalls()
+    table = _resampling_columns(edges, refits, n_possible if refits else 1)
     table = _call(table, calls, resampled=bool(refits))
     order = table.assign(_conf=table["confidence"] != "confident", _abs=-table["weight"].abs(), _st=-table["stability"])
     order = order.sort_values(["_conf", "_st", "_abs"], kind="stable", na_position="last")
-    return table.loc[order.index, GRAPH_COLUMNS].reset_index(drop=True)
+    extra = [c for c in edges.columns if c not in GRAPH_COLUMNS]
+    return table.loc[order.index, GRAPH_COLUMNS + extra].reset_index(drop=True)
 
 
 def _n_possible(model: CRLModel) -> int:

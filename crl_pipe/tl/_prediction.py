@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,18 +11,25 @@ import scipy.sparse as sp
 from .._errors import ConfigError, InputError, ModelError
 from ..models import CRLData, CRLModel, model_names
 from ..pp import parse_perturbation
+from ._rollout import split_episodes
 
 #: predictors scored side by side: the model, the control mean, and the additive baseline
 #: (control mean plus the observed single-perturbation changes), the usual bar in combination prediction
 PREDICTORS = ("model", "control", "additive")
 
 
-def hold_out(data: CRLData, held_out: Sequence[str], *, where: str = "held_out", source: str = "the data") -> CRLData:
+def hold_out(
+    data: CRLData, held_out: Sequence[str] | Mapping, *, where: str = "held_out", source: str = "the data"
+) -> CRLData:
     """``data`` without the cells of the ``held_out`` labels, which the models must never see
     (:func:`held_out_cells`: a held-out single takes the combinations that include it along).
 
     The labels are checked by :func:`resolve_held_out`; a bad one is a :class:`ConfigError` naming it.
+    A robot log's ``held_out`` is a mapping, ``{episodes: [3, 7]}``: those episodes' frames are dropped
+    (:func:`crl_pipe.tl.split_episodes`).
     """
+    if isinstance(held_out, Mapping):
+        return split_episodes(data, held_out, where=where)[0]
     dropped = held_out_cells(data, resolve_held_out(data, held_out, where=where, source=source))
     return data.subset(~dropped)
 
@@ -49,7 +56,7 @@ def resolve_held_out(
     :class:`ConfigError` naming the label (``where``: the config key; ``source``: where the labels
     come from).
     """
-    held_out = [held_out] if isinstance(held_out, str) else list(held_out)
+    held_out = [held_out] if isinstance(held_out, str) else [str(label) for label in held_out]
     present = set(data.intervention[~data.is_control])
     labels = []
     for given in held_out:

@@ -41,9 +41,8 @@ from .._steer_requests import SteerRequest, check_names, parse_requests
 from ..models import CRLData, CRLModel
 from ..models._shift_sem import SHIFT_SEM_DEFAULTS, fit_shift_sem
 from ._resample import bootstrap_rows
+from ._rollout import STEERING_COLUMNS, steer_commands
 
-#: Columns of ``steering.parquet`` (:func:`steer`).
-STEERING_COLUMNS = ["request", "feature", "predicted_change", "lower", "upper", "route", "path"]
 #: A gene knocked down by less than this fraction in its training cells is taken as not measurable.
 _MIN_MEASURED_KNOCKDOWN = 0.05
 
@@ -71,12 +70,25 @@ class Steerer:
         Bootstrap refits of the SEM and decoder behind the intervals (0: no intervals).
     seed
         Seed of the bootstrap resamples.
+    modules
+        The modules of the dataset's concept hierarchy (:func:`crl_pipe.tl.hierarchy`), module -> {member
+        program: loading in control SDs}: a request may then set or shift a module, which sets or shifts
+        each member program by its loading times the value. None: the dataset has no hierarchy.
     """
 
-    def __init__(self, model: CRLModel, data: CRLData, *, n_boot: int = 50, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: CRLModel,
+        data: CRLData,
+        *,
+        n_boot: int = 50,
+        seed: int = 0,
+        modules: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> None:
         if not model.capabilities.steers:
             raise ModelError(f"model {model.name}: cannot be steered (no latent linear SEM over programs)")
         self.model, self.data = model, data
+        self.modules = None if modules is None else {str(m): dict(members) for m, members in modules.items()}
         self.programs = list(model.latent_names)
         self.features = list(data.features)
         latents = model.get_latent_representation(data)
@@ -130,8 +142,22 @@ class Steerer:
     def check(self, requests: Sequence[Mapping] | Mapping, *, where: str = "steer") -> list[SteerRequest]:
         """Parse and check ``requests`` against the model's programs and the genes it can reach."""
         parsed = parse_requests(requests, where=where)
-        check_names(parsed, programs=self.programs, genes=self.reachable_genes(), where=where)
+        modules = None if self.modules is None else list(self.modules)
+        check_names(parsed, programs=self.programs, genes=self.reachable_genes(), modules=modules, where=where)
         return parsed
+
+    def _levers(self, request: SteerRequest) -> tuple[dict[str, float], dict[str, float]]:
+        """The request's ``shift`` and ``do`` over programs: a module becomes its member programs, each
+        moved by its loading times the module's value (shifts of one program add up)."""
+        shift: dict[str, float] = {}
+        do: dict[str, float] = {}
+        for action, out in (("shift", shift), ("do", do)):
+            for name, value in getattr(request, action).items():
+                members = (self.modules or {}).get(name, {name: 1.0}) if name not in self.programs else {name: 1.0}
+                for program, loading in members.items():
+                    if program in self.programs:  # a nested module's members are modules: not programs
+                        out[program] = out.get(program, 0.0) + loading * value
+        return shift, do
 
     def predict(
         self, request: SteerRequest, *, prior_only: bool = False, fit: _Fit | None = None
@@ -146,15 +172,25 @@ class Steerer:
             shift, route = self._knockdown(gene, fraction, fit, prior_only)
             e += shift
             routes.append(route)
-        for program, value in request.shift.items():
+        shift, do = self._levers(request)
+        routes += self._module_routes(request)
+        for program, value in shift.items():
             e[index[program]] += value
-        fixed = [index[p] for p in request.do]
+        fixed = [index[p] for p in do]
         B = fit.B.copy()
         B[fixed, :] = 0.0  # do: the set programs no longer listen to their parents
-        for program, value in request.do.items():
+        for program, value in do.items():
             e[index[program]] = value
         dz = np.linalg.solve(np.eye(K) - B, e)
         return dz, fit.L @ dz, routes
+
+    def _module_routes(self, request: SteerRequest) -> list[str]:
+        """``module M1: P1 x 0.59, P3 x 0.55`` for each module the request sets or shifts."""
+        named = [n for n in [*request.do, *request.shift] if n not in self.programs and n in (self.modules or {})]
+        return [
+            f"module {n}: " + ", ".join(f"{p} x {w:.2f}" for p, w in self.modules[n].items() if p in self.programs)
+            for n in named
+        ]
 
     def _knockdown(self, gene: str, fraction: float, fit: _Fit, prior_only: bool) -> tuple[np.ndarray, str]:
         """Exogenous shifts (K) of knocking ``gene`` down by ``fraction``, and the route that maps it."""
@@ -211,11 +247,12 @@ class Steerer:
                         "upper": upper,
                         "route": "; ".join(routes) or "direct",
                         "path": self._paths(request, dz, self.point),
+                        "frame": pd.Series([pd.NA] * len(self.features), dtype="Int64"),  # robots only
                     }
                 )
             )
         if not frames:
-            return pd.DataFrame({c: pd.Series([], dtype=float if c in _FLOATS else str) for c in STEERING_COLUMNS})
+            return pd.DataFrame({c: pd.Series([], dtype=_DTYPES.get(c, str)) for c in STEERING_COLUMNS})
         table = pd.concat(frames, ignore_index=True)
         order = table["predicted_change"].abs().groupby(table["request"], sort=False).rank(ascending=False)
         table = table.assign(_rank=order).sort_values(["request", "_rank"], kind="stable").drop(columns="_rank")
@@ -240,7 +277,7 @@ class Steerer:
         sources = [k for k in range(len(self.programs)) if abs(dz[k]) > 0 and self._is_steered(request, k, fit)]
         graph = nx.DiGraph()
         graph.add_nodes_from(range(len(self.programs)))
-        cut = {self.programs.index(p) for p in request.do}
+        cut = {self.programs.index(p) for p in self._levers(request)[1]}
         for j, i in zip(*np.nonzero(fit.B), strict=True):
             if j not in cut:
                 graph.add_edge(int(i), int(j), cost=-np.log(abs(fit.B[j, i])))
@@ -260,7 +297,7 @@ class Steerer:
     def _is_steered(self, request: SteerRequest, k: int, fit: _Fit) -> bool:
         """Whether program ``k`` receives the request directly (set, shifted, or a knockdown's target)."""
         name = self.programs[k]
-        if name in request.programs:
+        if any(name in levers for levers in self._levers(request)):
             return True
         return any(self._knockdown(g, f, fit, False)[0][k] != 0 for g, f in request.knockdown.items())
 
@@ -278,7 +315,7 @@ class Steerer:
         return " -> ".join(self.programs[k] for k in best[1]) if best else self.programs[carrier]
 
 
-_FLOATS = ("predicted_change", "lower", "upper")
+_DTYPES = {"predicted_change": float, "lower": float, "upper": float, "frame": "Int64"}
 
 
 def steer(
@@ -289,6 +326,7 @@ def steer(
     n_boot: int = 50,
     level: float = 0.9,
     seed: int = 0,
+    modules: Mapping[str, Mapping[str, float]] | pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Predict what steering requests do to every feature, with an interval per feature.
 
@@ -308,26 +346,59 @@ def steer(
         Coverage of the interval (0.9: the 5% and 95% quantiles of the refits).
     seed
         Seed of the bootstrap resamples.
+    modules
+        The dataset's concept hierarchy, as ``hierarchy.parquet`` (:func:`crl_pipe.tl.hierarchy`) or
+        module -> {program: loading}: ``{"shift": {"M1": 1.0}}`` then shifts each member program of
+        module M1 by its loading (control SDs per module SD), ``do`` sets them so. None: no hierarchy,
+        and a request naming a module is an error that says so.
 
     Returns
     -------
-    Table ``request, feature, predicted_change, lower, upper, route, path``: the change of each
+    Table ``request, feature, predicted_change, lower, upper, route, path, frame``: the change of each
     feature's mean (log-normalised expression for a screen of counts) from the control mean,
     largest first within a request; ``route``: how each knockdown was mapped to programs
     (``direct`` when the request names programs only); ``path``: the chain of programs that
-    carries the effect to the feature, e.g. ``P1 -> P3 -> P5``.
+    carries the effect to the feature, e.g. ``P1 -> P3 -> P5``; ``frame``: null (a robot's command
+    requests give one row per frame after the command starts).
 
     A request naming a program or gene the model does not have, or a fraction outside (0, 1], is
     a :class:`~crl_pipe.ConfigError` raised before anything is computed.
+
+    A model that rolls out (``temporal``, robot logs) answers ``command`` requests instead
+    (:func:`crl_pipe.tl.steer_commands`: one row per state and frame after the command starts, with
+    ``n_boot`` refits on resampled episodes).
     """
+    if model.capabilities.rolls_out:  # a robot's transition: command requests, answered by rollouts
+        return steer_commands(model, requests, data, n_boot=n_boot, level=level, seed=seed)
     parse_requests(requests)  # syntax first: nothing is computed for a malformed request
-    steerer = Steerer(model, data, n_boot=0, seed=seed)
+    if isinstance(modules, pd.DataFrame):
+        modules = module_members(modules)
+    steerer = Steerer(model, data, n_boot=0, seed=seed, modules=modules)
     parsed = steerer.check(requests)
     steerer.bootstrap(n_boot, seed)
     return steerer.table(parsed, level=level)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+def module_members(hierarchy: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Module -> {program: loading} of a ``hierarchy.parquet`` table: level 2 (module -> program, loading
+    in control SDs) as it is; a level-3 module (of modules) reaches programs through its member modules,
+    the loadings multiplied along the way."""
+    direct: dict[str, dict[str, float]] = {}
+    for row in hierarchy[hierarchy["level"] >= 2].itertuples():
+        direct.setdefault(str(row.parent), {})[str(row.child)] = float(row.weight)
+
+    def programs(module: str, seen: frozenset[str]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for child, loading in direct.get(module, {}).items():
+            parts = programs(child, seen | {module}) if child in direct and child not in seen else {child: 1.0}
+            for program, weight in parts.items():
+                out[program] = out.get(program, 0.0) + loading * weight
+        return out
+
+    return {module: programs(module, frozenset()) for module in direct}
+
+
 def _resamples(data: CRLData, n_boot: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [bootstrap_rows(data, rng) for _ in range(n_boot)]

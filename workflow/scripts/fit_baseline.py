@@ -17,4 +17,7 @@ run_step(
     n_refits=smk.params.n_refits,
     seed=smk.params.seed,
     held_out=smk.params.held_out,
+    min_stability=smk.params.min_stability,
+    min_weight_z=smk.params.min_weight_z,
+    min_orientation=smk.params.min_orientation,
 )

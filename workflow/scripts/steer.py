@@ -18,4 +18,5 @@ run_step(
     n_boot=smk.params.n_boot,
     level=smk.params.level,
     seed=smk.params.seed,
+    hierarchy=smk.input.get("hierarchy"),
 )

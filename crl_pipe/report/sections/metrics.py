@@ -36,6 +36,13 @@ METRIC_HELP: list[tuple[str, str]] = [
     ("mcc", "mean correlation between recovered and true programs after matching; 1 = perfect"),
     ("instantaneous_recall", "fraction of the true instantaneous (lag-0) edges recovered as lag-0 edges; 1 = perfect"),
     ("instantaneous_precision", "fraction of the recovered lag-0 edges that are true lag-0 edges; 1 = perfect"),
+    (
+        "shd_confident",
+        "structural Hamming distance of the confident edges alone (tentative ones left out); 0 = perfect",
+    ),
+    ("n_edges_confident", "edges called confident (the findings to trust)"),
+    ("precision_confident", "fraction of the confident edges that are true; 1 = perfect"),
+    ("recall_confident", "fraction of true edges recovered as confident edges; 1 = perfect"),
     ("shd", "structural Hamming distance to the true graph (edges to add, remove or flip); 0 = perfect"),
     ("target", "fraction of perturbations assigned to their true program; 1 = perfect"),
     ("mmd", "maximum mean discrepancy between predicted and held-out cells; 0 = perfect"),
