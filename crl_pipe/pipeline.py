@@ -67,13 +67,15 @@ def simulate_robot(*, out_dir: PathLike, out_truth_dir: PathLike, params: Mappin
 
     kwargs = {k: v for k, v in params.items() if k not in ("kind", "simulator")}
     simulator = params.get("simulator", "arm")
-    linear_only = [k for k in ("n_joints", "n_instantaneous") if k in kwargs]
+    linear_only = [k for k in ("n_joints", "n_instantaneous", "n_limbs") if k in kwargs]
     if simulator == "arm" and linear_only:
         raise ConfigError(
             f"simulate_robot: {linear_only[0]}={kwargs[linear_only[0]]} with simulator 'arm' (4 joints); "
             f"expected {linear_only[0]} only with simulator: linear"
         )
-    arm_only = [k for k in ("observation", "sensor_noise", "light_delay", "image_size", "scene") if k in kwargs]
+    arm_only = [
+        k for k in ("observation", "sensor_noise", "light_delay", "image_size", "scene", "limbs") if k in kwargs
+    ]
     if simulator == "linear" and arm_only:
         raise ConfigError(
             f"simulate_robot: {arm_only[0]} with simulator 'linear'; expected it only with simulator: arm"
@@ -584,6 +586,7 @@ def hierarchy(
     given: Mapping[str, Sequence[str]] | None = None,
     n_resamples: int = 20,
     seed: int = 0,
+    kind: str = "screen",
 ) -> None:
     """Level 2 of the concept graph (:func:`crl_pipe.tl.hierarchy`): ``hierarchy.parquet`` (level 1 =
     anchor feature -> program, 2 = program -> module, 3 = module -> module of a given nested hierarchy),
@@ -592,21 +595,28 @@ def hierarchy(
     ``hierarchy.json`` (candidate decompositions with their description length, identifiability per module, notes).
 
     A ``given`` hierarchy (module -> programs or modules) is checked against the latents before any fit.
+    The dataset ``kind`` says which samples the hierarchy reads (:meth:`~crl_pipe.kinds.DatasetKind.hierarchy_samples`:
+    a screen's cells as they are; a robot log's frame-to-frame changes, every frame observational).
     """
     from . import tl  # deferred: torch loads with the shift readout
 
     lat = read_table(latents, "latents")
     if given:
         tl.check_given_hierarchy(given, [c for c in lat.columns if c != "sample_id"], where="hierarchy.modules")
-    result = tl.hierarchy(lat, read_table(interventions, "interventions"), given=given or None,
-                          n_resamples=n_resamples, seed=seed)  # fmt: skip
+    samples, labels = get_kind(kind).hierarchy_samples(lat, read_table(interventions, "interventions"))
+    result = tl.hierarchy(samples, labels, given=given or None, n_resamples=n_resamples, seed=seed)
     anchor_rows = read_table(anchors, "anchors")
     level1 = pd.DataFrame(
         {"level": 1, "parent": anchor_rows["program"], "child": anchor_rows["feature"], "weight": anchor_rows["weight"]}
     ).assign(stability=float("nan"))
     params = {"given": {k: list(v) for k, v in (given or {}).items()}, "n_resamples": n_resamples, "seed": seed}
+    params |= {"kind": kind} if kind != "screen" else {}  # a screen's provenance as before
     prov = provenance("hierarchy", {"latents": latents, "interventions": interventions, "anchors": anchors}, params)
-    write_table(pd.concat([level1, result.membership], ignore_index=True), out_hierarchy, "hierarchy", prov)
+    # a module is named by the gene sets of its programs (the anchored ones); a program by itself
+    names = tl.module_names(result.membership, set(anchor_rows["program"]))
+    table = pd.concat([level1, result.membership], ignore_index=True)
+    table["parent_name"] = [names.get(str(p), str(p)) for p in table["parent"]]
+    write_table(table, out_hierarchy, "hierarchy", prov)
     write_table(result.scores, out_modules, "modules", prov)
     write_table(result.module_graph, out_module_graph, "graph", prov)
     write_table(result.program_graph, out_program_graph, "graph", prov)
@@ -623,6 +633,7 @@ def hierarchy(
         ],
         "identifiability": result.identifiability.to_dict(orient="records"),
         "module_targets": result.module_targets.to_dict(orient="records"),
+        "module_names": names,
     }
     with atomic_path(out_summary) as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=_json_value, allow_nan=False), encoding="utf-8")
@@ -635,11 +646,24 @@ def _json_value(value: Any) -> Any:
 
 def simulate_modules(*, out_truth_dir: PathLike, params: Mapping[str, Any]) -> None:
     """The module truth of a two-level simulated screen (``n_modules`` > 0): ``hierarchy``, ``module_graph``,
-    ``module_targets`` and ``modules.parquet`` in ``out_truth_dir``, without drawing the counts again."""
+    ``module_targets`` and ``modules.parquet`` in ``out_truth_dir``, without drawing the counts again;
+    of simulated robot logs with limbs (``n_limbs`` > 0, or the arm's ``limbs``): ``hierarchy`` (limb -> joint)
+    and ``module_graph``, from the settings alone (:func:`crl_pipe.simulate.limb_truth`, ``arm_limb_truth``)."""
     from . import simulate as sim  # deferred: scanpy, scikit-learn and MuJoCo load only to simulate
 
+    drive, seed = float(params.get("limb_drive", 0.8)), int(params.get("seed", 0))
+    if params.get("n_limbs") or params.get("limbs"):  # limbs come from the settings alone: no logs rolled out
+        if params.get("n_limbs"):  # the linear simulator's joints, split at random
+            joints = [f"joint_{j}" for j in range(int(params.get("n_joints", 6)))]
+            limbs = sim.limb_truth(joints, int(params["n_limbs"]), drive, seed)
+        else:  # the arm's kinematic groups
+            limbs = sim.arm_limb_truth(drive, seed)
+        sim.write_limb_truth(limbs, out_truth_dir, provenance("simulate_robot", {}, params))
+        return
     params = {k: v for k, v in params.items() if k != "kind"}
     if not params.get("n_modules"):
-        raise ConfigError("simulate_modules: the simulation has no modules; expected n_modules >= 1")
+        raise ConfigError(
+            "simulate_modules: the simulation has no modules; expected n_modules >= 1 (screen) or n_limbs >= 1 (robot)"
+        )
     screen, _ = sim.simulate_screen_chunks(**params)  # the truth of simulate_screen, no counts drawn
     sim.write_module_truth(screen, out_truth_dir, provenance("simulate", {}, params))

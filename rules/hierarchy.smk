@@ -1,6 +1,7 @@
 rule simulate_module_truth:
-    """The module truth of a two-level simulated screen (simulations.<name>.n_modules), from the
-    simulation's settings without drawing the counts again."""
+    """The module truth of a two-level simulated screen (simulations.<name>.n_modules) or of simulated
+    robot logs with limbs (n_limbs), from the simulation's settings without drawing the data again.
+    """
     input:
         truth_graph="resources/simulated/{sim}/truth/graph.parquet",
     output:
@@ -9,7 +10,7 @@ rule simulate_module_truth:
     log:
         "logs/simulate_module_truth/{sim}.log",
     wildcard_constraints:
-        sim=one_of(SCREEN_SIMULATIONS),
+        sim=one_of(SIMULATIONS),
     conda:
         "../envs/crl-pipe.yaml"
     threads: get_threads("simulate_module_truth")
@@ -53,5 +54,6 @@ rule learn_hierarchy:
         given=get_given_hierarchy,
         n_resamples=get_hierarchy_resamples,
         seed=config["seed"],
+        kind=get_kind,
     script:
         "../workflow/scripts/learn_hierarchy.py"

@@ -247,8 +247,12 @@ def held_out_cells_in(path: Path, labels: pd.DataFrame, double: str) -> set[str]
     return held & set(read_table(path, "latents")["sample_id"])
 
 
-def test_demo_config_holds_out_a_double():
+def test_demo_config_holds_out_a_double_and_a_single():
     config = yaml.safe_load((tiny.REPO / "config" / "config.yaml").read_text())
     held_out = config["datasets"]["demo"].get("held_out", [])
-    assert held_out and all("+" in label for label in held_out)
+    doubles = [label for label in held_out if "+" in label]
+    singles = [label for label in held_out if "+" not in label]
+    assert len(doubles) == 1 and len(singles) == 1
+    assert not set(singles) & set(doubles[0].split("+"))  # the double stays predictable from its trained parts
     assert "causal_vae" in config["datasets"]["demo"]["models"]
+    assert config["datasets"]["demo"]["steer"]  # and one steering request (issue 14)

@@ -193,8 +193,13 @@ def test_report_shows_the_levels_only_with_a_hierarchy(tmp_path, two_level):
     titles = re.findall(r"<h2>(.*?)</h2>", page)
     assert titles[titles.index("5. Causal graph among programs") + 1] == "6. Concept levels: programs and modules"
     assert "linear: 2 module(s)" in page and "Memberships (6)" in page
+    assert "M1: P" not in page  # without names (an older run), a module is its bare id
     assert "minimality cannot choose: &lt;b&gt;x&lt;/b&gt;" in page  # notes are escaped
     assert "Program edges a module explains" in page
+    named = result.membership.assign(parent_name=result.membership["parent"] + ": P-name")
+    write_table(named, folder / "hierarchy.parquet", "hierarchy")
+    page = write_report(tmp_path / "named.html", ReportInputs.from_paths("x", paths)).read_text()
+    assert "<td>M1: P-name</td>" in page and "<td>M2: P-name</td>" in page  # the memberships by readable name
 
 
 def test_without_controls_modules_come_from_all_samples_and_the_graph_is_not_reread(two_level):
@@ -214,3 +219,141 @@ def test_a_given_nested_hierarchy_adds_level_3(two_level):
     level3 = result.membership[result.membership["level"] == 3]
     assert sorted(level3["child"]) == ["M1", "M2"] and set(level3["parent"]) == {"cell_state"}
     assert list(result.scores.columns) == ["sample_id", "M1", "M2"]
+
+
+# ---- readable module names (from the programs' gene sets) ----------------------------------------
+def test_module_names_from_gene_sets():
+    from crl_pipe.tl import module_names
+
+    membership = pd.DataFrame(
+        [
+            (2, "M1", "HALLMARK_INTERFERON_GAMMA_RESPONSE", 0.4, 1.0),
+            (2, "M1", "HALLMARK_INTERFERON_ALPHA_RESPONSE", 0.7, 1.0),
+            (2, "M2", "z1", 0.5, 1.0),
+            (2, "M2", "z2", 0.5, 1.0),
+            (2, "M3", "P1", 0.9, 1.0),
+            (2, "M3", "P2", 0.8, 1.0),
+            (2, "M3", "P3", 0.7, 1.0),
+            (2, "M3", "P4", 0.6, 1.0),
+            (2, "M3", "z3", 0.5, 1.0),
+            (2, "M4", "joint_2", 0.5, 1.0),
+            (2, "M4", "joint_0", 0.6, 1.0),
+        ],
+        columns=["level", "parent", "child", "weight", "stability"],
+    )
+    named = {"HALLMARK_INTERFERON_GAMMA_RESPONSE", "HALLMARK_INTERFERON_ALPHA_RESPONSE", "P1", "P2", "P3", "P4"}
+    named |= {"joint_0", "joint_2"}
+    assert module_names(membership, named) == {
+        "M1": "M1: INTERFERON ALPHA RESPONSE + INTERFERON GAMMA RESPONSE",  # largest loading first
+        "M2": "M2",  # no program from a gene set: the bare id
+        "M3": "M3: P1 + P2 + P3 + 2 more",
+        "M4": "M4: joint_0 + joint_2",  # a name without a collection prefix is kept as it is
+    }
+
+
+def test_stage_and_report_name_modules_by_their_programs_gene_sets(tmp_path, two_level):
+    from crl_pipe.pl import concept_graph
+
+    screen, _ = two_level
+    lat, iv, anc = tmp_path / "latents.parquet", tmp_path / "interventions.parquet", tmp_path / "anchors.parquet"
+    write_table(screen.latents, lat, "latents")
+    write_table(_interventions(screen), iv, "interventions")
+    anchors = [(p, g, 1.0) for p, genes in screen.gene_sets.items() for g in genes]
+    write_table(pd.DataFrame(anchors, columns=["program", "feature", "weight"]), anc, "anchors")
+    out = tmp_path / "out"
+    pipeline.hierarchy(
+        latents=lat, interventions=iv, anchors=anc, n_resamples=0, out_hierarchy=out / "hierarchy.parquet",
+        out_modules=out / "modules.parquet", out_module_graph=out / "module_graph.parquet",
+        out_program_graph=out / "graph_given_modules.parquet", out_summary=out / "hierarchy.json",
+    )  # fmt: skip
+    table = read_table(out / "hierarchy.parquet", "hierarchy")
+    level2 = table[table["level"] == 2]
+    truth = screen.hierarchy.groupby("parent")["child"].apply(lambda s: sorted(s)).tolist()
+    for module, group in level2.groupby("parent"):
+        assert sorted(group["child"]) in truth  # the true modules, named by their programs (largest loading first)
+        first = group.sort_values("weight", ascending=False)["child"].tolist()
+        assert set(group["parent_name"]) == {f"{module}: {' + '.join(first)}"}
+    level1 = table[table["level"] == 1]
+    assert (level1["parent_name"] == level1["parent"]).all()  # a program is named by itself
+    names = json.loads((out / "hierarchy.json").read_text())["module_names"]
+    assert names == dict(zip(level2["parent"], level2["parent_name"], strict=True))
+    graph = read_table(out / "graph_given_modules.parquet", "graph")
+    fig = concept_graph(table, graph, read_table(out / "module_graph.parquet", "graph"))
+    labels = {t.get_text().replace("\n", " ") for t in fig.axes[0].texts}
+    assert set(names.values()) <= labels
+    # an older hierarchy.parquet without the column reads back with it empty
+    write_table(table.drop(columns="parent_name"), tmp_path / "old.parquet", "hierarchy")
+    assert read_table(tmp_path / "old.parquet", "hierarchy")["parent_name"].isna().all()
+
+
+# ---- robots: joints grouped into limbs that share a hidden command -------------------------------
+ROBOT = dict(n_joints=6, n_episodes=10, n_frames=200)
+
+
+def test_robot_limbs_truth_and_default_unchanged(tmp_path):
+    from crl_pipe.simulate import limb_truth, simulate_robot
+
+    plain = simulate_robot(**ROBOT, seed=1)
+    again = simulate_robot(**ROBOT, seed=1, n_limbs=0)
+    limbs = simulate_robot(**ROBOT, seed=1, n_limbs=2)
+    assert plain.hierarchy is None and np.array_equal(plain.adata.X, again.adata.X)
+    actions = plain.adata.var["kind"].to_numpy() == "action"  # the logged commands are drawn as before
+    assert np.array_equal(plain.adata.X[:, actions], limbs.adata.X[:, actions])
+    assert not np.allclose(
+        plain.adata.X[:, ~actions], limbs.adata.X[:, ~actions]
+    )  # the hidden commands move the joints
+    truth = limbs.hierarchy
+    assert sorted(truth["parent"].unique()) == ["limb_1", "limb_2"] and (truth.groupby("parent").size() >= 2).all()
+    assert sorted(truth["child"]) == [f"joint_{j}" for j in range(6)] and (truth["weight"] > 0).all()
+    pd.testing.assert_frame_equal(truth, limb_truth([f"joint_{j}" for j in range(6)], 2, 0.8, 1))
+    # the workflow's module-truth step writes the same limbs from the settings alone, without rolling out
+    pipeline.simulate_modules(out_truth_dir=tmp_path, params={"kind": "robot", "simulator": "linear", **ROBOT,
+                                                               "n_limbs": 2, "seed": 1})  # fmt: skip
+    written = read_table(tmp_path / "hierarchy.parquet", "hierarchy")
+    pd.testing.assert_frame_equal(written.drop(columns="parent_name"), truth)
+    assert read_table(tmp_path / "module_graph.parquet", "graph").empty
+    with pytest.raises(ConfigError, match="n_limbs=4 needs n_joints >= 2 \\* n_limbs") as err:
+        simulate_robot(**ROBOT, n_limbs=4)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_robot_limbs_recovered_from_the_logs(seed):
+    from crl_pipe.kinds import get_kind
+    from crl_pipe.pp import robot_interventions
+    from crl_pipe.simulate import simulate_robot
+
+    robot = simulate_robot(**ROBOT, n_limbs=2, seed=seed)
+    frames, labels = get_kind("robot").hierarchy_samples(robot.latents, robot_interventions(robot.adata))
+    assert len(frames) == 10 * (200 - 2) and labels["is_control"].all()  # innovations: two frames per episode used up
+    result = hierarchy(frames, labels, n_resamples=0)
+    names = {c: c for c in robot.latents.columns[1:]}
+    scores = module_metrics(
+        result.membership, result.module_graph, result.program_graph,
+        true_hierarchy=robot.hierarchy, true_module_graph=None, true_graph=None, mapping=names,
+    )  # fmt: skip
+    assert scores["module_ari"] == pytest.approx(1.0) and scores["n_modules"] == 2
+    # the same joints without limbs: no module
+    plain = simulate_robot(**ROBOT, seed=seed)
+    frames, labels = get_kind("robot").hierarchy_samples(plain.latents, robot_interventions(plain.adata))
+    assert hierarchy(frames, labels, n_resamples=0).membership.empty
+
+
+def test_arm_limbs_are_its_kinematic_groups():
+    pytest.importorskip("mujoco")
+    from crl_pipe.kinds import get_kind
+    from crl_pipe.pp import robot_interventions
+    from crl_pipe.simulate import ARM_LIMBS, simulate_arm
+
+    plain = simulate_arm(n_episodes=3, n_frames=60, seed=2)
+    arm = simulate_arm(n_episodes=10, n_frames=200, limbs=True, seed=2)
+    short = simulate_arm(n_episodes=3, n_frames=60, limbs=True, seed=2)
+    actions = plain.adata.var["kind"].to_numpy() == "action"  # the logged commands are drawn as without limbs
+    assert np.array_equal(plain.adata.X[:, actions], short.adata.X[:, actions]) and plain.hierarchy is None
+    assert {p: sorted(g["child"]) for p, g in arm.hierarchy.groupby("parent")} == {
+        limb: sorted(joints) for limb, joints in ARM_LIMBS.items()
+    }
+    frames, labels = get_kind("robot").hierarchy_samples(arm.latents, robot_interventions(arm.adata))
+    found = hierarchy(frames, labels, n_resamples=0).membership
+    groups = sorted(sorted(j for j in g["child"] if j != "gate") for _, g in found.groupby("parent"))
+    assert groups == [["elbow", "wrist"], ["shoulder_pitch", "shoulder_yaw"]]

@@ -76,13 +76,15 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
         "frame": pa.int64(),
     },
     # the concept levels (rule hierarchy): level 1 = feature -> program, 2 = program -> module, ...;
-    # stability: fraction of resampled refits that keep the membership (NaN where not resampled)
+    # stability: fraction of resampled refits that keep the membership (NaN where not resampled);
+    # parent_name: the parent's readable name (a module's id plus its programs' gene sets; null in older files)
     "hierarchy": {
         "level": pa.int64(),
         "parent": pa.string(),
         "child": pa.string(),
         "weight": pa.float64(),
         "stability": pa.float64(),
+        "parent_name": pa.string(),
     },
     "modules": {"sample_id": pa.string()},
     "truth_module_targets": {"intervention": pa.string(), "module": pa.string()},
@@ -101,6 +103,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "reason": None,
     },
     "steering": {"frame": None},  # a screen's requests have no frame
+    "hierarchy": {"parent_name": None},
 }
 
 

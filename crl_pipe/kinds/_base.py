@@ -130,6 +130,14 @@ class DatasetKind(ABC):
         """The ``anchors`` table of the preprocessed ``adata``, and the programs dropped (with a
         ``reason``; ``None`` when none can be)."""
 
+    def hierarchy_samples(
+        self, latents: pd.DataFrame, interventions: pd.DataFrame
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The samples and labels the concept hierarchy reads (:func:`crl_pipe.tl.hierarchy`), from
+        ``latents.parquet`` and ``interventions.parquet``: by default the latents as they are, each
+        perturbation a group of samples shifted from the controls."""
+        return latents, interventions
+
     # ---- the stages: file in, file out (crl_pipe.pipeline delegates here) --------------------------
     def write_ingested(
         self,

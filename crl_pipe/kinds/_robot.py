@@ -52,6 +52,41 @@ class RobotKind(DatasetKind):
         # the report's place on the robustness atlas reads the log (sensor noise, episodes, commands)
         return {"expression": f"{folder}/preprocessed.h5ad"}
 
+    def hierarchy_samples(
+        self, latents: pd.DataFrame, interventions: pd.DataFrame
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The innovations of the variables' frame-to-frame changes, every frame one observational group.
+
+        A joint's position integrates every command it was ever given, and its change carries the
+        last frame's changes of itself and of the joints it is coupled to. What is left of a change
+        after a first-order vector autoregression on the previous frame's changes (least squares,
+        pooled over episodes) is what arrived in this frame: a joint's own command, or a drive that
+        a limb or tool shares (a common command), which moves all its joints at once. A command change
+        acts over the frames after it, not within its own frame: there is no shift of a frame's
+        distribution to read, so the modules come from the co-variation alone (no program graph is
+        re-read, no module graph identified from interventions). The first two frames of each episode
+        have no innovation and are left out.
+        """
+        import numpy as np  # data side, as above
+        import pandas as pd  # data side, as above
+
+        frames = interventions.set_index("sample_id").reindex(latents["sample_id"])
+        episode = frames["episode"].to_numpy() if "episode" in frames else np.zeros(len(latents))
+        values = latents.drop(columns="sample_id").astype(float)
+        change = values.groupby(episode).diff()
+        previous = change.groupby(episode).shift(1)
+        keep = (change.notna().all(axis=1) & previous.notna().all(axis=1)).to_numpy()
+        D, P = change.to_numpy()[keep], previous.to_numpy()[keep]
+        design = np.column_stack([np.ones(len(P)), P])
+        coef, *_ = np.linalg.lstsq(design, D, rcond=None)
+        innovations = pd.DataFrame(D - design @ coef, columns=values.columns)
+        out = pd.concat([latents.loc[keep, ["sample_id"]].reset_index(drop=True), innovations], axis=1)
+        labels = pd.DataFrame(
+            {"sample_id": out["sample_id"], "intervention": self.vocabulary.control, "n_targets": 0, "is_control": True}
+        )
+        labels["targets"] = [[] for _ in range(len(labels))]
+        return out, labels
+
     # ---- data side
     def read(self, path: PathLike, *, format: str, **options: Any) -> ad.AnnData:
         from .. import io  # data side: loads anndata, kept out of the Snakemake process

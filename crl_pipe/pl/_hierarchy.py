@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
@@ -25,12 +27,13 @@ def concept_graph(
 
     Grey lines: membership (gene in program, program in module; width = weight). Arrows: causal edges
     among programs given the modules (``status`` kept or added) and among modules; blue raises,
-    orange lowers.
+    orange lowers. A module is labelled with its readable name (``parent_name``: its id and its
+    programs' gene sets) where the table has one.
 
     Parameters
     ----------
     membership
-        ``hierarchy.parquet`` (``level, parent, child, weight``).
+        ``hierarchy.parquet`` (``level, parent, child, weight``, optionally ``parent_name``).
     program_graph
         ``graph_given_modules.parquet`` (``source, target, weight, status``).
     module_graph
@@ -66,19 +69,34 @@ def concept_graph(
     kept = program_graph[program_graph.get("status", pd.Series("kept", index=program_graph.index)) != "explained"]
     _arrows(ax, kept, lambda n: pos.get(("p", n)), rad=0.35)
     _arrows(ax, module_graph, lambda n: pos.get(("m", n)), rad=-0.3)
+    readable = _readable_names(level2)
     for (kind, name), (x, y) in pos.items():
         level = {"g": 1, "p": 2, "m": 3}[kind]
-        ax.text(x, y, short(name, 14), ha="center", va="center", fontsize=7 if kind == "g" else 9,
+        text = _wrapped(readable.get(name, name)) if kind == "m" else short(name, 14)
+        ax.text(x, y, text, ha="center", va="center", fontsize=7 if kind == "g" else 9 if kind == "p" else 8,
                 rotation=60 if kind == "g" else 0,
                 bbox={"boxstyle": "round", "fc": _COLOURS[level], "ec": "none", "alpha": 0.9})  # fmt: skip
     ax.set_yticks([0, 1, 2], ["anchor genes", "programs", "modules"])
     ax.set_xticks([])
-    ax.set_ylim(-0.6, 2.6)
+    ax.set_ylim(-0.6, 2.9)
     ax.set_xlim(-0.8, max(len(programs) - 1, 1) + 0.8)
     ax.spines[["left", "bottom"]].set_visible(False)
     ax.set_title(title or "Concept levels")
     fig.tight_layout()
     return fig
+
+
+def _readable_names(level2: pd.DataFrame) -> dict[str, str]:
+    """Module id -> readable name (``parent_name``), where the table has one."""
+    if "parent_name" not in level2:
+        return {}
+    named = level2.dropna(subset=["parent_name"])
+    return dict(zip(named["parent"].astype(str), named["parent_name"].astype(str), strict=True))
+
+
+def _wrapped(name: str, width: int = 22, lines: int = 3) -> str:
+    """A module's readable name on at most ``lines`` lines of ``width`` characters (cut with an ellipsis)."""
+    return "\n".join(textwrap.wrap(name, width, max_lines=lines, placeholder="\u2026"))
 
 
 def _module_of(level2: pd.DataFrame) -> dict[str, str]:

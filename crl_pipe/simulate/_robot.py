@@ -14,6 +14,14 @@ velocities along a random DAG (a moving parent drags its child), so the true gra
 that act within the frame (``n_instantaneous`` of them, along the same DAG, e.g. a rigid link).
 The truth's ``lag`` column gives the frames from a change of the source to the first change of the
 target: ``delay + 1`` for commands, 1 for couplings, 0 for instantaneous couplings.
+
+With ``n_limbs`` > 0 the joints form a second level: they are split into limbs of at least two, and
+each limb gets a hidden command of its own (a posture the whole limb takes, not logged), piecewise
+constant like the joints' commands, that enters the set-point of each of its joints with a
+non-negative loading: ``target_j(t) = a_j(t) + W_jl h_l(t)``. Joints of one limb thus move together
+beyond the graph; the limbs are the modules of the truth (``hierarchy``: limb -> joint, weight =
+loading). They are drawn from a stream of their own: the logs of the same seed without limbs stay
+draw for draw what they were.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ class SimulatedRobot:
     fps: float
     latents: pd.DataFrame | None = None  # sample_id + the noise-free causal variables (for R²)
     frames: dict[str, np.ndarray] | None = None  # camera -> frames x size x size x 3 uint8 RGB (camera logs)
+    hierarchy: pd.DataFrame | None = None  # limbs: level 2, parent (limb), child (joint), weight (loading)
+    module_graph: pd.DataFrame | None = None  # source, target, weight among limbs (none: limbs are independent)
 
 
 def simulate_robot(
@@ -66,6 +76,8 @@ def simulate_robot(
     coupling_lag: int = 1,
     noise_channels: int = 0,
     temperature_of: str | None = None,
+    n_limbs: int = 0,
+    limb_drive: float = 0.8,
     seed: int = 0,
 ) -> SimulatedRobot:
     """Simulate position-controlled joints tracking random set-points, with velocity coupling.
@@ -104,6 +116,13 @@ def simulate_robot(
         channels (no parent, no child) and, with ``temperature_of`` (a joint name such as
         ``"joint_2"``), that joint's motor temperature (``temperature``, driven by the joint alone).
         Drawn from their own random stream, so the joints are those of the same seed without them.
+    n_limbs
+        Limbs (or tools) over the joints, a second level (0: none): joints split at random into
+        ``n_limbs`` groups of at least two (needs ``n_joints >= 2 * n_limbs``), each limb driven by a
+        hidden command of its own (:func:`limb_truth`); the result's ``hierarchy`` names them ``limb_1``...
+    limb_drive
+        Mean loading of a joint on its limb's hidden command (drawn within +-0.2): radians of set-point per
+        radian of the limb command, whose jumps are as large as a joint command's.
     seed
         Seed of every random draw.
     """
@@ -128,10 +147,14 @@ def simulate_robot(
     for k, j, w in edges[:n_instantaneous]:
         C0[k, j], C[k, j] = w, 0.0
     joints = [f"joint_{j}" for j in range(n_joints)]
+    limbs = limb_truth(joints, n_limbs, limb_drive, seed) if n_limbs else None
+    limb_rng = np.random.default_rng([seed, 2])  # the hidden limb commands: a stream of their own
+    W = _limb_loadings(limbs, joints) if limbs is not None else None
     states, actions, obs = [], [], []
     for e in range(n_episodes):
         a = _commands(rng, n_frames, n_joints, step_rate, step_size)
-        states.append(_roll_out(rng, a, C, delay, gain, noise, C0, coupling_lag))
+        target = a if W is None else a + _commands(limb_rng, n_frames, W.shape[1], step_rate, step_size) @ W.T
+        states.append(_roll_out(rng, target, C, delay, gain, noise, C0, coupling_lag))
         actions.append(a)
         obs.append(
             pd.DataFrame({"episode": str(e), "frame": np.arange(n_frames), "timestamp": np.arange(n_frames) / fps})
@@ -155,7 +178,40 @@ def simulate_robot(
     latents.insert(0, "sample_id", adata.obs_names.to_numpy())
     graph = pd.DataFrame(truth, columns=["source", "target", "weight", "lag"])
     robot = SimulatedRobot(adata=adata, graph=graph, fps=fps, latents=latents)
+    if limbs is not None:
+        robot.hierarchy = limbs
+        robot.module_graph = pd.DataFrame(
+            {"source": pd.Series(dtype=str), "target": pd.Series(dtype=str), "weight": pd.Series(dtype=float)}
+        )
     return add_extra_channels(robot, noise_channels=noise_channels, temperature_of=temperature_of, seed=seed)
+
+
+def limb_truth(joints: list[str], n_limbs: int, limb_drive: float = 0.8, seed: int = 0) -> pd.DataFrame:
+    """The limbs of :func:`simulate_robot` (``n_limbs`` > 0), from the settings alone: which joints form
+    each limb and their loadings on its hidden command, as a ``hierarchy`` table (level 2, parent
+    ``limb_<l>``, child joint, weight loading, stability 1). Drawn from the stream ``[seed, 1]``."""
+    if n_limbs < 1 or len(joints) < 2 * n_limbs:
+        raise ConfigError(
+            f"simulate_robot: n_limbs={n_limbs} needs n_joints >= 2 * n_limbs, got n_joints={len(joints)}"
+        )
+    if limb_drive <= 0:
+        raise ConfigError(f"simulate_robot: limb_drive={limb_drive}; expected a number > 0")
+    rng = np.random.default_rng([seed, 1])
+    groups = [np.sort(g) for g in np.array_split(rng.permutation(len(joints)), n_limbs)]
+    rows = []
+    for m, g in enumerate(groups):
+        weights = rng.uniform(max(limb_drive - 0.2, 0.05), limb_drive + 0.2, len(g))
+        rows += [(2, f"limb_{m + 1}", joints[j], float(w), 1.0) for j, w in zip(g, weights, strict=True)]
+    return pd.DataFrame(rows, columns=["level", "parent", "child", "weight", "stability"])
+
+
+def _limb_loadings(limbs: pd.DataFrame, joints: list[str]) -> np.ndarray:
+    """Joints x limbs: each joint's loading on its limb's hidden command."""
+    names = list(pd.unique(limbs["parent"]))
+    W = np.zeros((len(joints), len(names)))
+    for row in limbs.itertuples(index=False):
+        W[joints.index(row.child), names.index(row.parent)] = row.weight
+    return W
 
 
 def _coupling(rng: np.random.Generator, n: int, n_edges: int, weight: float) -> tuple[np.ndarray, list]:
@@ -270,7 +326,10 @@ def _with_channels(
         edge = pd.DataFrame([(temperature_of, "temperature", 1.0, 1)], columns=["source", "target", "weight", "lag"])
         graph = pd.concat([graph, edge.astype(graph.dtypes.to_dict())], ignore_index=True)
     latents = robot.latents.assign(**true) if robot.latents is not None else None
-    return SimulatedRobot(adata=new, graph=graph, fps=robot.fps, latents=latents, frames=robot.frames)
+    return SimulatedRobot(
+        adata=new, graph=graph, fps=robot.fps, latents=latents, frames=robot.frames,
+        hierarchy=robot.hierarchy, module_graph=robot.module_graph,
+    )  # fmt: skip
 
 
 def write_robot_simulation(
@@ -297,12 +356,22 @@ def write_robot_simulation(
     write_table(targets, truth / "targets.parquet", "truth_targets", prov)
     if sim.latents is not None:
         write_table(sim.latents, truth / "latents.parquet", "latents", prov)
+    if sim.hierarchy is not None:  # limbs: the second level's truth
+        write_limb_truth(sim.hierarchy, truth, prov)
     task = "simulated set-point tracking"
     if sim.frames:
         videos = {f"observation.images.{camera}": frames for camera, frames in sim.frames.items()}
         write_lerobot_v3(sim.adata, out_dir, fps=sim.fps, task=task, videos=videos)
     else:
         write_lerobot(sim.adata, out_dir, fps=sim.fps, task=task)
+
+
+def write_limb_truth(limbs: pd.DataFrame, out_truth_dir: str | os.PathLike, prov: Mapping[str, Any]) -> None:
+    """The truth of a robot's limbs: ``hierarchy.parquet`` (limb -> joint) and ``module_graph.parquet`` (no edge)."""
+    truth = Path(out_truth_dir)
+    write_table(limbs, truth / "hierarchy.parquet", "hierarchy", prov)
+    empty = pd.DataFrame({"source": pd.Series(dtype=str), "target": pd.Series(dtype=str)})
+    write_table(empty.assign(weight=0.0, stability=1.0), truth / "module_graph.parquet", "graph", prov)
 
 
 #: A 4-joint arm (shoulder yaw/pitch, elbow, wrist) with position servos, gravity compensated, and a
@@ -381,6 +450,8 @@ def simulate_arm(
     scene: int = 0,
     noise_channels: int = 0,
     temperature_of: str | None = None,
+    limbs: bool = False,
+    limb_drive: float = 0.8,
     seed: int = 0,
 ) -> SimulatedRobot:
     """Simulate a MuJoCo arm that pushes a spring-loaded gate, which switches a light.
@@ -444,6 +515,13 @@ def simulate_arm(
     ``temperature_of`` (one of ``ARM_JOINTS``), that joint's motor temperature, as in
     :func:`add_extra_channels` (their own random stream: the arm's logs are those of the same seed).
 
+    Limbs (``limbs=True``): the arm's two kinematic groups, ``shoulder`` (yaw, pitch) and ``forearm``
+    (elbow, wrist), each get a hidden command of their own (a posture of the whole group, piecewise
+    constant like the joints' set-points, not logged) that enters their joints' set-points with a
+    non-negative loading (mean ``limb_drive``, drawn within +-0.2; the servo clips the sum to its
+    range). The result's ``hierarchy`` holds them (level 2: limb -> joint). They come from streams of
+    their own: the logged commands are those of the same seed without limbs.
+
     Needs the ``mujoco`` package (``pip install 'crl-pipe[robot]'``); ``"camera"`` also a headless
     OpenGL (EGL or OSMesa) and, to write the videos, PyAV.
     """
@@ -467,10 +545,14 @@ def simulate_arm(
     model = mujoco.MjModel.from_xml_string(_ARM_XML)
     substeps = max(1, round(1.0 / (fps * model.opt.timestep)))
     rng = np.random.default_rng(seed)
+    hierarchy = arm_limb_truth(limb_drive, seed) if limbs else None
+    W = _limb_loadings(hierarchy, list(ARM_JOINTS)) if limbs else None
+    limb_rng = np.random.default_rng([seed, 2])  # the hidden limb commands: a stream of their own
     states, actions, obs = [], [], []
     for e in range(n_episodes):
         a = _setpoints(rng, n_frames, len(ARM_JOINTS), step_rate, setpoint_range)
-        states.append(_arm_roll_out(mujoco, model, a, substeps, light_threshold, light_delay))
+        target = a if W is None else a + _setpoints(limb_rng, n_frames, W.shape[1], step_rate, setpoint_range) @ W.T
+        states.append(_arm_roll_out(mujoco, model, target, substeps, light_threshold, light_delay))
         actions.append(a)
         obs.append(
             pd.DataFrame({"episode": str(e), "frame": np.arange(n_frames), "timestamp": np.arange(n_frames) / fps})
@@ -506,7 +588,30 @@ def simulate_arm(
     lags = [1] * len(joints) + [0, light_delay]  # commands; the pusher (within the frame); the light
     truth = pd.DataFrame(edges, columns=["source", "target"]).assign(weight=1.0, lag=lags)
     robot = SimulatedRobot(adata=adata, graph=truth, fps=fps, latents=latents, frames=frames)
+    if hierarchy is not None:
+        robot.hierarchy = hierarchy
+        robot.module_graph = pd.DataFrame(
+            {"source": pd.Series(dtype=str), "target": pd.Series(dtype=str), "weight": pd.Series(dtype=float)}
+        )
     return add_extra_channels(robot, noise_channels=noise_channels, temperature_of=temperature_of, seed=seed)
+
+
+#: The arm's kinematic groups (``simulate_arm(limbs=True)``): limb -> its joints.
+ARM_LIMBS = {"shoulder": ("shoulder_yaw", "shoulder_pitch"), "forearm": ("elbow", "wrist")}
+
+
+def arm_limb_truth(limb_drive: float = 0.8, seed: int = 0) -> pd.DataFrame:
+    """The limbs of :func:`simulate_arm` with ``limbs=True`` (:data:`ARM_LIMBS`), from the settings alone:
+    a ``hierarchy`` table (level 2, parent limb, child joint, weight loading, stability 1), loadings drawn
+    from the stream ``[seed, 1]``."""
+    if limb_drive <= 0:
+        raise ConfigError(f"simulate_arm: limb_drive={limb_drive}; expected a number > 0")
+    rng = np.random.default_rng([seed, 1])
+    rows = []
+    for limb, joints in ARM_LIMBS.items():
+        weights = rng.uniform(max(limb_drive - 0.2, 0.05), limb_drive + 0.2, len(joints))
+        rows += [(2, limb, joint, float(w), 1.0) for joint, w in zip(joints, weights, strict=True)]
+    return pd.DataFrame(rows, columns=["level", "parent", "child", "weight", "stability"])
 
 
 def arm_rollout(

@@ -8,7 +8,7 @@ from ._baselines import BASELINES, baseline_graph, fit_baseline
 from ._evaluate import evaluate, graph_metrics, map_latents, mean_correlation, predicted_targets, target_accuracy
 from ._graph import GRAPH_COLUMNS, EdgeCalls, recover_graph
 from ._held_out_singles import SINGLE_PREDICTORS, evaluate_singles
-from ._hierarchy import HierarchyResult, check_given_hierarchy, hierarchy, module_metrics
+from ._hierarchy import HierarchyResult, check_given_hierarchy, hierarchy, module_metrics, module_names
 from ._identifiability import identifiability
 from ._knockdown import knockdown
 from ._prediction import combinations, evaluate_combinations, held_out_metrics, hold_out, resolve_held_out
@@ -64,6 +64,7 @@ __all__ = [
     "map_latents",
     "mean_correlation",
     "module_metrics",
+    "module_names",
     "predicted_targets",
     "recover_graph",
     "resolve_held_out",

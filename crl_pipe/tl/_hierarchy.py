@@ -31,7 +31,7 @@ The steps (:func:`hierarchy`), on latents in control SDs (controls at mean 0, SD
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -747,6 +747,54 @@ def _named(partition: str, programs) -> str:
     if partition == "-":
         return "no module"
     return " | ".join("{" + ", ".join(programs[int(k)] for k in g.split(",")) + "}" for g in partition.split(" | "))
+
+
+#: Collection prefixes of MSigDB-style gene-set names, left out of a module's readable name.
+_SET_PREFIXES = ("HALLMARK_", "REACTOME_", "KEGG_", "WP_", "BIOCARTA_", "PID_", "GOBP_", "GOMF_", "GOCC_", "GO_")
+
+
+def module_names(
+    membership: pd.DataFrame, named_programs: Collection[str] = (), *, max_programs: int = 3
+) -> dict[str, str]:
+    """A readable name for every module: its id plus its programs' gene-set names, largest loading first.
+
+    ``M1: INTERFERON ALPHA RESPONSE + INTERFERON GAMMA RESPONSE`` for a module whose programs come
+    from those hallmark gene sets (a collection prefix such as ``HALLMARK_`` dropped, and then the
+    underscores); other names as they are (``M2: joint_0 + joint_5``).
+    A module none of whose programs comes from a gene set keeps its bare id.
+
+    Parameters
+    ----------
+    membership
+        ``hierarchy.parquet`` rows (``level, parent, child, weight``); level-2 rows are read.
+    named_programs
+        Programs named after a gene set (or another prior grouping of features: a robot's channels),
+        e.g. the ``program`` column of ``anchors.parquet``. Other programs (unnamed latents) are only counted.
+    max_programs
+        At most this many programs are named; the rest are counted ("+ 2 more").
+    """
+    named = set(named_programs)
+    level2 = membership[membership["level"] == 2].sort_values("weight", ascending=False, kind="stable")
+    out = {}
+    for module, group in level2.groupby("parent", sort=False):
+        labels = [_set_label(p) for p in group["child"] if p in named]
+        rest = len(group) - min(len(labels), max_programs)
+        if not labels:
+            out[str(module)] = str(module)
+            continue
+        more = f" + {rest} more" if rest else ""
+        out[str(module)] = f"{module}: {' + '.join(labels[:max_programs])}{more}"
+    return out
+
+
+def _set_label(name: str) -> str:
+    """A gene-set name as a reader says it: a collection's name (``HALLMARK_...``) without its prefix and
+    with spaces for underscores; any other name (``P3``, ``joint_2``) as it is."""
+    text = str(name)
+    for prefix in _SET_PREFIXES:
+        if text.upper().startswith(prefix) and len(text) > len(prefix):
+            return text[len(prefix) :].replace("_", " ")
+    return text
 
 
 # ---- evaluation -----------------------------------------------------------------------------------

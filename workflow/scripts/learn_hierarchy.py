@@ -18,4 +18,5 @@ run_step(
     given=smk.params.given,
     n_resamples=smk.params.n_resamples,
     seed=smk.params.seed,
+    kind=smk.params.kind,
 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pandas as pd
+
 from ... import pl
 from ...io import read_table
 from .._blocks import Table, figure
@@ -12,8 +14,9 @@ from .._format import num
 from .._inputs import ModelArtifacts, ReportInputs
 
 CAPTION = (
-    "Bottom: each program's top anchor genes; middle: programs; top: modules (line width = loading). "
-    "Arrows are causal edges given the modules (blue raises, orange lowers); edges a module explains are not drawn."
+    "Bottom: each program's top anchor genes; middle: programs; top: modules, named by their programs' gene sets"
+    " (line width = loading). Arrows are causal edges given the modules (blue raises, orange lowers);"
+    " edges a module explains are not drawn."
 )
 
 #: Files of rule learn_hierarchy in a model folder.
@@ -42,12 +45,19 @@ def _block(m: ModelArtifacts, inputs: ReportInputs) -> dict[str, Any]:
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
     level2 = membership[membership["level"] == 2]
     anchors = membership[membership["level"] == 1]
+    names = dict(summary.get("module_names") or {})  # module id -> readable name (its programs' gene sets)
+    if "parent_name" in level2:
+        names |= {str(p): str(n) for p, n in zip(level2["parent"], level2["parent_name"], strict=True) if pd.notna(n)}
+
+    def named(module: object) -> str:
+        return names.get(str(module), str(module))
+
     genes = {p: ", ".join(g.sort_values("weight", ascending=False)["child"].astype(str).head(3))
              for p, g in anchors.groupby("parent")}  # fmt: skip
     members = Table(
         ["module", "program", "top anchor genes of the program", "loading", "stability"],
         [
-            [str(r.parent), str(r.child), genes.get(r.child, ""), num(r.weight), num(r.stability)]
+            [named(r.parent), str(r.child), genes.get(r.child, ""), num(r.weight), num(r.stability)]
             for r in level2.itertuples(index=False)
         ],  # fmt: skip
         summary=f"Memberships ({len(level2)})",
@@ -59,7 +69,7 @@ def _block(m: ModelArtifacts, inputs: ReportInputs) -> dict[str, Any]:
         []
         if explained is None
         else [
-            [str(r.source), str(r.target), num(r.weight), str(r.explained_by)]
+            [str(r.source), str(r.target), num(r.weight), named(r.explained_by)]
             for r in explained.itertuples(index=False)
         ],  # fmt: skip
         summary=f"Program edges a module explains ({0 if explained is None else len(explained)})",
@@ -69,7 +79,7 @@ def _block(m: ModelArtifacts, inputs: ReportInputs) -> dict[str, Any]:
         ["module", "programs", "programs of this module only", "identifiable", "why"],
         [
             [
-                str(r["module"]),
+                named(r["module"]),
                 str(r["n_members"]),
                 str(r["n_exclusive"]),
                 "yes" if r["identifiable"] else "no",
@@ -88,5 +98,5 @@ def _block(m: ModelArtifacts, inputs: ReportInputs) -> dict[str, Any]:
         "identifiability": ident,
         "notes": [str(n) for n in summary.get("notes", [])],
         "n_modules": int(level2["parent"].nunique()),
-        "module_targets": [f"{r['intervention']} -> {r['module']}" for r in summary.get("module_targets", [])],
+        "module_targets": [f"{r['intervention']} -> {named(r['module'])}" for r in summary.get("module_targets", [])],
     }
