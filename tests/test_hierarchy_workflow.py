@@ -93,6 +93,7 @@ def test_robot_limbs_through_the_workflow(tmp_path):
     assert proc.returncode == 0, failure(proc, folder)
     metrics = read_table(folder / target, "metrics").set_index("metric")["value"]
     assert metrics["module_ari"] == pytest.approx(1.0) and metrics["n_modules"] == 2
+    assert "program_shd_one_level" not in metrics  # no program graph is re-read on robot logs
     table = read_table(folder / f"results/{sim}/temporal/hierarchy.parquet", "hierarchy")
     names = set(table.loc[table["level"] == 2, "parent_name"])
     assert len(names) == 2 and all(n.startswith("M") and "joint_" in n for n in names)

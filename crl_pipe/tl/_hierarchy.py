@@ -813,7 +813,8 @@ def module_metrics(
     ``module_ari``: adjusted Rand index of the programs' module labels (a program in no module is its
     own label); ``module_shd``: SHD of the module graph after matching modules by shared programs;
     ``program_shd_one_level`` / ``program_shd_given_modules``: SHD of the program graph of the
-    one-level readout and given the modules (``program_graph`` statuses). ``mapping``: latent -> true program.
+    one-level readout and given the modules (``program_graph`` statuses; left out where no program graph
+    was re-read, as on robot logs). ``mapping``: latent -> true program.
     """
     from sklearn.metrics import adjusted_rand_score  # deferred: scikit-learn loads only to score modules
 
@@ -836,7 +837,7 @@ def module_metrics(
         rows, cols = linear_sum_assignment(-overlap) if overlap.size else ([], [])
         module_map = {est_modules[r]: true_modules[c] for r, c in zip(rows, cols, strict=True) if overlap[r, c] > 0}
         out["module_shd"] = graph_metrics(module_graph, true_module_graph, module_map)["shd"]
-    if true_graph is not None:
+    if true_graph is not None and len(program_graph):  # none re-read (robot logs): no program SHD to give
         one = program_graph[program_graph["status"] != "added"]
         given = program_graph[program_graph["status"] != "explained"]
         out["program_shd_one_level"] = graph_metrics(one, true_graph, dict(mapping))["shd"]
