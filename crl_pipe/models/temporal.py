@@ -48,6 +48,13 @@ coefficient. :meth:`TemporalSEM.get_adjacency` adds the two; :meth:`TemporalSEM.
 graph artifact) lists them apart with their ``lag``: 0, or the lagged edge's strongest lag (``l``:
 a change of the source first logged at frame f moves the target from frame f + l on).
 
+Rollouts (:meth:`TemporalSEM.rollout`). The velocity form has a unit root and nothing that pulls a
+latent back to where its drivers put it: open loop it integrates its one-step errors, and a servoed
+joint drifts away from its set-point. Rollouts therefore use a refit on the selected graph
+(:func:`_rollout_refit`): each latent's equation keeps the inputs the lasso selected, unshrunk, and
+adds the levels of itself, its latent parents and its command parents (an error-correction term:
+``z_{t+1} - z_t`` also depends on ``z_t`` and ``a_t``). The graph and its weights are the lasso's.
+
 Learned latents. With ``sensors`` the state channels are sensors that mix the causal variables
 (:func:`crl_pipe.simulate.simulate_arm` with ``observation="sensors"``); an encoder learns the
 latents first (iVAE-style, the commands as auxiliary variables; see
@@ -206,6 +213,7 @@ class TemporalSEM(CRLModel):
             if allowed.any():
                 coef = _group_lasso(design, inst=allowed, **solve)
         self._store(design, coef)
+        self._store_rollout(design, coef, z, a, shift, segments)
         self._store_target_scores(data, design, shift)
         return self
 
@@ -244,24 +252,39 @@ class TemporalSEM(CRLModel):
         self.register_buffer("velocity_sd", torch.tensor(design.sd_z))
         self.register_buffer("action_step_sd", torch.tensor(design.sd_a))
         self.history = pd.DataFrame({"epoch": [0], "split": ["train"], "loss": [float(design.loss(coef))]})
-        self._store_rollout(design, coef)
 
-    def _store_rollout(self, design: _Design, coef: np.ndarray) -> None:
-        """The fitted transition in raw units (latent and command units per frame), for :meth:`rollout`:
-        ``dz_t = b + sum_l S_l^T dz_{t-l} + sum_l A_l^T da_{t-l} + d * I_t + C^T dz_t``."""
+    def _store_rollout(
+        self,
+        design: _Design,
+        coef: np.ndarray,
+        z: np.ndarray,
+        a: np.ndarray,
+        shift: np.ndarray | None,
+        segments: list[tuple[int, int]],
+    ) -> None:
+        """The transition :meth:`rollout` iterates, in raw units (latent and command units per frame)::
+
+            dz_t = b + sum_l S_l^T dz_{t-l} + sum_l A_l^T da_{t-l} + d * I_t + C^T dz_t + L^T z_t + M^T a_t
+
+        refitted by least squares on the sparse fit's graph (:func:`_rollout_refit`): each latent's
+        equation keeps the inputs the lasso selected (unshrunk) and adds the levels of itself, its
+        latent parents and its commands (``L``, ``M``: error correction). The velocity form alone has a
+        unit root with nothing that pulls a latent back to where its commands and parents put it, so
+        one-step errors add up over an open-loop rollout; the levels term is the cointegration of a
+        position servo with its set-point (and of a gate or light with what drives it). The graph
+        (:meth:`get_edges`) is the sparse fit's; only rollouts use the refit.
+        """
         m, q, p, K = design.m, design.q, design.p, design.K
-        raw = coef[: design.n_lagged] * design.y_scale[None, :] / design.x_scale[:, None]
-        inst = (
-            coef[design.inst_rows] * design.y_scale[None, :] / design.y_scale[:, None]
-            if design.n_inst
-            else np.zeros((m, m))
-        )
-        self.register_buffer("roll_intercept", torch.tensor(design.y_mean - design.x_mean @ raw - design.y_mean @ inst))
+        raw, intercept = _rollout_refit(design, coef, z, a, shift, segments)
+        levels = slice(design.n_lagged, design.n_lagged + m + q)
+        self.register_buffer("roll_intercept", torch.tensor(intercept))
         self.register_buffer("roll_state", torch.tensor(raw[: p * m].reshape(p, m, m)))
         self.register_buffer("roll_action", torch.tensor(raw[p * m : p * m + K * q].reshape(K, q, m)))
-        shift = np.diag(raw[design.shift_rows]) if design.n_shift else np.zeros(m)
-        self.register_buffer("roll_shift", torch.tensor(shift.copy()))
-        self.register_buffer("roll_inst", torch.tensor(inst))
+        shift_coef = np.diag(raw[design.shift_rows]) if design.n_shift else np.zeros(m)
+        self.register_buffer("roll_shift", torch.tensor(shift_coef.copy()))
+        self.register_buffer("roll_level_state", torch.tensor(raw[levels][:m].copy()))
+        self.register_buffer("roll_level_action", torch.tensor(raw[levels][m:].copy()))
+        self.register_buffer("roll_inst", torch.tensor(raw[design.n_lagged + m + q :].copy()))
 
     def _store_target_scores(self, data: CRLData, design: _Design, shift: np.ndarray | None) -> None:
         """Score of (intervention label, latent): mean |predicted velocity change| the labelled frames cause, in SDs."""
@@ -305,6 +328,7 @@ class TemporalSEM(CRLModel):
         """
         S, A = self.roll_state.numpy(), self.roll_action.numpy()
         b, d, C = self.roll_intercept.numpy(), self.roll_shift.numpy(), self.roll_inst.numpy()
+        L, M = self.roll_level_state.numpy(), self.roll_level_action.numpy()
         r, m = self.rollout_start - 1, len(self.latent_names)
         actions = np.asarray(actions, dtype=np.float64).reshape(len(actions), len(self.action_names))
         start = np.asarray(start, dtype=np.float64)
@@ -321,7 +345,7 @@ class TemporalSEM(CRLModel):
         dz, da = np.zeros((T, m)), np.diff(actions, axis=0, append=actions[-1:])
         dz[:r] = np.diff(start, axis=0)
         for t in range(r, T - 1):  # dz[t] = z[t+1] - z[t] from the p velocities and K command steps before it
-            rest = b + d * shift[t]
+            rest = b + d * shift[t] + z[t] @ L + actions[t] @ M
             rest = rest + sum(dz[t - lag] @ S[lag - 1] for lag in range(1, len(S) + 1))
             rest = rest + sum(da[t - lag] @ A[lag - 1] for lag in range(1, len(A) + 1))
             dz[t] = within @ rest
@@ -329,7 +353,7 @@ class TemporalSEM(CRLModel):
         return z
 
     def _check_rollout(self) -> None:
-        if getattr(self, "roll_intercept", None) is None:  # checkpoints written before rollouts existed
+        if getattr(self, "roll_level_state", None) is None:  # checkpoints written before levels rollouts
             raise ModelError(f"model {self.name}: this checkpoint has no rollout coefficients; retrain it")
 
     # -- outputs ----------------------------------------------------------------------------------
@@ -755,3 +779,86 @@ def _dominant_lags(coef: np.ndarray, design: _Design) -> np.ndarray:
     state = np.abs(coef[: p * m].reshape(p, m, m)).argmax(axis=0) + 1
     action = np.abs(coef[p * m : p * m + K * q].reshape(K, q, m)).argmax(axis=0) + 1 if q and K else np.ones((q, m))
     return np.vstack([action, state]).astype(np.int64)
+
+
+#: Ridge of the rollout refit's least squares, relative to the (standardised) inputs' unit variance.
+ROLLOUT_RIDGE = 1e-6
+
+
+def _rollout_refit(
+    design: _Design,
+    coef: np.ndarray,
+    z: np.ndarray,
+    a: np.ndarray,
+    shift: np.ndarray | None,
+    segments: list[tuple[int, int]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares refit of each latent's velocity on the sparse fit's support plus levels, in raw units.
+
+    Inputs (rows of the returned coefficients): the design's lagged inputs (``design.n_lagged``), then
+    the levels ``z_t`` (m) and ``a_t`` (q) of the frame the velocity ``dz_t = z_{t+1} - z_t`` leaves
+    from, then the contemporaneous velocities (m). Latent j's equation may use: the lags of itself and
+    of its lagged parents (up to its order), the lags of its command parents, its indicator, the
+    levels of itself, of its latent parents (lagged or instantaneous) and of its command parents, and
+    its instantaneous parents' velocities (an acyclic set). Returns (inputs x latents, intercepts).
+
+    The lasso picks the graph; this refit only sets the rollout's coefficients: unshrunk (the lasso's
+    shrinkage biases multi-step predictions) and with the levels a velocity-form model lacks.
+    """
+    m, q, p, K = design.m, design.q, design.p, design.K
+    X, Y = _rollout_rows(z, a, shift, segments, p, K)
+    state = np.abs(coef[: p * m].reshape(p, m, m)).sum(axis=0) > 0
+    state |= np.eye(m, dtype=bool)
+    action = _active(coef[p * m : p * m + K * q], K, q, m)
+    inst = np.abs(coef[design.inst_rows]) > 0 if design.n_inst else np.zeros((m, m), dtype=bool)
+    lags = np.repeat(np.arange(1, p + 1), m)
+    support = np.zeros((X.shape[1], m), dtype=bool)
+    support[: p * m] = np.tile(state, (p, 1)) & (lags[:, None] <= design.orders[None, :])
+    support[p * m : p * m + K * q] = np.tile(action, (K, 1))
+    if design.n_shift:
+        support[design.shift_rows] = np.eye(m, dtype=bool)
+    n = design.n_lagged
+    support[n : n + m] = state | inst
+    support[n + m : n + m + q] = action
+    support[n + m + q :] = inst
+    return _least_squares(X, Y, support)
+
+
+def _least_squares(X: np.ndarray, Y: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column j of ``Y``, ridge-stabilised least squares on the inputs ``support[:, j]`` allows, with an
+    intercept, on standardised inputs; returns (inputs x columns coefficients in raw units, intercepts)."""
+    m = Y.shape[1]
+    out, intercept = np.zeros((X.shape[1], m)), np.zeros(m)
+    if len(Y) == 0:
+        return out, intercept
+    varies = X.std(axis=0) > 0
+    for j in range(m):
+        cols = np.flatnonzero(support[:, j] & varies)
+        x = X[:, cols]
+        mean, scale, y_mean = x.mean(axis=0), x.std(axis=0), Y[:, j].mean()
+        xs = (x - mean) / scale
+        gram = xs.T @ xs / len(xs) + ROLLOUT_RIDGE * np.eye(len(cols))
+        beta = np.linalg.solve(gram, xs.T @ (Y[:, j] - y_mean) / len(xs)) / scale
+        out[cols, j] = beta
+        intercept[j] = y_mean - mean @ beta
+    return out, intercept
+
+
+def _rollout_rows(
+    z: np.ndarray, a: np.ndarray, shift: np.ndarray | None, segments: list[tuple[int, int]], p: int, K: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw rows of the rollout refit: the design's lagged inputs (as :meth:`_Design._rows`), the levels
+    of the frame the velocity leaves from, and the contemporaneous velocities; target ``dz[i]``."""
+    r, X, Y = max(p, K), [], []
+    for s, e in segments:
+        if e - s <= r + 1:
+            continue
+        dz, da, n = np.diff(z[s:e], axis=0), np.diff(a[s:e], axis=0), e - s - 1
+        cols = [dz[r - lag : n - lag] for lag in range(1, p + 1)]
+        cols += [da[r - lag : n - lag] for lag in range(1, K + 1)]
+        if shift is not None:
+            cols.append(shift[s + r : s + n])
+        X.append(np.hstack([*cols, z[s + r : s + n], a[s + r : s + n], dz[r:n]]))
+        Y.append(dz[r:n])
+    width = p * z.shape[1] + K * a.shape[1] + (z.shape[1] if shift is not None else 0) + 2 * z.shape[1] + a.shape[1]
+    return (np.vstack(X), np.vstack(Y)) if X else (np.zeros((0, width)), np.zeros((0, z.shape[1])))
