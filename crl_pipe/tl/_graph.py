@@ -142,7 +142,7 @@ def recover_graph(
     """
     edges = _edge_list(model)
     refits = refit_halves(model, data, n_refits, seed) if n_refits else []
-    return call_edges(edges, refits, _n_possible(model), calls)
+    return call_edges(edges, refits, _n_possible(model) if refits else 1, calls)
 
 
 def call_edges(
