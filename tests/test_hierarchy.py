@@ -196,6 +196,8 @@ def test_report_shows_the_levels_only_with_a_hierarchy(tmp_path, two_level):
     assert "M1: P" not in page  # without names (an older run), a module is its bare id
     assert "minimality cannot choose: &lt;b&gt;x&lt;/b&gt;" in page  # notes are escaped
     assert "Program edges a module explains" in page
+    n = int((result.program_graph["status"] == "explained").sum())
+    assert n and f"{n} edge" in page and "explained by a module (Concept levels, below)" in page  # in the graph section
     named = result.membership.assign(parent_name=result.membership["parent"] + ": P-name")
     write_table(named, folder / "hierarchy.parquet", "hierarchy")
     page = write_report(tmp_path / "named.html", ReportInputs.from_paths("x", paths)).read_text()

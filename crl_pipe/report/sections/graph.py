@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from ... import pl
+from ...io import read_table
 from ...pl._common import ordered_unique
 from ...tl import identifiability
 from .._blocks import Table, Token, figure
@@ -58,6 +59,7 @@ def _block(
         text += " Only edges among the causal variables are drawn; the commands' edges are in the heatmap below."
     if "undirected" in m.graph and m.graph["undirected"].any():
         text += " Arrows both ways mark edges the method left undirected (the data do not orient them)."
+    text += _explained_by_modules(m)
     programs, support = identifiable or (None, None)
     table = _edge_table(m, support)
     edges = m.graph
@@ -75,6 +77,22 @@ def _block(
         )
         block["drivers"] = figure(drive, DRIVERS_CAPTION)
     return block
+
+
+def _explained_by_modules(m: ModelArtifacts) -> str:
+    """A pointer to Concept levels when the hierarchy explains some of these edges by a module."""
+    path = m.directory / "graph_given_modules.parquet"
+    if not path.exists():
+        return ""
+    given = read_table(path, "graph")
+    n = int((given["status"] == "explained").sum()) if "status" in given else 0
+    if not n:
+        return ""
+    edges, verb, pronoun = ("1 edge", "is", "it") if n == 1 else (f"{n} edges", "are", "them")
+    return (
+        f" {edges} of this graph {verb} explained by a module (Concept levels, below): read {pronoun} as the"
+        " module's effect, not as an arrow between programs."
+    )
 
 
 def _natural_sorted_nodes(truth: pd.DataFrame) -> list[str]:

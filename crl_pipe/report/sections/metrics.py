@@ -36,6 +36,16 @@ METRIC_HELP: list[tuple[str, str]] = [
     ("mcc", "mean correlation between recovered and true programs after matching; 1 = perfect"),
     ("instantaneous_recall", "fraction of the true instantaneous (lag-0) edges recovered as lag-0 edges; 1 = perfect"),
     ("instantaneous_precision", "fraction of the recovered lag-0 edges that are true lag-0 edges; 1 = perfect"),
+    ("module_ari", "adjusted Rand index of the programs' modules against the true ones; 1 = perfect, 0 = chance"),
+    ("n_modules", "modules the hierarchy kept (minimum description length)"),
+    ("module_shd", "structural Hamming distance of the module graph to the true one; 0 = perfect"),
+    ("program_shd_one_level", "SHD of the program graph read at one level (module effects drawn as edges)"),
+    ("program_shd_given_modules", "SHD of the program graph given the modules (edges a module explains removed)"),
+    (
+        "heldout_rollout_rmse",
+        "held-out episodes: RMSE of open-loop rollouts (channel SDs) at 1/10/30 frames; suffixes: baselines",
+    ),
+    ("heldout_n_episodes", "held-out episodes scored (their frames left every fit)"),
     (
         "shd_confident",
         "structural Hamming distance of the confident edges alone (tentative ones left out); 0 = perfect",
