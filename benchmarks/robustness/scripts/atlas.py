@@ -55,8 +55,6 @@ METRICS = [
 ROW_COLUMNS = ["kind", "cell", "seed", "method", *METRICS]
 #: Keys of a cell's parameters that are not simulator arguments.
 METHOD_KNOBS = ("anchors_given", "sensor_noise", "unlogged_commands")
-#: Stability a baseline edge needs to count as confident (the models' default, :class:`crl_pipe.tl.EdgeCalls`).
-BASELINE_MIN_STABILITY = tl.EdgeCalls().min_stability
 
 
 def run_cell(
@@ -125,8 +123,7 @@ def anchor_scores(data: CRLData) -> CRLData:
 
 def _baseline(data: CRLData, method: str, n_refits: int, seed: int):
     scores = anchor_scores(data)
-    edges = tl.baseline_graph(scores, method, n_refits=n_refits, seed=seed)
-    edges = edges.assign(confidence=np.where(edges["stability"] >= BASELINE_MIN_STABILITY, "confident", "tentative"))
+    edges = tl.baseline_graph(scores, method, n_refits=n_refits, seed=seed)  # the models' confidence call too
     # targets only to map score variables to programs (by their mean shift in control SDs)
     ctrl = scores.X[scores.is_control]
     z = (scores.X - ctrl.mean(axis=0)) / ctrl.std(axis=0)
