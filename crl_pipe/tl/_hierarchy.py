@@ -75,9 +75,14 @@ class HierarchyResult:
         ``n_modules, partition, description_length, chosen``: each candidate decomposition
         (programs by name) and its description length (BIC + unexplained shifts).
     identifiability
-        Per module: ``module, n_members, n_exclusive, identifiable, reason``.
+        Per module: ``module, n_members, n_exclusive, identifiable, reason`` (learned level-3 modules
+        and deeper too: their members are modules).
     notes
         Sentences on what minimality could not decide.
+    upper
+        The learned levels above level 2, lowest first: each the result of the same search run on the
+        module scores of the level below (its ``membership`` at level 2, ids renamed ``L3M1`` ...; its
+        ``scores``, ``module_graph`` and ``program_graph``, the latter among the level's members).
     """
 
     membership: pd.DataFrame
@@ -88,6 +93,7 @@ class HierarchyResult:
     selection: pd.DataFrame
     identifiability: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    upper: list[HierarchyResult] = field(default_factory=list)
 
 
 @dataclass
@@ -145,6 +151,7 @@ def hierarchy(
     seed: int = 0,
     edge_threshold: float = SHIFT_SEM_DEFAULTS["edge_threshold"],
     ridge: float = SHIFT_SEM_DEFAULTS["ridge"],
+    max_level: int = 3,
 ) -> HierarchyResult:
     """Modules over the program latents, the module graph, and the program graph given the modules.
 
@@ -173,7 +180,26 @@ def hierarchy(
         Seed of the resampling.
     edge_threshold, ridge
         Of the shift readout (:func:`crl_pipe.models._shift_sem.alternate`).
+    max_level
+        Deepest level to learn (2: modules only). Level ``l + 1`` is the same search run on the module
+        scores of level ``l`` (:func:`_learn_upper`), kept only where minimality chooses a module of at
+        least two members; without a given hierarchy only.
     """
+    if max_level < 2:
+        raise ConfigError(f"hierarchy: max_level must be at least 2, got {max_level}")
+    search = dict(max_modules=max_modules, tolerance=tolerance, min_target_z=min_target_z, min_cosine=min_cosine,
+                  n_resamples=n_resamples, seed=seed, edge_threshold=edge_threshold, ridge=ridge)  # fmt: skip
+    result = _one_level(latents, interventions, given=given, prefix="M", **search)
+    if given is None and max_level > 2:
+        _learn_upper(result, interventions, max_level, search)
+    return result
+
+
+def _one_level(
+    latents, interventions, *, given, prefix, max_modules, tolerance, min_target_z, min_cosine, n_resamples, seed,
+    edge_threshold, ridge,
+) -> HierarchyResult:  # fmt: skip
+    """Modules over the columns of ``latents`` (:func:`hierarchy` without the levels above), named ``<prefix>1`` ..."""
     programs = [c for c in latents.columns if c != "sample_id"]
     if given is not None:
         check_given_hierarchy(given, programs)
@@ -184,7 +210,7 @@ def hierarchy(
         min_target_z=min_target_z, min_cosine=min_cosine, edge_threshold=edge_threshold, ridge=ridge,
     )  # fmt: skip
     fit = _fit(Z, labels, is_control, n_targets, **opts)
-    names = _module_names(fit.modules, given, programs)
+    names = _module_names(fit.modules, given, programs, prefix)
     perts = sorted(set(labels[~is_control])) if is_control.sum() > 2 else []
     stability = _stabilities(fit, Z, labels, is_control, n_targets, n_resamples, seed, opts)
     scores = _module_scores(Z, fit, is_control)
@@ -210,6 +236,39 @@ def hierarchy(
             )
     result.selection = fit.selection.assign(partition=[_named(p, programs) for p in fit.selection["partition"]])
     return result
+
+
+def _learn_upper(result: HierarchyResult, interventions: pd.DataFrame, max_level: int, search: dict) -> None:
+    """Levels 3 .. ``max_level`` into ``result``: each the level-2 search run on the module scores below.
+
+    The module scores play the programs' part (their graph from the perturbations' shifts, their
+    residual co-variation, the description length of each partition); a level is kept only where
+    minimality chooses at least one module of two or more members (its anchors: every member is its
+    own), and the search stops at the first level it does not keep or with fewer than 3 units below.
+    ``max_modules`` is taken as given or half the units of each level.
+    """
+    lower = result
+    for level in range(3, max_level + 1):
+        units = [c for c in lower.scores.columns if c != "sample_id"]
+        if len(units) < 3:
+            if level == 3 and len(units) == 2:
+                result.notes.append("level 3: 2 modules are too few to learn a module over modules (3 needed)")
+            return
+        upper = _one_level(lower.scores, interventions, given=None, prefix=f"L{level}M", **search)
+        if upper.membership.empty:
+            result.notes.append(
+                f"level {level}: minimality keeps no module over the {len(units)} level-{level - 1} modules"
+                " (one node per module costs more than it explains)"
+            )
+            return
+        result.membership = pd.concat([result.membership, upper.membership.assign(level=level)], ignore_index=True)
+        ident = upper.identifiability.assign(
+            reason=[f"level {level}: {r.replace('programs', 'modules')}" for r in upper.identifiability["reason"]]
+        )
+        result.identifiability = pd.concat([result.identifiability, ident], ignore_index=True)
+        result.notes += [f"level {level}: {n.replace('program', 'module')}" for n in upper.notes]
+        result.upper.append(upper)
+        lower = upper
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -652,11 +711,12 @@ def _match_modules(reference, other) -> dict[int, int]:
 
 
 # ---- tables ---------------------------------------------------------------------------------------
-def _module_names(modules, given=None, programs=()) -> list[str]:
-    """``M1``, ``M2`` ... in order of their first program; a given hierarchy's own names (its modules with programs)."""
+def _module_names(modules, given=None, programs=(), prefix="M") -> list[str]:
+    """``M1``, ``M2`` ... (``<prefix>1`` ...) in order of their first member; a given hierarchy's own names
+    (its modules with programs)."""
     if given is not None:
         return [name for name, members in given.items() if any(x in programs for x in members)]
-    return [f"M{m + 1}" for m in range(len(modules))]
+    return [f"{prefix}{m + 1}" for m in range(len(modules))]
 
 
 def _membership_table(fit, names, programs, stability, given) -> pd.DataFrame:
