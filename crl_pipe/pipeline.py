@@ -587,9 +587,11 @@ def hierarchy(
     n_resamples: int = 20,
     seed: int = 0,
     kind: str = "screen",
+    max_level: int = 3,
 ) -> None:
     """Level 2 of the concept graph (:func:`crl_pipe.tl.hierarchy`): ``hierarchy.parquet`` (level 1 =
-    anchor feature -> program, 2 = program -> module, 3 = module -> module of a given nested hierarchy),
+    anchor feature -> program, 2 = program -> module, 3 = module -> module of a given nested hierarchy or
+    learned up to ``max_level`` where minimality keeps it, ``L3M1`` ...),
     ``modules.parquet`` (module scores), ``module_graph.parquet``, ``graph_given_modules.parquet`` (the
     program graph re-read given the modules, with the one-level edges a module explains) and
     ``hierarchy.json`` (candidate decompositions with their description length, identifiability per module, notes).
@@ -604,13 +606,14 @@ def hierarchy(
     if given:
         tl.check_given_hierarchy(given, [c for c in lat.columns if c != "sample_id"], where="hierarchy.modules")
     samples, labels = get_kind(kind).hierarchy_samples(lat, read_table(interventions, "interventions"))
-    result = tl.hierarchy(samples, labels, given=given or None, n_resamples=n_resamples, seed=seed)
+    result = tl.hierarchy(samples, labels, given=given or None, n_resamples=n_resamples, seed=seed, max_level=max_level)
     anchor_rows = read_table(anchors, "anchors")
     level1 = pd.DataFrame(
         {"level": 1, "parent": anchor_rows["program"], "child": anchor_rows["feature"], "weight": anchor_rows["weight"]}
     ).assign(stability=float("nan"))
     params = {"given": {k: list(v) for k, v in (given or {}).items()}, "n_resamples": n_resamples, "seed": seed}
     params |= {"kind": kind} if kind != "screen" else {}  # a screen's provenance as before
+    params |= {"max_level": max_level} if max_level != 3 else {}
     prov = provenance("hierarchy", {"latents": latents, "interventions": interventions, "anchors": anchors}, params)
     # a module is named by the gene sets of its programs (the anchored ones); a program by itself
     names = tl.module_names(result.membership, set(anchor_rows["program"]))

@@ -437,3 +437,35 @@ def test_no_level3_where_the_data_do_not_support_it(two_level):
     _, demo = two_level
     assert set(demo.membership["level"]) == {2} and not demo.upper
     assert any("2 modules are too few" in n for n in demo.notes)
+
+
+def test_stage_and_report_carry_level3(tmp_path):
+    from test_report import make_artifacts
+
+    from crl_pipe.report import ReportInputs, write_report
+
+    screen = simulate_screen(**THREE_LEVEL, n_supermodules=2, seed=0)
+    lat, iv, anc = tmp_path / "latents.parquet", tmp_path / "interventions.parquet", tmp_path / "anchors.parquet"
+    write_table(screen.latents, lat, "latents")
+    write_table(_interventions(screen), iv, "interventions")
+    anchors = [(p, g, 1.0) for p, genes in screen.gene_sets.items() for g in genes]
+    write_table(pd.DataFrame(anchors, columns=["program", "feature", "weight"]), anc, "anchors")
+    paths = make_artifacts(tmp_path / "run", models={"linear": {"epochs": 1}}, with_truth=False)
+    folder = Path(paths["models"]["linear"])
+    outs = {
+        "out_hierarchy": folder / "hierarchy.parquet",
+        "out_modules": folder / "modules.parquet",
+        "out_module_graph": folder / "module_graph.parquet",
+        "out_program_graph": folder / "graph_given_modules.parquet",
+        "out_summary": folder / "hierarchy.json",
+    }
+    pipeline.hierarchy(latents=lat, interventions=iv, anchors=anc, n_resamples=0, **outs)
+    table = read_table(outs["out_hierarchy"], "hierarchy")
+    assert set(table["level"]) == {1, 2, 3} and table.loc[table["level"] == 3, "parent"].nunique() == 2
+    summary = json.loads(outs["out_summary"].read_text())
+    assert {"L3M1", "L3M2"} <= {r["module"] for r in summary["identifiability"]}
+    page = write_report(tmp_path / "levels.html", ReportInputs.from_paths("x", paths)).read_text()
+    n = int((table["level"] >= 2).sum())
+    assert f"Memberships ({n})" in page and "<td>L3M1</td>" in page and "level 3: 2 exclusive modules" in page
+    pipeline.hierarchy(latents=lat, interventions=iv, anchors=anc, n_resamples=0, max_level=2, **outs)
+    assert set(read_table(outs["out_hierarchy"], "hierarchy")["level"]) == {1, 2}
