@@ -408,6 +408,10 @@ def test_level3_learned_where_the_data_support_it():
     screen = simulate_screen(**THREE_LEVEL, n_supermodules=2, seed=0)
     result = hierarchy(screen.latents, _interventions(screen), n_resamples=3, seed=0)
     assert _level3_ari(screen, result) == pytest.approx(1.0)
+    scores = module_metrics(result.membership, result.module_graph, result.program_graph,
+                            true_hierarchy=screen.hierarchy, true_module_graph=None, true_graph=None,
+                            mapping={p: p for p in screen.latents.columns[1:]})  # fmt: skip
+    assert scores["module_ari"] == pytest.approx(1.0) and scores["level3_ari"] == pytest.approx(1.0)
     level3 = result.membership[result.membership["level"] == 3]
     assert sorted(level3["parent"].unique()) == ["L3M1", "L3M2"]
     assert set(level3["child"]) == set(result.membership.loc[result.membership["level"] == 2, "parent"])

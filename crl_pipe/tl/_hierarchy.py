@@ -874,7 +874,10 @@ def module_metrics(
     own label); ``module_shd``: SHD of the module graph after matching modules by shared programs;
     ``program_shd_one_level`` / ``program_shd_given_modules``: SHD of the program graph of the
     one-level readout and given the modules (``program_graph`` statuses; left out where no program graph
-    was re-read, as on robot logs). ``mapping``: latent -> true program.
+    was re-read, as on robot logs). ``mapping``: latent -> true program. With level-3 rows in the truth,
+    ``level3_ari``: adjusted Rand index of the true modules' level-3 labels against the learned level 3
+    (each learned module stands for the true module most of its programs belong to; a module in no
+    learned level-3 module is its own label).
     """
     from sklearn.metrics import adjusted_rand_score  # deferred: scikit-learn loads only to score modules
 
@@ -885,6 +888,8 @@ def module_metrics(
     programs = sorted(set(true_of) | set(mapping.values()))
     ari = adjusted_rand_score([true_of.get(p, f"-{p}") for p in programs], [est_of.get(p, f"-{p}") for p in programs])
     out = {"module_ari": float(ari), "n_modules": float(est["parent"].nunique())}
+    if (true_hierarchy["level"] == 3).any():  # a three-level truth: the modules' supermodules too
+        out["level3_ari"] = _level3_ari(membership, true_hierarchy, est_of, true_of)
     if true_module_graph is not None:
         est_modules = sorted(est["parent"].unique())
         true_modules = sorted(true["parent"].unique())
@@ -903,3 +908,18 @@ def module_metrics(
         out["program_shd_one_level"] = graph_metrics(one, true_graph, dict(mapping))["shd"]
         out["program_shd_given_modules"] = graph_metrics(given, true_graph, dict(mapping))["shd"]
     return out
+
+
+def _level3_ari(membership, true_hierarchy, est_of, true_of) -> float:
+    from sklearn.metrics import adjusted_rand_score  # deferred: scikit-learn loads only to score modules
+
+    to_true = {}
+    for module in {m for m in est_of.values()}:
+        owners = pd.Series([true_of[p] for p, m in est_of.items() if m == module and p in true_of])
+        if len(owners):
+            to_true[module] = owners.mode().iloc[0]
+    est3, true3 = membership[membership["level"] == 3], true_hierarchy[true_hierarchy["level"] == 3]
+    learned = {to_true[c]: p for c, p in zip(est3["child"], est3["parent"], strict=True) if c in to_true}
+    parent_of = dict(zip(true3["child"], true3["parent"], strict=True))
+    modules = sorted(parent_of)
+    return float(adjusted_rand_score([parent_of[m] for m in modules], [learned.get(m, f"-{m}") for m in modules]))
