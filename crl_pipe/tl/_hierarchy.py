@@ -1,4 +1,4 @@
-"""Level 2 of the concept graph: modules of programs, chosen by minimality, and the program graph re-read.
+"""Level 2 (and deeper) of the concept graph: modules of programs, chosen by minimality, and the program graph re-read.
 
 Programs (level 1) that share a hidden driver co-vary beyond what the program graph explains, and a
 perturbation of that driver moves all of them at once. A one-level readout can only draw
@@ -26,6 +26,8 @@ The steps (:func:`hierarchy`), on latents in control SDs (controls at mean 0, SD
 4. Module scores (Bartlett factor scores of the residual noise), the module graph from the module
    scores' shifts under module-hitting perturbations, and stability of every membership and edge
    over bootstrap resamples of the cells within intervention groups.
+5. Deeper levels (up to ``max_level``): steps 1-4 again with the module scores in the programs' place;
+   a level is kept only where the least description length has a module of two or more members.
 """
 
 from __future__ import annotations
