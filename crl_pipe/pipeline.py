@@ -592,9 +592,11 @@ def hierarchy(
     """Level 2 of the concept graph (:func:`crl_pipe.tl.hierarchy`): ``hierarchy.parquet`` (level 1 =
     anchor feature -> program, 2 = program -> module, 3 = module -> module of a given nested hierarchy or
     learned up to ``max_level`` where minimality keeps it, ``L3M1`` ...),
-    ``modules.parquet`` (module scores), ``module_graph.parquet``, ``graph_given_modules.parquet`` (the
-    program graph re-read given the modules, with the one-level edges a module explains) and
-    ``hierarchy.json`` (candidate decompositions with their description length, identifiability per module, notes).
+    ``modules.parquet`` (module scores; learned levels above 2 add their ``L3M1`` ... columns),
+    ``module_graph.parquet`` (level 2), ``graph_given_modules.parquet`` (the program graph re-read given
+    the modules, with the one-level edges a module explains) and ``hierarchy.json`` (candidate
+    decompositions with their description length, the graphs among learned modules above level 2
+    (``upper_module_graphs``), identifiability per module, notes).
 
     A ``given`` hierarchy (module -> programs or modules) is checked against the latents before any fit.
     The dataset ``kind`` says which samples the hierarchy reads (:meth:`~crl_pipe.kinds.DatasetKind.hierarchy_samples`:
@@ -620,7 +622,10 @@ def hierarchy(
     table = pd.concat([level1, result.membership], ignore_index=True)
     table["parent_name"] = [names.get(str(p), str(p)) for p in table["parent"]]
     write_table(table, out_hierarchy, "hierarchy", prov)
-    write_table(result.scores, out_modules, "modules", prov)
+    scores = result.scores
+    for upper in result.upper:  # learned levels above 2: their module scores beside level 2's
+        scores = scores.merge(upper.scores, on="sample_id", how="left", validate="one_to_one")
+    write_table(scores, out_modules, "modules", prov)
     write_table(result.module_graph, out_module_graph, "graph", prov)
     write_table(result.program_graph, out_program_graph, "graph", prov)
     summary = {
@@ -637,6 +642,10 @@ def hierarchy(
         "identifiability": result.identifiability.to_dict(orient="records"),
         "module_targets": result.module_targets.to_dict(orient="records"),
         "module_names": names,
+        "upper_module_graphs": {  # learned levels above 2: the graph among each level's modules
+            str(level): upper.module_graph.drop(columns="lag").to_dict(orient="records")
+            for level, upper in enumerate(result.upper, start=3)
+        },
     }
     with atomic_path(out_summary) as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=_json_value, allow_nan=False), encoding="utf-8")

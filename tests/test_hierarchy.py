@@ -467,7 +467,13 @@ def test_stage_and_report_carry_level3(tmp_path):
     table = read_table(outs["out_hierarchy"], "hierarchy")
     assert set(table["level"]) == {1, 2, 3} and table.loc[table["level"] == 3, "parent"].nunique() == 2
     summary = json.loads(outs["out_summary"].read_text())
-    assert {"L3M1", "L3M2"} <= {r["module"] for r in summary["identifiability"]}
+    assert {"L3M1", "L3M2"} <= {r["module"] for r in summary["identifiability"]} and "3" in summary[
+        "upper_module_graphs"
+    ]
+    modules = read_table(outs["out_modules"], "modules")
+    assert list(modules.columns) == ["sample_id", "M1", "M2", "M3", "M4", "L3M1", "L3M2"] and len(modules) == len(
+        screen.latents
+    )
     page = write_report(tmp_path / "levels.html", ReportInputs.from_paths("x", paths)).read_text()
     n = int((table["level"] >= 2).sum())
     assert f"Memberships ({n})" in page and "<td>L3M1</td>" in page and "level 3: 2 exclusive modules" in page
