@@ -136,13 +136,13 @@ def simulate_screen(
     module_loading
         Mean non-negative loading of a program on its module (drawn within +-0.2), in SDs of the
         program's own noise per module SD.
+        Range of |edge weight| in the SEM's units (unit exogenous noise), before any standardisation.
     n_supermodules
         Hidden supermodules over the modules, a third level (0: none). Modules are split into groups of
         at least two (needs ``n_modules >= 2 * n_supermodules``); each module loads non-negatively
         (``module_loading`` +-0.2, in SDs of the module's own noise) on its supermodule's driver. No
         perturbation targets a supermodule (a hit on one would move several modules at once, which
         level 2 reads as one merged module).
-        Range of |edge weight| in the SEM's units (unit exogenous noise), before any standardisation.
     n_edges
         Exact number of edges of the latent DAG, drawn uniformly among the K (K - 1) / 2 forward pairs
         of a random order; ``None``: each pair is an edge with probability ``edge_density``.
