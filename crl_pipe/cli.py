@@ -144,6 +144,7 @@ ARGUMENT_HELP: dict[str, str] = {
     "counts": "keep the raw counts layer (false: only the log-normalised X)",
     "hierarchy.given": "a given level 2 as a YAML mapping module -> [programs] (anchors one level up)",
     "n_resamples": "bootstrap resamples of the cells behind each membership's stability",
+    "max_level": "deepest level of the concept graph learned (2: modules only; above 2 where minimality keeps it)",
     "out_hierarchy": "where to write hierarchy.parquet",
     "out_modules": "where to write modules.parquet",
     "out_module_graph": "where to write module_graph.parquet",

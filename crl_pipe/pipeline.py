@@ -587,12 +587,16 @@ def hierarchy(
     n_resamples: int = 20,
     seed: int = 0,
     kind: str = "screen",
+    max_level: int = 3,
 ) -> None:
     """Level 2 of the concept graph (:func:`crl_pipe.tl.hierarchy`): ``hierarchy.parquet`` (level 1 =
-    anchor feature -> program, 2 = program -> module, 3 = module -> module of a given nested hierarchy),
-    ``modules.parquet`` (module scores), ``module_graph.parquet``, ``graph_given_modules.parquet`` (the
-    program graph re-read given the modules, with the one-level edges a module explains) and
-    ``hierarchy.json`` (candidate decompositions with their description length, identifiability per module, notes).
+    anchor feature -> program, 2 = program -> module, 3 = module -> module of a given nested hierarchy or
+    learned up to ``max_level`` where minimality keeps it, ``L3M1`` ...),
+    ``modules.parquet`` (module scores; learned levels above 2 add their ``L3M1`` ... columns),
+    ``module_graph.parquet`` (level 2), ``graph_given_modules.parquet`` (the program graph re-read given
+    the modules, with the one-level edges a module explains) and ``hierarchy.json`` (candidate
+    decompositions with their description length, the graphs among learned modules above level 2
+    (``upper_module_graphs``), identifiability per module, notes).
 
     A ``given`` hierarchy (module -> programs or modules) is checked against the latents before any fit.
     The dataset ``kind`` says which samples the hierarchy reads (:meth:`~crl_pipe.kinds.DatasetKind.hierarchy_samples`:
@@ -604,20 +608,24 @@ def hierarchy(
     if given:
         tl.check_given_hierarchy(given, [c for c in lat.columns if c != "sample_id"], where="hierarchy.modules")
     samples, labels = get_kind(kind).hierarchy_samples(lat, read_table(interventions, "interventions"))
-    result = tl.hierarchy(samples, labels, given=given or None, n_resamples=n_resamples, seed=seed)
+    result = tl.hierarchy(samples, labels, given=given or None, n_resamples=n_resamples, seed=seed, max_level=max_level)
     anchor_rows = read_table(anchors, "anchors")
     level1 = pd.DataFrame(
         {"level": 1, "parent": anchor_rows["program"], "child": anchor_rows["feature"], "weight": anchor_rows["weight"]}
     ).assign(stability=float("nan"))
     params = {"given": {k: list(v) for k, v in (given or {}).items()}, "n_resamples": n_resamples, "seed": seed}
     params |= {"kind": kind} if kind != "screen" else {}  # a screen's provenance as before
+    params |= {"max_level": max_level} if max_level != 3 else {}
     prov = provenance("hierarchy", {"latents": latents, "interventions": interventions, "anchors": anchors}, params)
     # a module is named by the gene sets of its programs (the anchored ones); a program by itself
     names = tl.module_names(result.membership, set(anchor_rows["program"]))
     table = pd.concat([level1, result.membership], ignore_index=True)
     table["parent_name"] = [names.get(str(p), str(p)) for p in table["parent"]]
     write_table(table, out_hierarchy, "hierarchy", prov)
-    write_table(result.scores, out_modules, "modules", prov)
+    scores = result.scores
+    for upper in result.upper:  # learned levels above 2: their module scores beside level 2's
+        scores = scores.merge(upper.scores, on="sample_id", how="left", validate="one_to_one")
+    write_table(scores, out_modules, "modules", prov)
     write_table(result.module_graph, out_module_graph, "graph", prov)
     write_table(result.program_graph, out_program_graph, "graph", prov)
     summary = {
@@ -634,6 +642,10 @@ def hierarchy(
         "identifiability": result.identifiability.to_dict(orient="records"),
         "module_targets": result.module_targets.to_dict(orient="records"),
         "module_names": names,
+        "upper_module_graphs": {  # learned levels above 2: the graph among each level's modules
+            str(level): upper.module_graph.drop(columns="lag").to_dict(orient="records")
+            for level, upper in enumerate(result.upper, start=3)
+        },
     }
     with atomic_path(out_summary) as tmp:
         tmp.write_text(json.dumps(summary, indent=1, default=_json_value, allow_nan=False), encoding="utf-8")

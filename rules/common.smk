@@ -490,6 +490,11 @@ def get_hierarchy_resamples(wildcards):
     return (_dataset(wildcards).get("hierarchy") or {}).get("n_resamples", 20)
 
 
+def get_hierarchy_max_level(wildcards):
+    """Deepest level of the concept graph learned (2: modules only)."""
+    return (_dataset(wildcards).get("hierarchy") or {}).get("max_level", 3)
+
+
 def get_hierarchy_outputs(wildcards):
     """``hierarchy_*`` outputs of rule learn_hierarchy that evaluate scores, when the dataset's truth
     has modules and the dataset a hierarchy entry; else nothing (use with unpack)."""

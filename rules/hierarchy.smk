@@ -25,7 +25,8 @@ rule simulate_module_truth:
 
 rule learn_hierarchy:
     """Level 2 of the concept graph: modules of programs (chosen by minimality), the module graph,
-    and the program graph re-read given the modules (datasets with a hierarchy entry).
+    and the program graph re-read given the modules (datasets with a hierarchy entry); levels above
+    2 up to hierarchy.max_level where minimality keeps them.
     """
     input:
         latents="results/{dataset}/{model}/latents.parquet",
@@ -53,6 +54,7 @@ rule learn_hierarchy:
     params:
         given=get_given_hierarchy,
         n_resamples=get_hierarchy_resamples,
+        max_level=get_hierarchy_max_level,
         seed=config["seed"],
         kind=get_kind,
     script:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 from crl_pipe import ConfigError, pipeline
 from crl_pipe.io import read_table, write_table
@@ -359,3 +360,122 @@ def test_arm_limbs_are_its_kinematic_groups():
     found = hierarchy(frames, labels, n_resamples=0).membership
     groups = sorted(sorted(j for j in g["child"] if j != "gate") for _, g in found.groupby("parent"))
     assert groups == [["elbow", "wrist"], ["shoulder_pitch", "shoulder_yaw"]]
+
+
+# ---- level 3 and deeper: the same search on the module scores ---------------------------------------
+THREE_LEVEL = dict(
+    n_programs=8, n_genes=200, n_modules=4, n_control=2000, cells_per_perturbation=300, module_loading=1.2,
+    edge_density=0.3,
+)  # fmt: skip
+
+
+def _level3_ari(screen, result) -> float:
+    """ARI of the true modules' supermodule labels against the learned level 3 (modules matched by programs)."""
+    truth, est = screen.hierarchy, result.membership
+    true_module = dict(
+        zip(truth.loc[truth["level"] == 2, "child"], truth.loc[truth["level"] == 2, "parent"], strict=True)
+    )
+    est2 = est[est["level"] == 2]
+    to_true = {m: pd.Series([true_module[p] for p in g["child"]]).mode()[0] for m, g in est2.groupby("parent")}
+    super_of = dict(zip(truth.loc[truth["level"] == 3, "child"], truth.loc[truth["level"] == 3, "parent"], strict=True))
+    est3 = est[est["level"] == 3]
+    learned = {to_true[c]: p for c, p in zip(est3["child"], est3["parent"], strict=True)}
+    modules = sorted(super_of)
+    return adjusted_rand_score([super_of[m] for m in modules], [learned.get(m, f"-{m}") for m in modules])
+
+
+def test_simulator_supermodules_truth_and_module_draws_unchanged():
+    three = simulate_screen(**THREE_LEVEL, n_supermodules=2, seed=0)
+    two = simulate_screen(**THREE_LEVEL, seed=0)
+    level3 = three.hierarchy[three.hierarchy["level"] == 3]
+    assert sorted(level3["parent"].unique()) == ["S1", "S2"] and (level3["weight"] > 0).all()
+    assert sorted(level3["child"]) == ["M1", "M2", "M3", "M4"] and (level3.groupby("parent").size() == 2).all()
+    # the programs' modules are those of the same screen without supermodules (own random stream)
+    cols = ["parent", "child"]
+    assert three.hierarchy.loc[three.hierarchy["level"] == 2, cols].equals(two.hierarchy[cols])
+    assert three.graph[["source", "target"]].equals(two.graph[["source", "target"]])  # weights: other program SDs
+    # modules of one supermodule co-vary in the controls; modules stay at control SD 1
+    ctrl = (three.adata.obs["perturbation"].astype(str) == CONTROL_LABEL).to_numpy()
+    values = three.modules.set_index("sample_id")[ctrl]
+    assert np.allclose(values.std(), 1.0, atol=0.1)
+    a, b = level3.groupby("parent")["child"].apply(list).iloc[0]
+    assert values[a].corr(values[b]) > 0.2
+    with pytest.raises(ConfigError, match="n_supermodules=3 needs n_modules >= 2 \\* n_supermodules"):
+        simulate_screen(**THREE_LEVEL, n_supermodules=3)
+
+
+def test_level3_learned_where_the_data_support_it():
+    screen = simulate_screen(**THREE_LEVEL, n_supermodules=2, seed=0)
+    result = hierarchy(screen.latents, _interventions(screen), n_resamples=3, seed=0)
+    assert _level3_ari(screen, result) == pytest.approx(1.0)
+    scores = module_metrics(result.membership, result.module_graph, result.program_graph,
+                            true_hierarchy=screen.hierarchy, true_module_graph=None, true_graph=None,
+                            mapping={p: p for p in screen.latents.columns[1:]})  # fmt: skip
+    assert scores["module_ari"] == pytest.approx(1.0) and scores["level3_ari"] == pytest.approx(1.0)
+    level3 = result.membership[result.membership["level"] == 3]
+    assert sorted(level3["parent"].unique()) == ["L3M1", "L3M2"]
+    assert set(level3["child"]) == set(result.membership.loc[result.membership["level"] == 2, "parent"])
+    assert (level3["weight"] > 0).all() and level3["stability"].between(0, 1).all()
+    # names unique across levels; the anchor rule one level up is stated
+    ident = result.identifiability.set_index("module")
+    assert ident.index.is_unique and {"L3M1", "L3M2"} <= set(ident.index)
+    assert ident.loc[["L3M1", "L3M2"], "reason"].str.startswith("level 3: 2 exclusive modules").all()
+    upper = result.upper[0]
+    assert list(upper.scores.columns) == ["sample_id", "L3M1", "L3M2"] and len(upper.scores) == len(screen.latents)
+    # max_level 2 turns it off and leaves level 2 as it is
+    two = hierarchy(screen.latents, _interventions(screen), n_resamples=3, seed=0, max_level=2)
+    assert set(two.membership["level"]) == {2} and not two.upper
+    assert two.membership.equals(result.membership[result.membership["level"] == 2])
+    assert two.program_graph.equals(result.program_graph) and two.scores.equals(result.scores)
+    with pytest.raises(ConfigError, match="max_level must be at least 2, got 1"):
+        hierarchy(screen.latents, _interventions(screen), max_level=1)
+
+
+def test_no_level3_where_the_data_do_not_support_it(two_level):
+    # four modules without supermodules: minimality keeps none over them
+    screen = simulate_screen(**THREE_LEVEL, seed=0)
+    result = hierarchy(screen.latents, _interventions(screen), n_resamples=0)
+    assert result.membership["parent"].nunique() == 4 and set(result.membership["level"]) == {2}
+    assert any(n.startswith("level 3: minimality keeps no module over the 4 level-2 modules") for n in result.notes)
+    # the demo-like two-level screen: two modules are too few for a level above them
+    _, demo = two_level
+    assert set(demo.membership["level"]) == {2} and not demo.upper
+    assert any("2 modules are too few" in n for n in demo.notes)
+
+
+def test_stage_and_report_carry_level3(tmp_path):
+    from test_report import make_artifacts
+
+    from crl_pipe.report import ReportInputs, write_report
+
+    screen = simulate_screen(**THREE_LEVEL, n_supermodules=2, seed=0)
+    lat, iv, anc = tmp_path / "latents.parquet", tmp_path / "interventions.parquet", tmp_path / "anchors.parquet"
+    write_table(screen.latents, lat, "latents")
+    write_table(_interventions(screen), iv, "interventions")
+    anchors = [(p, g, 1.0) for p, genes in screen.gene_sets.items() for g in genes]
+    write_table(pd.DataFrame(anchors, columns=["program", "feature", "weight"]), anc, "anchors")
+    paths = make_artifacts(tmp_path / "run", models={"linear": {"epochs": 1}}, with_truth=False)
+    folder = Path(paths["models"]["linear"])
+    outs = {
+        "out_hierarchy": folder / "hierarchy.parquet",
+        "out_modules": folder / "modules.parquet",
+        "out_module_graph": folder / "module_graph.parquet",
+        "out_program_graph": folder / "graph_given_modules.parquet",
+        "out_summary": folder / "hierarchy.json",
+    }
+    pipeline.hierarchy(latents=lat, interventions=iv, anchors=anc, n_resamples=0, **outs)
+    table = read_table(outs["out_hierarchy"], "hierarchy")
+    assert set(table["level"]) == {1, 2, 3} and table.loc[table["level"] == 3, "parent"].nunique() == 2
+    summary = json.loads(outs["out_summary"].read_text())
+    assert {"L3M1", "L3M2"} <= {r["module"] for r in summary["identifiability"]} and "3" in summary[
+        "upper_module_graphs"
+    ]
+    modules = read_table(outs["out_modules"], "modules")
+    assert list(modules.columns) == ["sample_id", "M1", "M2", "M3", "M4", "L3M1", "L3M2"] and len(modules) == len(
+        screen.latents
+    )
+    page = write_report(tmp_path / "levels.html", ReportInputs.from_paths("x", paths)).read_text()
+    n = int((table["level"] >= 2).sum())
+    assert f"Memberships ({n})" in page and "<td>L3M1</td>" in page and "level 3: 2 exclusive modules" in page
+    pipeline.hierarchy(latents=lat, interventions=iv, anchors=anc, n_resamples=0, max_level=2, **outs)
+    assert set(read_table(outs["out_hierarchy"], "hierarchy")["level"]) == {1, 2}

@@ -18,13 +18,18 @@ With ``n_modules`` > 0 the programs form a second level: hidden module drivers
 loading ``C``, enter the programs' noise (``eps += C m``), so the programs of a module co-vary;
 one perturbed gene per module (``MREG<m>``) shifts its module's noise. With ``n_modules`` = 0 (the
 default) nothing of this is drawn and the screen is the one-level screen, draw for draw.
+With ``n_supermodules`` > 0 the modules form a third level the same way: hidden supermodule drivers
+``s`` (independent), each module belonging to one supermodule with a non-negative loading, enter the
+modules' noise (no perturbation targets a supermodule: level 3 shows only in the modules'
+co-variation); drawn from a stream of their own, so a screen with supermodules has the same
+program and module draws.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anndata as ad
@@ -75,6 +80,7 @@ def simulate_screen(
     n_modules: int = 0,
     module_edge_density: float = 0.0,
     module_loading: float = 0.8,
+    n_supermodules: int = 0,
     n_edges: int | None = None,
     standardise_latents: bool = True,
     shift_unit: str = "noise",
@@ -131,6 +137,12 @@ def simulate_screen(
         Mean non-negative loading of a program on its module (drawn within +-0.2), in SDs of the
         program's own noise per module SD.
         Range of |edge weight| in the SEM's units (unit exogenous noise), before any standardisation.
+    n_supermodules
+        Hidden supermodules over the modules, a third level (0: none). Modules are split into groups of
+        at least two (needs ``n_modules >= 2 * n_supermodules``); each module loads non-negatively
+        (``module_loading`` +-0.2, in SDs of the module's own noise) on its supermodule's driver. No
+        perturbation targets a supermodule (a hit on one would move several modules at once, which
+        level 2 reads as one merged module).
     n_edges
         Exact number of edges of the latent DAG, drawn uniformly among the K (K - 1) / 2 forward pairs
         of a random order; ``None``: each pair is an edge with probability ``edge_density``.
@@ -176,7 +188,8 @@ def simulate_screen(
         min_edge_weight=min_edge_weight, max_edge_weight=max_edge_weight, n_edges=n_edges,
         standardise_latents=standardise_latents, shift_unit=shift_unit, wrong_anchor_fraction=wrong_anchor_fraction,
         n_modules=n_modules, module_edge_density=module_edge_density, module_loading=module_loading,
-        regulators_in_programs=regulators_in_programs, isolated_programs=isolated_programs, knockdown=knockdown,
+        n_supermodules=n_supermodules, regulators_in_programs=regulators_in_programs,
+        isolated_programs=isolated_programs, knockdown=knockdown,
         off_target_fraction=off_target_fraction, mislabelled_fraction=mislabelled_fraction,
         unintervened_programs=unintervened_programs, seed=seed,
     )  # fmt: skip
@@ -290,7 +303,7 @@ def _design(
     *, n_programs, n_genes, anchors_per_program, n_control, cells_per_perturbation, guides_per_program, n_doubles,
     edge_density, mixing, shift, noise_scale, min_edge_weight, max_edge_weight, seed, n_edges=None,
     standardise_latents=True, shift_unit="noise", wrong_anchor_fraction=0.0, regulators_in_programs=False,
-    n_modules=0, module_edge_density=0.0, module_loading=0.8, isolated_programs=0, knockdown=0.85,
+    n_modules=0, module_edge_density=0.0, module_loading=0.8, n_supermodules=0, isolated_programs=0, knockdown=0.85,
     off_target_fraction=0.0, mislabelled_fraction=0.0, unintervened_programs=0,
 ) -> _Design:  # fmt: skip
     K = n_programs
@@ -305,6 +318,11 @@ def _design(
         )
     if n_modules < 0 or K < 2 * n_modules:
         raise ConfigError(f"simulate: n_modules={n_modules} needs n_programs >= 2 * n_modules, got n_programs={K}")
+    if n_supermodules < 0 or n_modules < 2 * n_supermodules:
+        raise ConfigError(
+            f"simulate: n_supermodules={n_supermodules} needs n_modules >= 2 * n_supermodules,"
+            f" got n_modules={n_modules}"
+        )
     if mixing not in ("linear", "nonlinear"):
         raise ConfigError(f"simulate: mixing must be 'linear' or 'nonlinear', got {mixing!r}")
     _check_knobs(K, n_edges, shift_unit, wrong_anchor_fraction)
@@ -332,6 +350,8 @@ def _design(
         modules = _draw_modules(
             K, n_modules, module_edge_density, module_loading, min_edge_weight, max_edge_weight, seed
         )
+        if n_supermodules:  # a stream of their own: the modules' draws stay those without supermodules
+            modules.add_supermodules(n_supermodules, module_loading, seed)
         regulators += modules.regulators
         conditions += [(reg, (reg,)) for reg in modules.regulators]
 
@@ -402,26 +422,50 @@ class _Modules:
     rng: np.random.Generator
     noise: np.ndarray | None = None  # cells x modules: module noise (shifted where knocked down)
     m: np.ndarray | None = None  # cells x modules: module values, control SD units
+    # a third level (n_supermodules > 0): independent unit drivers entering the modules' noise
+    super_names: list[str] = field(default_factory=list)
+    super_C: np.ndarray | None = None  # modules x supermodules, non-negative loadings
+    super_rng: np.random.Generator | None = None
+    super_noise: np.ndarray | None = None  # cells x supermodules
+
+    def add_supermodules(self, n_super: int, loading: float, seed: int) -> None:
+        """Supermodules over the modules from their own stream (``[seed, 4]``): groups of >= 2 modules."""
+        rng = np.random.default_rng([seed, 4])
+        M = len(self.names)
+        self.super_C = np.zeros((M, n_super))
+        for s, ms in enumerate(np.array_split(rng.permutation(M), n_super)):
+            self.super_C[ms, s] = rng.uniform(max(loading - 0.2, 0.05), loading + 0.2, len(ms))
+        self.super_names = [f"S{s + 1}" for s in range(n_super)]
+        self.super_rng = rng
+        inv = np.linalg.inv(np.eye(M) - self.B)  # module SDs under their unit noise plus the supermodules' drive
+        self.scale = np.sqrt(np.diag(inv @ self._noise_cov() @ inv.T))
+
+    def _noise_cov(self) -> np.ndarray:
+        extra = 0.0 if self.super_C is None else self.super_C @ self.super_C.T
+        return np.eye(len(self.names)) + extra
 
     def knock(self, reg: str, cells: slice, shift: float, noise_scale: float) -> None:
-        """Shift the noise of the module ``reg`` regulates in ``cells`` (noise is drawn on first use)."""
+        """Shift the noise of the module ``reg`` regulates in ``cells``."""
         m = self.regulators.index(reg)
         self.noise[cells, m] = self.noise[cells, m] * noise_scale + shift
 
     def draw_noise(self, n_cells: int) -> None:
         self.noise = self.rng.standard_normal((n_cells, len(self.names)))
+        if self.super_rng is not None:
+            self.super_noise = self.super_rng.standard_normal((n_cells, len(self.super_names)))
 
     def drive(self) -> np.ndarray:
         """Each cell's module drive of every program's noise (cells x programs)."""
         M = len(self.names)
-        self.m = self.noise @ np.linalg.inv(np.eye(M) - self.B).T / self.scale
+        noise = self.noise if self.super_C is None else self.noise + self.super_noise @ self.super_C.T
+        self.m = noise @ np.linalg.inv(np.eye(M) - self.B).T / self.scale
         return self.m @ self.C.T
 
     def program_scale(self, B: np.ndarray) -> np.ndarray:
         """Control SD of each program with its own unit noise and its module's drive."""
         M = len(self.names)
         inv_m = np.linalg.inv(np.eye(M) - self.B) / self.scale[:, None]
-        cov_eps = np.eye(B.shape[0]) + self.C @ (inv_m @ inv_m.T) @ self.C.T
+        cov_eps = np.eye(B.shape[0]) + self.C @ (inv_m @ self._noise_cov() @ inv_m.T) @ self.C.T
         inv = np.linalg.inv(np.eye(B.shape[0]) - B)
         return np.sqrt(np.diag(inv @ cov_eps @ inv.T))
 
@@ -435,6 +479,14 @@ class _Modules:
             ],
             columns=["level", "parent", "child", "weight", "stability"],
         )
+        if self.super_C is not None:  # level 3: supermodule -> module (loadings in the module's control SDs)
+            rows = [
+                (3, self.super_names[s], self.names[m], float(self.super_C[m, s] / self.scale[m]), 1.0)
+                for s, m in sorted(zip(*np.nonzero(self.super_C.T), strict=True))
+            ]
+            screen.hierarchy = pd.concat(
+                [screen.hierarchy, pd.DataFrame(rows, columns=screen.hierarchy.columns)], ignore_index=True
+            )
         std_B = self.B * self.scale[None, :] / self.scale[:, None]
         screen.module_graph = pd.DataFrame(
             [(self.names[i], self.names[j], float(std_B[j, i])) for j, i in zip(*np.nonzero(self.B), strict=True)],

@@ -1,4 +1,4 @@
-"""Level 2 of the concept graph: modules of programs, chosen by minimality, and the program graph re-read.
+"""Level 2 (and deeper) of the concept graph: modules of programs, chosen by minimality, and the program graph re-read.
 
 Programs (level 1) that share a hidden driver co-vary beyond what the program graph explains, and a
 perturbation of that driver moves all of them at once. A one-level readout can only draw
@@ -26,6 +26,8 @@ The steps (:func:`hierarchy`), on latents in control SDs (controls at mean 0, SD
 4. Module scores (Bartlett factor scores of the residual noise), the module graph from the module
    scores' shifts under module-hitting perturbations, and stability of every membership and edge
    over bootstrap resamples of the cells within intervention groups.
+5. Deeper levels (up to ``max_level``): steps 1-4 again with the module scores in the programs' place;
+   a level is kept only where the least description length has a module of two or more members.
 """
 
 from __future__ import annotations
@@ -75,9 +77,14 @@ class HierarchyResult:
         ``n_modules, partition, description_length, chosen``: each candidate decomposition
         (programs by name) and its description length (BIC + unexplained shifts).
     identifiability
-        Per module: ``module, n_members, n_exclusive, identifiable, reason``.
+        Per module: ``module, n_members, n_exclusive, identifiable, reason`` (learned level-3 modules
+        and deeper too: their members are modules).
     notes
         Sentences on what minimality could not decide.
+    upper
+        The learned levels above level 2, lowest first: each the result of the same search run on the
+        module scores of the level below (its ``membership`` at level 2, ids renamed ``L3M1`` ...; its
+        ``scores``, ``module_graph`` and ``program_graph``, the latter among the level's members).
     """
 
     membership: pd.DataFrame
@@ -88,6 +95,7 @@ class HierarchyResult:
     selection: pd.DataFrame
     identifiability: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    upper: list[HierarchyResult] = field(default_factory=list)
 
 
 @dataclass
@@ -145,6 +153,7 @@ def hierarchy(
     seed: int = 0,
     edge_threshold: float = SHIFT_SEM_DEFAULTS["edge_threshold"],
     ridge: float = SHIFT_SEM_DEFAULTS["ridge"],
+    max_level: int = 3,
 ) -> HierarchyResult:
     """Modules over the program latents, the module graph, and the program graph given the modules.
 
@@ -173,7 +182,26 @@ def hierarchy(
         Seed of the resampling.
     edge_threshold, ridge
         Of the shift readout (:func:`crl_pipe.models._shift_sem.alternate`).
+    max_level
+        Deepest level to learn (2: modules only). Level ``l + 1`` is the same search run on the module
+        scores of level ``l`` (:func:`_learn_upper`), kept only where minimality chooses a module of at
+        least two members; without a given hierarchy only.
     """
+    if max_level < 2:
+        raise ConfigError(f"hierarchy: max_level must be at least 2, got {max_level}")
+    search = dict(max_modules=max_modules, tolerance=tolerance, min_target_z=min_target_z, min_cosine=min_cosine,
+                  n_resamples=n_resamples, seed=seed, edge_threshold=edge_threshold, ridge=ridge)  # fmt: skip
+    result = _one_level(latents, interventions, given=given, prefix="M", **search)
+    if given is None and max_level > 2:
+        _learn_upper(result, interventions, max_level, search)
+    return result
+
+
+def _one_level(
+    latents, interventions, *, given, prefix, max_modules, tolerance, min_target_z, min_cosine, n_resamples, seed,
+    edge_threshold, ridge,
+) -> HierarchyResult:  # fmt: skip
+    """Modules over the columns of ``latents`` (:func:`hierarchy` without the levels above), named ``<prefix>1`` ..."""
     programs = [c for c in latents.columns if c != "sample_id"]
     if given is not None:
         check_given_hierarchy(given, programs)
@@ -184,7 +212,7 @@ def hierarchy(
         min_target_z=min_target_z, min_cosine=min_cosine, edge_threshold=edge_threshold, ridge=ridge,
     )  # fmt: skip
     fit = _fit(Z, labels, is_control, n_targets, **opts)
-    names = _module_names(fit.modules, given, programs)
+    names = _module_names(fit.modules, given, programs, prefix)
     perts = sorted(set(labels[~is_control])) if is_control.sum() > 2 else []
     stability = _stabilities(fit, Z, labels, is_control, n_targets, n_resamples, seed, opts)
     scores = _module_scores(Z, fit, is_control)
@@ -210,6 +238,39 @@ def hierarchy(
             )
     result.selection = fit.selection.assign(partition=[_named(p, programs) for p in fit.selection["partition"]])
     return result
+
+
+def _learn_upper(result: HierarchyResult, interventions: pd.DataFrame, max_level: int, search: dict) -> None:
+    """Levels 3 .. ``max_level`` into ``result``: each the level-2 search run on the module scores below.
+
+    The module scores play the programs' part (their graph from the perturbations' shifts, their
+    residual co-variation, the description length of each partition); a level is kept only where
+    minimality chooses at least one module of two or more members (its anchors: every member is its
+    own), and the search stops at the first level it does not keep or with fewer than 3 units below.
+    ``max_modules`` is taken as given or half the units of each level.
+    """
+    lower = result
+    for level in range(3, max_level + 1):
+        units = [c for c in lower.scores.columns if c != "sample_id"]
+        if len(units) < 3:
+            if level == 3 and len(units) == 2:
+                result.notes.append("level 3: 2 modules are too few to learn a module over modules (3 needed)")
+            return
+        upper = _one_level(lower.scores, interventions, given=None, prefix=f"L{level}M", **search)
+        if upper.membership.empty:
+            result.notes.append(
+                f"level {level}: minimality keeps no module over the {len(units)} level-{level - 1} modules"
+                " (one node per module costs more than it explains)"
+            )
+            return
+        result.membership = pd.concat([result.membership, upper.membership.assign(level=level)], ignore_index=True)
+        ident = upper.identifiability.assign(
+            reason=[f"level {level}: {r.replace('programs', 'modules')}" for r in upper.identifiability["reason"]]
+        )
+        result.identifiability = pd.concat([result.identifiability, ident], ignore_index=True)
+        result.notes += [f"level {level}: {n.replace('program', 'module')}" for n in upper.notes]
+        result.upper.append(upper)
+        lower = upper
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -652,11 +713,12 @@ def _match_modules(reference, other) -> dict[int, int]:
 
 
 # ---- tables ---------------------------------------------------------------------------------------
-def _module_names(modules, given=None, programs=()) -> list[str]:
-    """``M1``, ``M2`` ... in order of their first program; a given hierarchy's own names (its modules with programs)."""
+def _module_names(modules, given=None, programs=(), prefix="M") -> list[str]:
+    """``M1``, ``M2`` ... (``<prefix>1`` ...) in order of their first member; a given hierarchy's own names
+    (its modules with programs)."""
     if given is not None:
         return [name for name, members in given.items() if any(x in programs for x in members)]
-    return [f"M{m + 1}" for m in range(len(modules))]
+    return [f"{prefix}{m + 1}" for m in range(len(modules))]
 
 
 def _membership_table(fit, names, programs, stability, given) -> pd.DataFrame:
@@ -814,7 +876,10 @@ def module_metrics(
     own label); ``module_shd``: SHD of the module graph after matching modules by shared programs;
     ``program_shd_one_level`` / ``program_shd_given_modules``: SHD of the program graph of the
     one-level readout and given the modules (``program_graph`` statuses; left out where no program graph
-    was re-read, as on robot logs). ``mapping``: latent -> true program.
+    was re-read, as on robot logs). ``mapping``: latent -> true program. With level-3 rows in the truth,
+    ``level3_ari``: adjusted Rand index of the true modules' level-3 labels against the learned level 3
+    (each learned module stands for the true module most of its programs belong to; a module in no
+    learned level-3 module is its own label).
     """
     from sklearn.metrics import adjusted_rand_score  # deferred: scikit-learn loads only to score modules
 
@@ -825,6 +890,8 @@ def module_metrics(
     programs = sorted(set(true_of) | set(mapping.values()))
     ari = adjusted_rand_score([true_of.get(p, f"-{p}") for p in programs], [est_of.get(p, f"-{p}") for p in programs])
     out = {"module_ari": float(ari), "n_modules": float(est["parent"].nunique())}
+    if (true_hierarchy["level"] == 3).any():  # a three-level truth: the modules' supermodules too
+        out["level3_ari"] = _level3_ari(membership, true_hierarchy, est_of, true_of)
     if true_module_graph is not None:
         est_modules = sorted(est["parent"].unique())
         true_modules = sorted(true["parent"].unique())
@@ -843,3 +910,18 @@ def module_metrics(
         out["program_shd_one_level"] = graph_metrics(one, true_graph, dict(mapping))["shd"]
         out["program_shd_given_modules"] = graph_metrics(given, true_graph, dict(mapping))["shd"]
     return out
+
+
+def _level3_ari(membership, true_hierarchy, est_of, true_of) -> float:
+    from sklearn.metrics import adjusted_rand_score  # deferred: scikit-learn loads only to score modules
+
+    to_true = {}
+    for module in {m for m in est_of.values()}:
+        owners = pd.Series([true_of[p] for p, m in est_of.items() if m == module and p in true_of])
+        if len(owners):
+            to_true[module] = owners.mode().iloc[0]
+    est3, true3 = membership[membership["level"] == 3], true_hierarchy[true_hierarchy["level"] == 3]
+    learned = {to_true[c]: p for c, p in zip(est3["child"], est3["parent"], strict=True) if c in to_true}
+    parent_of = dict(zip(true3["child"], true3["parent"], strict=True))
+    modules = sorted(parent_of)
+    return float(adjusted_rand_score([parent_of[m] for m in modules], [learned.get(m, f"-{m}") for m in modules]))

@@ -17,6 +17,7 @@ run_step(
     out_summary=smk.output.summary,
     given=smk.params.given,
     n_resamples=smk.params.n_resamples,
+    max_level=smk.params.max_level,
     seed=smk.params.seed,
     kind=smk.params.kind,
 )

@@ -44,6 +44,7 @@ def _block(m: ModelArtifacts, inputs: ReportInputs) -> dict[str, Any]:
     summary_path = m.directory / "hierarchy.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
     level2 = membership[membership["level"] == 2]
+    upper = membership[membership["level"] >= 2]  # level 3 and deeper (module -> modules) after level 2
     anchors = membership[membership["level"] == 1]
     names = dict(summary.get("module_names") or {})  # module id -> readable name (its programs' gene sets)
     if "parent_name" in level2:
@@ -55,12 +56,18 @@ def _block(m: ModelArtifacts, inputs: ReportInputs) -> dict[str, Any]:
     genes = {p: ", ".join(g.sort_values("weight", ascending=False)["child"].astype(str).head(3))
              for p, g in anchors.groupby("parent")}  # fmt: skip
     members = Table(
-        ["module", "program", "top anchor genes of the program", "loading", "stability"],
+        ["module", "member (level 3 and up: a module)", "top anchor genes of the program", "loading", "stability"],
         [
-            [named(r.parent), str(r.child), genes.get(r.child, ""), num(r.weight), num(r.stability)]
-            for r in level2.itertuples(index=False)
+            [
+                named(r.parent),
+                named(r.child) if r.level > 2 else str(r.child),
+                genes.get(r.child, ""),
+                num(r.weight),
+                num(r.stability),
+            ]
+            for r in upper.itertuples(index=False)
         ],  # fmt: skip
-        summary=f"Memberships ({len(level2)})",
+        summary=f"Memberships ({len(upper)})",
         numeric=[3, 4],
     )
     explained = program_graph[program_graph["status"] == "explained"] if "status" in program_graph else None

@@ -38,6 +38,7 @@ METRIC_HELP: list[tuple[str, str]] = [
     ("instantaneous_precision", "fraction of the recovered lag-0 edges that are true lag-0 edges; 1 = perfect"),
     ("module_ari", "adjusted Rand index of the programs' modules against the true ones; 1 = perfect, 0 = chance"),
     ("n_modules", "modules the hierarchy kept (minimum description length)"),
+    ("level3_ari", "adjusted Rand index of the modules' level-3 groups against the true ones; 1 = perfect"),
     ("module_shd", "structural Hamming distance of the module graph to the true one; 0 = perfect"),
     ("program_shd_one_level", "SHD of the program graph read at one level (module effects drawn as edges)"),
     ("program_shd_given_modules", "SHD of the program graph given the modules (edges a module explains removed)"),
