@@ -16,27 +16,16 @@ import argparse
 
 import numpy as np
 import pandas as pd
+from hierarchy_recovery import interventions  # this folder: a script's own folder is on sys.path
 from sklearn.metrics import adjusted_rand_score
 
 from crl_pipe import tl
-from crl_pipe.simulate import CONTROL_LABEL, simulate_screen
+from crl_pipe.simulate import simulate_screen
 
 SCREEN = dict(
     n_programs=8, n_genes=200, n_modules=4, n_control=2000, cells_per_perturbation=300, module_loading=1.2,
     edge_density=0.3,
 )  # fmt: skip
-
-
-def _interventions(screen) -> pd.DataFrame:
-    labels = screen.adata.obs["perturbation"].astype(str).to_numpy()
-    return pd.DataFrame(
-        {
-            "sample_id": screen.adata.obs_names,
-            "intervention": labels,
-            "n_targets": [0 if lab == CONTROL_LABEL else lab.count("+") + 1 for lab in labels],
-            "is_control": labels == CONTROL_LABEL,
-        }
-    )
 
 
 def _aris(truth: pd.DataFrame, est: pd.DataFrame) -> tuple[float, float]:
@@ -64,7 +53,7 @@ def main() -> None:
     for n_super in (2, 0):
         for seed in range(args.seeds):
             screen = simulate_screen(**SCREEN, n_supermodules=n_super, seed=seed)
-            result = tl.hierarchy(screen.latents, _interventions(screen), n_resamples=0)
+            result = tl.hierarchy(screen.latents, interventions(screen), n_resamples=0)
             ari2, ari3 = _aris(screen.hierarchy, result.membership)
             rows.append((n_super, seed, ari2, bool((result.membership["level"] == 3).any()), ari3))
     table = pd.DataFrame(rows, columns=["n_supermodules", "seed", "module_ari", "level3_kept", "level3_ari"])

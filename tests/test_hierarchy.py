@@ -32,6 +32,16 @@ def _interventions(screen) -> pd.DataFrame:
     )
 
 
+def _stage_inputs(tmp_path, screen):
+    """The learn_hierarchy stage's inputs of a simulated screen, written to ``tmp_path``."""
+    lat, iv, anc = tmp_path / "latents.parquet", tmp_path / "interventions.parquet", tmp_path / "anchors.parquet"
+    write_table(screen.latents, lat, "latents")
+    write_table(_interventions(screen), iv, "interventions")
+    anchors = [(p, g, 1.0) for p, genes in screen.gene_sets.items() for g in genes]
+    write_table(pd.DataFrame(anchors, columns=["program", "feature", "weight"]), anc, "anchors")
+    return lat, iv, anc
+
+
 @pytest.fixture(scope="module")
 def two_level():
     screen = simulate_screen(**TWO_LEVEL, seed=0)
@@ -126,11 +136,7 @@ def test_bad_given_hierarchy(two_level, given, message):
 
 def test_stage_writes_the_artifacts_and_nothing_on_bad_input(tmp_path, two_level):
     screen, _ = two_level
-    lat, iv, anc = tmp_path / "latents.parquet", tmp_path / "interventions.parquet", tmp_path / "anchors.parquet"
-    write_table(screen.latents, lat, "latents")
-    write_table(_interventions(screen), iv, "interventions")
-    anchors = [(p, g, 1.0) for p, genes in screen.gene_sets.items() for g in genes]
-    write_table(pd.DataFrame(anchors, columns=["program", "feature", "weight"]), anc, "anchors")
+    lat, iv, anc = _stage_inputs(tmp_path, screen)
     outs = {
         "out_hierarchy": tmp_path / "out" / "hierarchy.parquet",
         "out_modules": tmp_path / "out" / "modules.parquet",
@@ -258,11 +264,7 @@ def test_stage_and_report_name_modules_by_their_programs_gene_sets(tmp_path, two
     from crl_pipe.pl import concept_graph
 
     screen, _ = two_level
-    lat, iv, anc = tmp_path / "latents.parquet", tmp_path / "interventions.parquet", tmp_path / "anchors.parquet"
-    write_table(screen.latents, lat, "latents")
-    write_table(_interventions(screen), iv, "interventions")
-    anchors = [(p, g, 1.0) for p, genes in screen.gene_sets.items() for g in genes]
-    write_table(pd.DataFrame(anchors, columns=["program", "feature", "weight"]), anc, "anchors")
+    lat, iv, anc = _stage_inputs(tmp_path, screen)
     out = tmp_path / "out"
     pipeline.hierarchy(
         latents=lat, interventions=iv, anchors=anc, n_resamples=0, out_hierarchy=out / "hierarchy.parquet",
@@ -449,11 +451,7 @@ def test_stage_and_report_carry_level3(tmp_path):
     from crl_pipe.report import ReportInputs, write_report
 
     screen = simulate_screen(**THREE_LEVEL, n_supermodules=2, seed=0)
-    lat, iv, anc = tmp_path / "latents.parquet", tmp_path / "interventions.parquet", tmp_path / "anchors.parquet"
-    write_table(screen.latents, lat, "latents")
-    write_table(_interventions(screen), iv, "interventions")
-    anchors = [(p, g, 1.0) for p, genes in screen.gene_sets.items() for g in genes]
-    write_table(pd.DataFrame(anchors, columns=["program", "feature", "weight"]), anc, "anchors")
+    lat, iv, anc = _stage_inputs(tmp_path, screen)
     paths = make_artifacts(tmp_path / "run", models={"linear": {"epochs": 1}}, with_truth=False)
     folder = Path(paths["models"]["linear"])
     outs = {
