@@ -407,7 +407,7 @@ def steer(
         steerer.bootstrap(n_boot if parsed else 0, seed)
         prov = provenance("steer", inputs, params | _held_out_param(held_out))
         write_table(steerer.table(parsed, level=level), out, "steering", prov)
-        write_table(scores if scores is not None else _no_scores(), out_singles, "predictions", prov)
+        write_table(scores if scores is not None else io.empty_table("predictions"), out_singles, "predictions", prov)
         return
     labels = tl.resolve_held_out(data, held_out, source=str(interventions)) if held_out else []
     train = _held_out_dropped(data, held_out, interventions)
@@ -563,14 +563,6 @@ def _held_out_param(held_out: Sequence[str] | Mapping[str, Any]) -> dict[str, An
     if isinstance(held_out, Mapping):
         return {"held_out": {str(k): [str(x) for x in v] for k, v in held_out.items()}} if held_out else {}
     return {"held_out": [str(x) for x in held_out]} if held_out else {}
-
-
-def _no_scores() -> pd.DataFrame:
-    """An empty ``predictions`` table (nothing held out)."""
-    return pd.DataFrame({c: pd.Series([], dtype=float if c == "value" else str) for c in _PREDICTION_COLUMNS})
-
-
-_PREDICTION_COLUMNS = ("intervention", "predictor", "metric", "value")
 
 
 def hierarchy(

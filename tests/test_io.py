@@ -288,3 +288,13 @@ def test_write_graphml_carries_numeric_attributes(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["graph.graphml"]
     with pytest.raises(InputError, match="missing column"):
         write_graphml(edges.drop(columns="target"), tmp_path / "x.graphml")
+
+
+def test_empty_table_has_the_contract_columns_and_types(tmp_path):
+    from crl_pipe.io import SCHEMAS, empty_table, read_table, write_table
+
+    table = empty_table("steering")
+    assert list(table.columns) == list(SCHEMAS["steering"]) and table.empty
+    assert table["predicted_change"].dtype == float and table["frame"].dtype == "int64"
+    write_table(table, tmp_path / "steering.parquet", "steering")  # a valid artifact as it is
+    assert read_table(tmp_path / "steering.parquet", "steering").empty

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._artifacts import SCHEMAS, check_table, read_model_meta, read_provenance, read_table, write_table
+from ._artifacts import SCHEMAS, check_table, empty_table, read_model_meta, read_provenance, read_table, write_table
 from ._chunked import (
     CHUNKED,
     IN_MEMORY,
@@ -37,6 +37,7 @@ __all__ = [
     "ScreenChunks",
     "Storage",
     "check_table",
+    "empty_table",
     "is_large",
     "is_large_screen",
     "read_10x",

@@ -107,6 +107,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def empty_table(kind: str) -> pd.DataFrame:
+    """A table of the contract's ``kind`` with its columns and types and no rows (a step with nothing to write)."""
+    return pa.schema(list(SCHEMAS[kind].items())).empty_table().to_pandas()
+
+
 def to_table(df: pd.DataFrame, kind: str) -> pa.Table:
     """Convert ``df`` to Arrow, casting the contract's columns to their types (others kept as they are)."""
     schema = SCHEMAS[kind]

@@ -34,11 +34,12 @@ import pandas as pd
 
 from .._errors import ConfigError, ModelError
 from .._steer_requests import SteerRequest, command_channels, parse_requests
+from ..io import SCHEMAS, empty_table
 from ..models import CRLData, CRLModel
 from ._resample import bootstrap_episodes
 
 #: Columns of ``steering.parquet`` (:func:`crl_pipe.tl.steer`); ``frame`` is null for a screen's requests.
-STEERING_COLUMNS = ["request", "feature", "predicted_change", "lower", "upper", "route", "path", "frame"]
+STEERING_COLUMNS = list(SCHEMAS["steering"])
 #: Horizons (frames after the last observed frame) at which held-out rollouts are scored.
 ROLLOUT_HORIZONS = (1, 10, 30)
 #: Predictors of held-out rollouts: the model and the two baselines.
@@ -136,14 +137,8 @@ class CommandSteerer:
                 )
             )
         if not frames:
-            return empty_rollout_steering()
+            return empty_table("steering")
         return pd.concat(frames, ignore_index=True)[STEERING_COLUMNS]
-
-
-def empty_rollout_steering() -> pd.DataFrame:
-    """A robot's ``steering.parquet`` without requests."""
-    types = {"predicted_change": float, "lower": float, "upper": float, "frame": "int64"}
-    return pd.DataFrame({c: pd.Series([], dtype=types.get(c, str)) for c in STEERING_COLUMNS})
 
 
 def steer_commands(

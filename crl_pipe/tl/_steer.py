@@ -38,6 +38,7 @@ import scipy.sparse as sp
 
 from .._errors import ModelError
 from .._steer_requests import SteerRequest, check_names, parse_requests
+from ..io import empty_table
 from ..models import CRLData, CRLModel
 from ..models._shift_sem import SHIFT_SEM_DEFAULTS, fit_shift_sem
 from ._resample import bootstrap_rows
@@ -252,7 +253,7 @@ class Steerer:
                 )
             )
         if not frames:
-            return pd.DataFrame({c: pd.Series([], dtype=_DTYPES.get(c, str)) for c in STEERING_COLUMNS})
+            return empty_table("steering")
         table = pd.concat(frames, ignore_index=True)
         order = table["predicted_change"].abs().groupby(table["request"], sort=False).rank(ascending=False)
         table = table.assign(_rank=order).sort_values(["request", "_rank"], kind="stable").drop(columns="_rank")
@@ -313,9 +314,6 @@ class Steerer:
             if best is None or cost < best[0]:
                 best = (cost, path)
         return " -> ".join(self.programs[k] for k in best[1]) if best else self.programs[carrier]
-
-
-_DTYPES = {"predicted_change": float, "lower": float, "upper": float, "frame": "Int64"}
 
 
 def steer(
