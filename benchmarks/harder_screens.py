@@ -131,11 +131,13 @@ def true_structure(truth: Truth, labels: list[str]) -> tuple[np.ndarray, list[in
 
 
 def score_row(
-    name: str, scores: np.ndarray, truth: Truth, *, readout=None, true_targets: bool = False, latents=None
+    name: str, scores: np.ndarray, truth: Truth, *, readout=None, true_targets: bool = False, latents=None, shifts=None
 ) -> dict:
-    """Metrics of latents ``scores`` (cells x programs, in ``truth.programs`` order) read out into a graph."""
+    """Metrics of latents ``scores`` (cells x programs, in ``truth.programs`` order) read out into a graph;
+    ``shifts``: the mean shifts the graph equations read, when the model reads them otherwise (counts)."""
     data = truth.data
-    labels, shifts, counts = proto.group_shifts(scores, data)
+    labels, score_shifts, counts = proto.group_shifts(scores, data)
+    shifts = score_shifts if shifts is None else shifts
     _, true_shifts, _ = proto.group_shifts(truth.z, data)
     if true_targets:
         mask, order = true_structure(truth, labels)
@@ -213,11 +215,13 @@ def model_rows(truth: Truth, spec: str, seed: int, threads: int) -> list[dict]:
     wall = time.perf_counter() - start
     lat = fitted.get_latent_representation(data)
     scores = lat[truth.programs].to_numpy()
-    own = _model_metrics(spec, fitted, lat, truth)
-    return [own | {"fit_s": round(wall, 1)}, score_row(spec, scores, truth, true_targets=True)]
+    # the shifts the model's graph equations read (``linear`` reads them from counts by default)
+    shifts = fitted.mean_shifts(data)[truth.programs].to_numpy() if hasattr(fitted, "mean_shifts") else None
+    own = _model_metrics(spec, fitted, lat, truth, shifts)
+    return [own | {"fit_s": round(wall, 1)}, score_row(spec, scores, truth, true_targets=True, shifts=shifts)]
 
 
-def _model_metrics(name: str, fitted, latents: pd.DataFrame, truth: Truth) -> dict:
+def _model_metrics(name: str, fitted, latents: pd.DataFrame, truth: Truth, shifts=None) -> dict:
     """A model's own targets and graph (what the workflow reports), scored like the other rows."""
     adjacency = fitted.get_adjacency().stack()
     graph = adjacency[adjacency != 0].rename_axis(["source", "target"]).reset_index(name="weight")
@@ -226,7 +230,8 @@ def _model_metrics(name: str, fitted, latents: pd.DataFrame, truth: Truth) -> di
         true_targets=truth.targets, true_latents=truth.latents,
     ).set_index("metric")["value"]  # fmt: skip
     scores = latents[truth.programs].to_numpy()
-    _, shifts, _ = proto.group_shifts(scores, truth.data)
+    if shifts is None:
+        _, shifts, _ = proto.group_shifts(scores, truth.data)
     _, true_shifts, _ = proto.group_shifts(truth.z, truth.data)
     err = np.linalg.norm(shifts - true_shifts) / np.linalg.norm(true_shifts)
     return {

@@ -71,7 +71,15 @@ class ShiftSEM:
         }
 
 
-def fit_shift_sem(scores: np.ndarray, data: CRLData, *, edge_threshold: float, ridge: float, max_iter: int) -> ShiftSEM:
+def fit_shift_sem(
+    scores: np.ndarray,
+    data: CRLData,
+    *,
+    edge_threshold: float,
+    ridge: float,
+    max_iter: int,
+    shifts: np.ndarray | None = None,
+) -> ShiftSEM:
     """Targets and graph from ``scores`` (cells x latents, controls at mean 0 and SD 1).
 
     Parameters
@@ -83,8 +91,12 @@ def fit_shift_sem(scores: np.ndarray, data: CRLData, *, edge_threshold: float, r
         number is the number of targets a perturbation gets, at least 1).
     edge_threshold, ridge, max_iter
         As in :func:`alternate`.
+    shifts
+        Mean shifts (perturbations in ``data.perturbations`` order x latents) read another way
+        (e.g. from counts, :mod:`._count_means`); by default the mean shifts of ``scores``.
     """
-    labels, shifts, counts = group_shifts(scores, data)
+    labels, score_shifts, counts = group_shifts(scores, data)
+    shifts = score_shifts if shifts is None else np.asarray(shifts, dtype=float)
     n_targets = [max(1, len(data.targets.get(lab, ()))) for lab in labels]
     B, targets = alternate(shifts, counts, n_targets, edge_threshold=edge_threshold, ridge=ridge, max_iter=max_iter)
     exo = shifts @ (np.eye(scores.shape[1]) - B).T

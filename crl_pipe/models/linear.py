@@ -28,8 +28,9 @@ from sklearn.decomposition import FactorAnalysis
 
 from .._errors import ModelError
 from ._base import CRLModel
+from ._count_means import count_group_shifts
 from ._data import CRLData, align_features, column_stats, crossprod, dense_columns, matmul
-from ._shift_sem import SHIFT_SEM_DEFAULTS, ShiftSEMOutputs, fit_shift_sem
+from ._shift_sem import SHIFT_SEM_DEFAULTS, ShiftSEMOutputs, fit_shift_sem, group_shifts
 from .registry import model_capabilities
 
 
@@ -52,6 +53,11 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         cell's total over the *stable* features, those the programs explain least (see
         :func:`stable_features`), so that programs taking over the library do not shift every
         other program; ``"total"`` (or no counts): the data's own log-normalised values.
+    readout
+        ``"counts"``: with raw counts and stable size factors, each perturbation's mean shift of a
+        program is read from its anchors' counts by a negative-binomial model of the program
+        (:mod:`crl_pipe.models._count_means`), unbiased where anchors have about one count per
+        cell or fewer; ``"scores"``: the mean shift of the anchor scores.
     """
 
     name = "linear"
@@ -64,12 +70,15 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         max_iter: int = SHIFT_SEM_DEFAULTS["max_iter"],
         min_target_z: float = SHIFT_SEM_DEFAULTS["min_target_z"],
         size_factors: str = "stable",
+        readout: str = "counts",
     ) -> None:
         if size_factors not in ("stable", "total"):
             raise ModelError(f"model linear: size_factors must be 'stable' or 'total', got {size_factors!r}")
+        if readout not in ("counts", "scores"):
+            raise ModelError(f"model linear: readout must be 'counts' or 'scores', got {readout!r}")
         super().__init__(
             edge_threshold=edge_threshold, ridge=ridge, max_iter=max_iter, min_target_z=min_target_z,
-            size_factors=size_factors,
+            size_factors=size_factors, readout=readout,
         )  # fmt: skip
         self.features: list[str] = []
         self.size_features: list[str] = []
@@ -101,8 +110,11 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
                     self.register_buffer(key, tensor)
                 scores = self._scores(current.X)
         p = self.params
+        shifts = None
+        if p["readout"] == "counts" and self.size_features:
+            shifts = self._count_shifts(data, scores)
         shift_sem = fit_shift_sem(
-            scores, data, edge_threshold=p["edge_threshold"], ridge=p["ridge"], max_iter=p["max_iter"]
+            scores, data, edge_threshold=p["edge_threshold"], ridge=p["ridge"], max_iter=p["max_iter"], shifts=shifts
         )
         self.intervention_names = shift_sem.labels
         for key, tensor in shift_sem.buffers().items():
@@ -110,6 +122,28 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         self.register_buffer("loadings", torch.tensor(_loadings(data.X, scores)))
         self.history = pd.DataFrame({"epoch": [0], "split": ["train"], "loss": [shift_sem.residual]})
         return self
+
+    def mean_shifts(self, data: CRLData) -> pd.DataFrame:
+        """Each perturbation's mean latent shift from the controls (control SDs): what the graph
+        equations read, from the counts (``readout: counts``) or from the anchor scores."""
+        scores = self.get_latent_representation(data)[self.latent_names].to_numpy()
+        if self.params.get("readout") == "counts" and self.size_features:
+            shifts = self._count_shifts(data, scores)
+        else:
+            shifts = group_shifts(scores, data)[1]
+        return pd.DataFrame(shifts, index=data.perturbations, columns=self.latent_names)
+
+    def _count_shifts(self, data: CRLData, scores: np.ndarray) -> np.ndarray:
+        """Perturbations x programs mean shifts read from the anchors' counts (control SDs)."""
+        index = {f: i for i, f in enumerate(data.features)}
+        stable = [index[f] for f in self.size_features]
+        size = np.asarray(sp.csr_matrix(data.counts)[:, stable].sum(axis=1)).ravel() + 1.0
+        labels = data.perturbations
+        position = {lab: i + 1 for i, lab in enumerate(labels)}
+        group = np.array([0 if c else position[lab] for lab, c in zip(data.intervention, data.is_control, strict=True)])
+        columns = [[index[g] for g in data.anchors[p]] for p in self.latent_names]
+        means = count_group_shifts(data.counts, size, columns, group, len(labels) + 1, scores)
+        return means[1:]
 
     def _scores(self, X: np.ndarray | sp.csr_matrix) -> np.ndarray:
         """Program scores in control standard deviations (controls: mean 0, SD 1)."""

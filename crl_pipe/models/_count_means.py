@@ -1,0 +1,165 @@
+"""Perturbation mean shifts of each program read from its anchors' raw counts (the count readout).
+
+The mean-shift equations of :mod:`._shift_sem` need each perturbation's mean latent shift. Read
+from ``log1p`` of normalised counts, that mean is biased when a program's anchors have about one
+count per cell or fewer: zeros sit on the log floor, so the mean bends, and in dense screens where
+some programs take over the library the other programs' anchors fall to near zero counts in whole
+perturbations (docs/benchmarks.md, "Harder screens"). Here the counts are modelled instead, one
+program at a time::
+
+    z_c ~ N(mu_p, sd_p^2)                            cell c of perturbation p; controls: mu 0, sd 1
+    y_cg ~ NB(mean = s_c exp(b_g + a_g z_c), theta)  the program's anchors g; s_c: size factor
+
+and fit by EM over every cell: an E-step per cell with adaptive Gauss-Hermite quadrature (nodes
+placed at the cell's posterior mode, scaled by its curvature), an M-step of the perturbation
+means and SDs in closed form, and Newton steps of the anchors' (b_g, a_g). The dispersion
+``theta`` of each program is chosen from a grid on the expected log-likelihood. A cell with few
+counts then tells its perturbation's mean only what its counts hold (a likelihood, not a floored
+log), and ``mu_p`` is in the controls' SD units, as the readout wants.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+_T = torch.float64
+#: Dispersions tried for each program (NB ``theta``; large is near Poisson).
+_THETAS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 200.0)
+
+
+def count_group_shifts(
+    counts: sp.csr_matrix | np.ndarray,
+    size_factors: np.ndarray,
+    anchor_columns: list[list[int]],
+    group: np.ndarray,
+    n_groups: int,
+    init: np.ndarray,
+    *,
+    iters: int = 60,
+    n_nodes: int = 9,
+    tol: float = 1e-3,
+) -> np.ndarray:
+    """Mean latent of every group (groups x programs), in control SDs; group 0 is the controls (all 0).
+
+    Parameters
+    ----------
+    counts
+        Raw counts, cells x features.
+    size_factors
+        Each cell's size factor (any scale; the anchors' baselines absorb it).
+    anchor_columns
+        Per program, the columns of its anchors; a program with fewer than 2 gets the mean of
+        ``init`` instead.
+    group
+        Each cell's group, 0 = controls, 1 .. n_groups - 1 = perturbations.
+    init
+        Starting latents (cells x programs, control SDs), e.g. the anchor scores; they fix each
+        program's sign.
+    """
+    counts = sp.csc_matrix(counts)
+    log_size = torch.as_tensor(np.log(size_factors), dtype=_T)
+    g = torch.as_tensor(group, dtype=torch.long)
+    out = np.zeros((n_groups, len(anchor_columns)))
+    for k, cols in enumerate(anchor_columns):
+        if len(cols) < 2:
+            sums = np.bincount(group, weights=init[:, k], minlength=n_groups) / np.bincount(group, minlength=n_groups)
+            out[:, k] = sums - sums[0]
+            continue
+        Y = torch.as_tensor(counts[:, cols].toarray(), dtype=_T)
+        out[:, k] = _program_means(Y, log_size, g, n_groups, torch.as_tensor(init[:, k], dtype=_T), iters, n_nodes, tol)
+    return out
+
+
+def _program_means(Y, log_size, g, n_groups, z, iters, n_nodes, tol) -> np.ndarray:
+    """EM of one program's count model (module docstring); returns the group means."""
+    x, w = np.polynomial.hermite.hermgauss(n_nodes)
+    x, log_w = torch.as_tensor(x, dtype=_T), torch.log(torch.as_tensor(w, dtype=_T))
+    theta = 10.0
+    b, a = _start_genes(Y, log_size, z, theta)
+    n = torch.bincount(g, minlength=n_groups).to(_T)
+    mu = torch.bincount(g, weights=z, minlength=n_groups) / n
+    mu, sd = mu - mu[0], torch.ones(n_groups, dtype=_T)
+    mode = z.clone()
+    for it in range(iters):
+        nodes, post = _posterior_nodes(Y, log_size, b, a, theta, mu[g], sd[g] ** 2, mode, x, log_w)
+        mode = nodes[:, n_nodes // 2]  # the middle node (x = 0) is the cell's mode
+        mean = (post * nodes).sum(1)
+        second = (post * nodes**2).sum(1)
+        new_mu = torch.bincount(g, weights=mean, minlength=n_groups) / n
+        var = torch.bincount(g, weights=second, minlength=n_groups) / n - new_mu**2
+        new_sd = torch.sqrt(torch.clamp(var, min=1e-4))
+        # controls define the unit: mean 0, SD 1; the anchors' (b, a) and every node follow
+        shift, scale = new_mu[0].clone(), new_sd[0].clone()
+        new_mu, new_sd = (new_mu - shift) / scale, new_sd / scale
+        nodes, mode = (nodes - shift) / scale, (mode - shift) / scale
+        b, a = b + a * shift, a * scale
+        if it % 10 == 0:
+            theta = _best_theta(Y, log_size, b, a, nodes, post)
+        for _ in range(2):
+            b, a = _gene_newton(Y, log_size, nodes, post, b, a, theta)
+        change = float((new_mu - mu).abs().max())
+        mu, sd = new_mu, new_sd
+        if change < tol:
+            break
+    return mu.numpy()
+
+
+def _posterior_nodes(Y, log_size, b, a, theta, prior_mean, prior_var, mode, x, log_w):
+    """Quadrature nodes (cells x nodes) around each cell's posterior mode and their posterior weights."""
+    for _ in range(8):  # Newton on the (log-concave) posterior of each cell
+        score, weight = _nb_derivatives(Y, log_size[:, None] + b + mode[:, None] * a, theta)
+        grad = (score * a).sum(1) - (mode - prior_mean) / prior_var
+        curvature = (weight * a**2).sum(1) + 1 / prior_var
+        mode = mode + (grad / curvature).clamp(-2, 2)
+    spread = np.sqrt(2) / torch.sqrt(curvature)
+    nodes = mode[:, None] + spread[:, None] * x
+    eta = log_size[:, None, None] + b + nodes[:, :, None] * a
+    log_post = _nb_loglik(Y[:, None, :], eta, theta).sum(2) - (nodes - prior_mean[:, None]) ** 2 / (
+        2 * prior_var[:, None]
+    )
+    return nodes, torch.softmax(log_post + log_w + x**2, dim=1)
+
+
+def _start_genes(Y, log_size, z, theta):
+    """Anchors' (b, a) by a Poisson/NB regression on the starting latents."""
+    b = torch.log((Y.sum(0) + 0.5) / torch.exp(log_size).sum())
+    a = torch.zeros(Y.shape[1], dtype=_T)
+    ones = torch.ones(len(z), 1, dtype=_T)
+    for _ in range(20):
+        b, a = _gene_newton(Y, log_size, z[:, None], ones, b, a, theta)
+    return b, a
+
+
+def _gene_newton(Y, log_size, nodes, post, b, a, theta):
+    """One damped Newton step of each anchor's (b_g, a_g) on the posterior-weighted nodes."""
+    score, weight = _nb_derivatives(Y[:, None, :], log_size[:, None, None] + b + nodes[:, :, None] * a, theta)
+    score, weight, z = score * post[:, :, None], weight * post[:, :, None], nodes[:, :, None]
+    gb, ga = score.sum((0, 1)), (score * z).sum((0, 1))
+    hbb, hba, haa = weight.sum((0, 1)), (weight * z).sum((0, 1)), (weight * z**2).sum((0, 1)) + 1e-6
+    det = hbb * haa - hba**2
+    return b + ((haa * gb - hba * ga) / det).clamp(-1, 1), a + ((hbb * ga - hba * gb) / det).clamp(-1, 1)
+
+
+def _best_theta(Y, log_size, b, a, nodes, post) -> float:
+    """The dispersion of :data:`_THETAS` with the highest expected log-likelihood of the anchors."""
+    eta = log_size[:, None, None] + b + nodes[:, :, None] * a
+    Yn = Y[:, None, :]
+    scores = []
+    for theta in _THETAS:
+        t = torch.as_tensor(theta, dtype=_T)
+        full = torch.lgamma(Yn + t) - torch.lgamma(t) + t * torch.log(t) + _nb_loglik(Yn, eta, theta)
+        scores.append(float((full.sum(2) * post).sum()))
+    return _THETAS[int(np.argmax(scores))]
+
+
+def _nb_loglik(y, eta, theta):
+    """log NB(y | mean e^eta, theta), up to terms free of eta and theta."""
+    return y * eta - (y + theta) * torch.logaddexp(torch.log(torch.as_tensor(theta, dtype=_T)), eta)
+
+
+def _nb_derivatives(y, eta, theta):
+    """First and (minus) second derivative of the NB log-likelihood in eta."""
+    mu = torch.exp(eta)
+    return (y - mu) * theta / (theta + mu), (y + theta) * theta * mu / (theta + mu) ** 2
