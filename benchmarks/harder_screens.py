@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             print(f"{label} seed {seed}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
             table = pd.DataFrame(rows)
             if args.out:
-                _append(table[table["seed"] == seed][table["screen"] == label], Path(args.out))
+                _append(table[(table["seed"] == seed) & (table["screen"] == label)], Path(args.out))
     table = pd.DataFrame(rows)
     print(markdown(table) if args.markdown else table.to_string())
     return table

@@ -11,7 +11,9 @@ Assumptions (said in the docs too):
    s_p non-zero only on p's targets. For each program j, every perturbation that does not target j
    gives one linear equation d_p[j] = sum_i B[j, i] d_p[i]; B follows by least squares on those
    equations, restricted to a causal order. Means are unbiased under measurement noise of the
-   scores, which is why mean shifts (not the noisy per-cell regressions) carry the graph.
+   scores, which is why mean shifts (not the noisy per-cell regressions) carry the graph. With
+   raw counts the means are read from the anchors' counts (:mod:`._count_means`): the mean of
+   log counts bends where anchors have about one count per cell or fewer.
 Targets and B are estimated alternately: targets = largest exogenous shift (I - B) d_p.
 """
 
