@@ -112,9 +112,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
                     self.register_buffer(key, tensor)
                 scores = self._scores(current.X)
         p = self.params
-        shifts = None
-        if p["readout"] == "counts" and self.size_features:
-            shifts = self._count_shifts(data, scores)
+        shifts = self._count_shifts(data, scores)
         shift_sem = fit_shift_sem(
             scores, data, edge_threshold=p["edge_threshold"], ridge=p["ridge"], max_iter=p["max_iter"], shifts=shifts
         )
@@ -129,17 +127,19 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         """Each perturbation's mean latent shift from the controls (control SDs): what the graph
         equations read, from the counts (``readout: counts``) or from the anchor scores."""
         scores = self.get_latent_representation(data)[self.latent_names].to_numpy()
-        if self.params.get("readout") == "counts" and self.size_features:
-            shifts = self._count_shifts(data, scores)
-        else:
+        shifts = self._count_shifts(data, scores)
+        if shifts is None:
             shifts = group_shifts(scores, data)[1]
         return pd.DataFrame(shifts, index=data.perturbations, columns=self.latent_names)
 
-    def _count_shifts(self, data: CRLData, scores: np.ndarray) -> np.ndarray:
-        """Perturbations x programs mean shifts read from the anchors' counts (control SDs)."""
+    def _count_shifts(self, data: CRLData, scores: np.ndarray) -> np.ndarray | None:
+        """Perturbations x programs mean shifts read from the anchors' counts (control SDs); None
+        unless ``readout: counts`` and the cells are sized by stable features."""
+        if self.params.get("readout") != "counts" or not self.size_features:
+            return None
         index = {f: i for i, f in enumerate(data.features)}
-        stable = [index[f] for f in self.size_features]
-        size = np.asarray(sp.csr_matrix(data.counts)[:, stable].sum(axis=1)).ravel() + 1.0
+        stable = np.isin(data.features, self.size_features)
+        size = stable_size(sp.csr_matrix(data.counts), stable)
         labels = data.perturbations
         position = {lab: i + 1 for i, lab in enumerate(labels)}
         group = np.array([0 if c else position[lab] for lab, c in zip(data.intervention, data.is_control, strict=True)])
@@ -219,10 +219,15 @@ def stable_features(data: CRLData, scores: np.ndarray) -> np.ndarray:
     return eligible & (r2 <= np.quantile(r2[eligible], _STABLE_SHARE))
 
 
+def stable_size(counts: sp.csr_matrix, stable: np.ndarray) -> np.ndarray:
+    """Each cell's size factor: its total count over the ``stable`` features, plus one."""
+    return np.asarray(counts[:, np.flatnonzero(stable)].sum(axis=1)).ravel() + 1.0
+
+
 def stable_lognorm(counts: sp.csr_matrix | np.ndarray, stable: np.ndarray) -> sp.csr_matrix:
     """``log1p`` of counts scaled by each cell's total over the ``stable`` features (to their median total)."""
     counts = sp.csr_matrix(counts, dtype=np.float32)
-    size = np.asarray(counts[:, np.flatnonzero(stable)].sum(axis=1)).ravel() + 1.0
+    size = stable_size(counts, stable)
     out = sp.diags((np.median(size) / size).astype(np.float32)) @ counts
     return sp.csr_matrix(out.log1p(), dtype=np.float32)
 
