@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from crl_pipe.models._count_means import count_group_shifts
+from crl_pipe.models._count_means import count_group_shifts, count_posterior_means
 
 
 def _one_program(seed: int = 0, n: int = 400):
@@ -30,7 +30,7 @@ def test_count_means_are_unbiased_where_anchors_are_mostly_zeros():
     score = np.log1p(counts.toarray() / size[:, None]).mean(axis=1)
     score = (score - score[group == 0].mean()) / score[group == 0].std()
     log_means = np.array([score[group == k].mean() for k in range(5)])
-    got = count_group_shifts(counts, size, [list(range(12))], group, 5, score[:, None])[:, 0]
+    got = count_group_shifts(counts, size, [list(range(12))], group, 5, score[:, None])[0][:, 0]
     assert np.abs(got - means).max() < 0.25, got
     # where the anchors are mostly zeros the log read-out bends: group 4 (true 2.5) reads far lower
     assert abs(log_means[4] - means[4]) > 1.0, log_means
@@ -40,9 +40,29 @@ def test_count_means_are_unbiased_where_anchors_are_mostly_zeros():
 def test_programs_with_one_anchor_keep_the_mean_of_their_scores():
     counts, size, group, _, _ = _one_program(n=50)
     init = np.random.default_rng(1).standard_normal((len(group), 2))
-    got = count_group_shifts(counts, size, [list(range(12)), [0]], group, 5, init)
+    got, models = count_group_shifts(counts, size, [list(range(12)), [0]], group, 5, init)
+    assert models[0] is not None and models[1] is None
     expected = np.array([init[group == k, 1].mean() for k in range(5)])
     assert got[:, 1] == pytest.approx(expected - expected[0])
+
+
+def test_posterior_means_follow_cells_better_than_the_log_read_out():
+    """Each cell's posterior mean under the fitted count model, with the label-free prior, tracks its
+    true latent more closely than the log1p read-out, most of all in the groups with few counts."""
+    counts, size, group, z, _ = _one_program(seed=3)
+    score = np.log1p(counts.toarray() / size[:, None]).mean(axis=1)
+    score = (score - score[group == 0].mean()) / score[group == 0].std()
+    _, (model,) = count_group_shifts(counts, size, [list(range(12))], group, 5, score[:, None])
+    # the prior is the fitted cells' latents as one normal: mean and variance of the five groups
+    assert model.prior_mean == pytest.approx(z.mean(), abs=0.15)
+    assert model.prior_var == pytest.approx(z.var(), rel=0.25)
+    post = count_posterior_means(counts, size, list(range(12)), model, score, chunk=700)
+    low = group >= 3
+    assert np.corrcoef(post, z)[0, 1] > np.corrcoef(score, z)[0, 1] + 0.2
+    assert np.corrcoef(post[low], z[low])[0, 1] > np.corrcoef(score[low], z[low])[0, 1] + 0.02
+    # chunking changes nothing
+    whole = count_posterior_means(counts, size, list(range(12)), model, score)
+    assert whole == pytest.approx(post)
 
 
 #: A dense screen in the SEM's own units (docs/benchmarks.md, "Harder screens"), at K = 6 to stay quick:

@@ -30,7 +30,7 @@ from sklearn.decomposition import FactorAnalysis
 
 from .._errors import ModelError
 from ._base import CRLModel
-from ._count_means import count_group_shifts
+from ._count_means import ProgramCounts, count_group_shifts, count_posterior_means
 from ._data import CRLData, align_features, column_stats, crossprod, dense_columns, matmul
 from ._shift_sem import SHIFT_SEM_DEFAULTS, ShiftSEMOutputs, fit_shift_sem, group_shifts
 from .registry import model_capabilities
@@ -59,7 +59,8 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         ``"counts"``: with raw counts and stable size factors, each perturbation's mean shift of a
         program is read from its anchors' counts by a negative-binomial model of the program
         (:mod:`crl_pipe.models._count_means`), unbiased where anchors have about one count per
-        cell or fewer; ``"scores"``: the mean shift of the anchor scores.
+        cell or fewer, and each cell's latent is its posterior mean under that model (a label-free
+        prior); ``"scores"``: mean shifts and latents from the anchor scores.
     """
 
     name = "linear"
@@ -112,7 +113,13 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
                     self.register_buffer(key, tensor)
                 scores = self._scores(current.X)
         p = self.params
-        shifts = self._count_shifts(data, scores)
+        count_fit = self._count_fit(data, scores)
+        shifts = None
+        if count_fit is not None:
+            shifts, programs_counts = count_fit
+            self._store_count_models(data, programs_counts)
+            raw = self._count_latents(data, scores)  # in the count model's units until the scale is stored
+            scores = self._store_count_scale(raw, data.is_control)
         shift_sem = fit_shift_sem(
             scores, data, edge_threshold=p["edge_threshold"], ridge=p["ridge"], max_iter=p["max_iter"], shifts=shifts
         )
@@ -127,14 +134,13 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         """Each perturbation's mean latent shift from the controls (control SDs): what the graph
         equations read, from the counts (``readout: counts``) or from the anchor scores."""
         scores = self.get_latent_representation(data)[self.latent_names].to_numpy()
-        shifts = self._count_shifts(data, scores)
-        if shifts is None:
-            shifts = group_shifts(scores, data)[1]
+        count_fit = self._count_fit(data, scores)
+        shifts = group_shifts(scores, data)[1] if count_fit is None else count_fit[0]
         return pd.DataFrame(shifts, index=data.perturbations, columns=self.latent_names)
 
-    def _count_shifts(self, data: CRLData, scores: np.ndarray) -> np.ndarray | None:
-        """Perturbations x programs mean shifts read from the anchors' counts (control SDs); None
-        unless ``readout: counts`` and the cells are sized by stable features."""
+    def _count_fit(self, data: CRLData, scores: np.ndarray) -> tuple[np.ndarray, list[ProgramCounts | None]] | None:
+        """Perturbations x programs mean shifts read from the anchors' counts (control SDs) and each
+        program's count model; None unless ``readout: counts`` and the cells are sized by stable features."""
         if self.params.get("readout") != "counts" or not self.size_features:
             return None
         index = {f: i for i, f in enumerate(data.features)}
@@ -144,8 +150,53 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         position = {lab: i + 1 for i, lab in enumerate(labels)}
         group = np.array([0 if c else position[lab] for lab, c in zip(data.intervention, data.is_control, strict=True)])
         columns = [[index[g] for g in data.anchors[p]] for p in self.latent_names]
-        means = count_group_shifts(data.counts, size, columns, group, len(labels) + 1, scores)
-        return means[1:]
+        means, models = count_group_shifts(data.counts, size, columns, group, len(labels) + 1, scores)
+        return means[1:], models
+
+    def _store_count_models(self, data: CRLData, models: list[ProgramCounts | None]) -> None:
+        """Buffers of the programs' count models: anchors (features x programs), their ``b`` and ``a``,
+        and per program its dispersion (NaN: not modelled) and prior, then the control mean and SD of the
+        posterior means (set by :meth:`_store_count_scale`)."""
+        index = {f: i for i, f in enumerate(self.features)}
+        shape = (len(self.features), len(self.latent_names))
+        anchor, b, a = np.zeros(shape, dtype=bool), np.zeros(shape), np.zeros(shape)
+        model = np.tile([np.nan, 0.0, 1.0, 0.0, 1.0], (len(self.latent_names), 1))
+        for k, (program, fitted) in enumerate(zip(self.latent_names, models, strict=True)):
+            if fitted is None:
+                continue
+            cols = [index[g] for g in data.anchors[program]]
+            anchor[cols, k], b[cols, k], a[cols, k] = True, fitted.b, fitted.a
+            model[k, :3] = fitted.theta, fitted.prior_mean, fitted.prior_var
+        for key, value in {"count_anchor": anchor, "count_b": b, "count_a": a, "count_model": model}.items():
+            self.register_buffer(key, torch.tensor(value))
+
+    def _store_count_scale(self, raw: np.ndarray, is_control: np.ndarray) -> np.ndarray:
+        """Store the control mean and SD of the count-modelled programs' posterior means ``raw`` (the
+        latents' units: controls at mean 0, SD 1) and return ``raw`` in those units."""
+        modelled = ~np.isnan(self.count_model[:, 0].numpy())
+        centre, sd = raw[is_control].mean(axis=0), raw[is_control].std(axis=0)
+        centre, sd = np.where(modelled, centre, 0.0), np.where(modelled & (sd > 0), sd, 1.0)
+        self.count_model[:, 3], self.count_model[:, 4] = torch.tensor(centre), torch.tensor(sd)
+        return (raw - centre) / sd
+
+    def _count_latents(self, data: CRLData, scores: np.ndarray) -> np.ndarray:
+        """Each cell's posterior mean of every count-modelled program (control SDs); other programs keep
+        their anchor ``scores``. A cell with few anchor counts is told only what its counts hold, where the
+        log of its normalised counts would sit on its floor."""
+        counts = align_features(replace(data, X=data.counts), self.features, self.name)
+        size = stable_size(sp.csr_matrix(counts), np.isin(self.features, self.size_features))
+        out = scores.copy()
+        for k, row in enumerate(self.count_model.numpy()):
+            theta, prior_mean, prior_var, centre, scale = row
+            if np.isnan(theta):
+                continue
+            cols = np.flatnonzero(self.count_anchor[:, k].numpy())
+            program = ProgramCounts(
+                self.count_b[cols, k].numpy(), self.count_a[cols, k].numpy(), theta, prior_mean, prior_var
+            )
+            post = count_posterior_means(counts, size, list(cols), program, scores[:, k])
+            out[:, k] = (post - centre) / scale
+        return out
 
     def _scores(self, X: np.ndarray | sp.csr_matrix) -> np.ndarray:
         """Program scores in control standard deviations (controls: mean 0, SD 1)."""
@@ -166,6 +217,8 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
             stable[[index[f] for f in self.size_features]] = True
             X = stable_lognorm(counts, stable)
         scores = self._scores(X)
+        if hasattr(self, "count_model"):
+            scores = self._count_latents(data, scores)
         frame = pd.DataFrame(scores, columns=self.latent_names)
         frame.insert(0, "sample_id", data.sample_ids)
         return frame
