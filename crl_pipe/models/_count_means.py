@@ -18,6 +18,15 @@ Newton steps of the anchors' (b_g, a_g). The dispersion
 counts then tells its perturbation's mean only what its counts hold (a likelihood, not a floored
 log), and ``mu_p`` is in the controls' SD units, as the readout wants.
 
+With ``covariates`` (the cells' latents of every program, from a first fit) the prior of program k
+regresses on the other programs' latents ``x_c``: ``z_c ~ N(alpha_p + beta . x_c, sd_p^2)``, one slope
+``beta`` for all groups (a mean-shift intervention moves the intercept, not how programs co-vary) and
+``mu_p`` the group's mean of the cells' posterior means. This matters where a cell's library, and so
+how much its anchors tell, follows another program it moves with: in dense screens a program that
+takes over the library leaves the others' anchors nearly empty exactly in the cells where it is high.
+One normal per group then lets the informative cells alone set the mean (a selection bias); the
+regression tells the uninformative cells where they lie from the programs they move with.
+
 The fitted model also gives each cell's latent (:func:`count_posterior_means`): its posterior mean
 under one normal prior with the mean and variance of all the fitted cells. The prior uses no label,
 so a cell of a new perturbation gets its latent the same way; labelled priors (``N(mu_p, sd_p^2)``)
@@ -60,6 +69,7 @@ def count_group_shifts(
     n_groups: int,
     init: np.ndarray,
     *,
+    covariates: np.ndarray | None = None,
     iters: int = 60,
     n_nodes: int = 9,
     tol: float = 1e-3,
@@ -82,9 +92,13 @@ def count_group_shifts(
     init
         Starting latents (cells x programs, control SDs), e.g. the anchor scores; they fix each
         program's sign.
+    covariates
+        Each cell's latents of every program (cells x programs, e.g. from a first fit): program k's prior
+        then regresses on the other programs' columns within each group (see the module docstring).
     """
     keep = _stratified_sample(group, n_groups, _MAX_CELLS)
     counts, size_factors, group, init = sp.csr_matrix(counts)[keep], size_factors[keep], group[keep], init[keep]
+    covariates = None if covariates is None else torch.as_tensor(covariates[keep], dtype=_T)
     counts = sp.csc_matrix(counts)
     log_size = torch.as_tensor(np.log(size_factors), dtype=_T)
     g = torch.as_tensor(group, dtype=torch.long)
@@ -97,8 +111,11 @@ def count_group_shifts(
             models.append(None)
             continue
         Y = torch.as_tensor(counts[:, cols].toarray(), dtype=_T)
+        others = None
+        if covariates is not None and covariates.shape[1] > 1:
+            others = torch.cat([covariates[:, :k], covariates[:, k + 1 :]], 1)
         out[:, k], model = _program_means(
-            Y, log_size, g, n_groups, torch.as_tensor(init[:, k], dtype=_T), iters, n_nodes, tol
+            Y, log_size, g, n_groups, torch.as_tensor(init[:, k], dtype=_T), iters, n_nodes, tol, others
         )
         models.append(model)
     return out, models
@@ -147,41 +164,63 @@ def _stratified_sample(group: np.ndarray, n_groups: int, max_cells: int) -> np.n
     return np.sort(np.concatenate([r if len(r) <= share else rng.choice(r, share, replace=False) for r in rows]))
 
 
-def _program_means(Y, log_size, g, n_groups, z, iters, n_nodes, tol) -> tuple[np.ndarray, ProgramCounts]:
+def _program_means(Y, log_size, g, n_groups, z, iters, n_nodes, tol, covariates) -> tuple[np.ndarray, ProgramCounts]:
     """EM of one program's count model (module docstring); returns the group means and the model."""
     x, w = np.polynomial.hermite.hermgauss(n_nodes)
     x, log_w = torch.as_tensor(x, dtype=_T), torch.log(torch.as_tensor(w, dtype=_T))
     theta = 10.0
     b, a = _start_genes(Y, log_size, z, theta)
     n = torch.bincount(g, minlength=n_groups).to(_T)
-    mu = torch.bincount(g, weights=z, minlength=n_groups) / n
-    mu, sd = mu - mu[0], torch.ones(n_groups, dtype=_T)
+    within = None if covariates is None else covariates - _group_mean(covariates, g, n)[g]
+    mu, prior_mean, _ = _prior_step(g, n, z - z[g == 0].mean(), z**2, within)
+    prior_var = torch.ones_like(z)
     mode = z.clone()
     for it in range(iters):
-        nodes, post = _posterior_nodes(Y, log_size, b, a, theta, mu[g], sd[g] ** 2, mode, x, log_w)
+        nodes, post = _posterior_nodes(Y, log_size, b, a, theta, prior_mean, prior_var, mode, x, log_w)
         mode = nodes[:, n_nodes // 2]  # the middle node (x = 0) is the cell's mode
         mean = (post * nodes).sum(1)
         second = (post * nodes**2).sum(1)
-        new_mu = torch.bincount(g, weights=mean, minlength=n_groups) / n
-        var = torch.bincount(g, weights=second, minlength=n_groups) / n - new_mu**2
-        new_sd = torch.sqrt(torch.clamp(var, min=1e-4))
         # controls define the unit: mean 0, SD 1; the anchors' (b, a) and every node follow
-        shift, scale = new_mu[0].clone(), new_sd[0].clone()
-        new_mu, new_sd = (new_mu - shift) / scale, new_sd / scale
-        nodes, mode = (nodes - shift) / scale, (mode - shift) / scale
+        shift = mean[g == 0].mean()
+        scale = torch.sqrt(torch.clamp(second[g == 0].mean() - shift**2, min=1e-4))
+        second = (second - 2 * shift * mean + shift**2) / scale**2
+        mean, nodes, mode = (mean - shift) / scale, (nodes - shift) / scale, (mode - shift) / scale
         b, a = b + a * shift, a * scale
+        new_mu, prior_mean, group_var = _prior_step(g, n, mean, second, within)
+        prior_var = group_var[g]
         if it % 10 == 0:
             theta = _best_theta(Y, log_size, b, a, nodes, post)
         for _ in range(2):
             b, a = _gene_newton(Y, log_size, nodes, post, b, a, theta)
         change = float((new_mu - mu).abs().max())
-        mu, sd = new_mu, new_sd
+        mu = new_mu
         if change < tol:
             break
-    share = n / n.sum()  # the prior of a new cell: the fitted cells' latents, as one normal
-    prior_mean = float((share * mu).sum())
-    prior_var = float((share * (sd**2 + mu**2)).sum()) - prior_mean**2
-    return mu.numpy(), ProgramCounts(b.numpy(), a.numpy(), float(theta), prior_mean, prior_var)
+    # the prior of a new cell: the fitted cells' latents, as one normal
+    centre = float(mean.mean())
+    return (mu - mu[0]).numpy(), ProgramCounts(
+        b.numpy(), a.numpy(), float(theta), centre, float(second.mean()) - centre**2
+    )
+
+
+def _group_mean(values, g, n):
+    """Mean of ``values`` (cells, or cells x columns) within each group."""
+    if values.ndim == 1:
+        return torch.bincount(g, weights=values, minlength=len(n)) / n
+    return torch.stack([torch.bincount(g, weights=col, minlength=len(n)) for col in values.T], 1) / n[:, None]
+
+
+def _prior_step(g, n, mean, second, within):
+    """M-step of the prior from the cells' posterior moments: the group means, each cell's prior mean and
+    each group's residual variance. ``within``: covariates centred within groups (or None), on which the
+    prior regresses with one slope for all groups (a mean-shift intervention moves the intercept only)."""
+    group_mean = _group_mean(mean, g, n)
+    prior_mean = group_mean[g]
+    if within is not None:
+        slope = torch.linalg.lstsq(within, (mean - prior_mean)[:, None]).solution[:, 0]
+        prior_mean = prior_mean + within @ slope
+    residual = _group_mean(second - 2 * mean * prior_mean + prior_mean**2, g, n)
+    return group_mean, prior_mean, torch.clamp(residual, min=1e-4)
 
 
 def _posterior_nodes(Y, log_size, b, a, theta, prior_mean, prior_var, mode, x, log_w):

@@ -52,7 +52,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         z-score of the exogenous shift above which an intervention counts as hitting a latent.
     size_factors
         ``"stable"``: when the data carry raw counts, the anchors are read from counts divided by each
-        cell's total over the *stable* features, those the programs explain least (see
+        cell's total over the *stable* features, those that move with the library alone (see
         :func:`stable_features`), so that programs taking over the library do not shift every
         other program; ``"total"`` (or no counts): the data's own log-normalised values.
     readout
@@ -61,6 +61,11 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         (:mod:`crl_pipe.models._count_means`), unbiased where anchors have about one count per
         cell or fewer, and each cell's latent is its posterior mean under that model (a label-free
         prior); ``"scores"``: mean shifts and latents from the anchor scores.
+    count_prior
+        Prior of a program's latent within a perturbation, in the count model's fit: ``"others"``
+        (two passes: the second regresses each program on the other programs' latents of the first,
+        so a cell whose anchors hold few counts borrows from the programs it moves with); ``"group"``:
+        one normal per perturbation.
     """
 
     name = "linear"
@@ -74,14 +79,17 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         min_target_z: float = SHIFT_SEM_DEFAULTS["min_target_z"],
         size_factors: str = "stable",
         readout: str = "counts",
+        count_prior: str = "others",
     ) -> None:
         if size_factors not in ("stable", "total"):
             raise ModelError(f"model linear: size_factors must be 'stable' or 'total', got {size_factors!r}")
         if readout not in ("counts", "scores"):
             raise ModelError(f"model linear: readout must be 'counts' or 'scores', got {readout!r}")
+        if count_prior not in ("others", "group"):
+            raise ModelError(f"model linear: count_prior must be 'others' or 'group', got {count_prior!r}")
         super().__init__(
             edge_threshold=edge_threshold, ridge=ridge, max_iter=max_iter, min_target_z=min_target_z,
-            size_factors=size_factors, readout=readout,
+            size_factors=size_factors, readout=readout, count_prior=count_prior,
         )  # fmt: skip
         self.features: list[str] = []
         self.size_features: list[str] = []
@@ -113,13 +121,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
                     self.register_buffer(key, tensor)
                 scores = self._scores(current.X)
         p = self.params
-        count_fit = self._count_fit(data, scores)
-        shifts = None
-        if count_fit is not None:
-            shifts, programs_counts = count_fit
-            self._store_count_models(data, programs_counts)
-            raw = self._count_latents(data, scores)  # in the count model's units until the scale is stored
-            scores = self._store_count_scale(raw, data.is_control)
+        shifts, scores = self._fit_count_readout(data, scores)
         shift_sem = fit_shift_sem(
             scores, data, edge_threshold=p["edge_threshold"], ridge=p["ridge"], max_iter=p["max_iter"], shifts=shifts
         )
@@ -130,17 +132,36 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         self.history = pd.DataFrame({"epoch": [0], "split": ["train"], "loss": [shift_sem.residual]})
         return self
 
+    def _fit_count_readout(self, data: CRLData, scores: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Fit and store the programs' count models (``readout: counts``); returns the mean shifts (None
+        without the count readout) and the cells' latents (the anchor ``scores`` without it)."""
+        shifts, covariates = None, None
+        for _ in range(2 if self.params["count_prior"] == "others" else 1):
+            count_fit = self._count_fit(data, scores, covariates)
+            if count_fit is None:
+                break
+            shifts, models = count_fit
+            self._store_count_models(data, models)
+            raw = self._count_latents(data, scores)  # in the count model's units until the scale is stored
+            scores = self._store_count_scale(raw, data.is_control)
+            covariates = scores  # a second pass regresses each program's prior on the others' latents
+        return shifts, scores
+
     def mean_shifts(self, data: CRLData) -> pd.DataFrame:
         """Each perturbation's mean latent shift from the controls (control SDs): what the graph
         equations read, from the counts (``readout: counts``) or from the anchor scores."""
         scores = self.get_latent_representation(data)[self.latent_names].to_numpy()
-        count_fit = self._count_fit(data, scores)
+        covariates = scores if self.params.get("count_prior", "group") == "others" else None  # old fits: group
+        count_fit = self._count_fit(data, scores, covariates=covariates)
         shifts = group_shifts(scores, data)[1] if count_fit is None else count_fit[0]
         return pd.DataFrame(shifts, index=data.perturbations, columns=self.latent_names)
 
-    def _count_fit(self, data: CRLData, scores: np.ndarray) -> tuple[np.ndarray, list[ProgramCounts | None]] | None:
+    def _count_fit(
+        self, data: CRLData, scores: np.ndarray, covariates: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[ProgramCounts | None]] | None:
         """Perturbations x programs mean shifts read from the anchors' counts (control SDs) and each
-        program's count model; None unless ``readout: counts`` and the cells are sized by stable features."""
+        program's count model (its prior regressed on ``covariates`` when given); None unless
+        ``readout: counts`` and the cells are sized by stable features."""
         if self.params.get("readout") != "counts" or not self.size_features:
             return None
         index = {f: i for i, f in enumerate(data.features)}
@@ -150,7 +171,9 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         position = {lab: i + 1 for i, lab in enumerate(labels)}
         group = np.array([0 if c else position[lab] for lab, c in zip(data.intervention, data.is_control, strict=True)])
         columns = [[index[g] for g in data.anchors[p]] for p in self.latent_names]
-        means, models = count_group_shifts(data.counts, size, columns, group, len(labels) + 1, scores)
+        means, models = count_group_shifts(
+            data.counts, size, columns, group, len(labels) + 1, scores, covariates=covariates
+        )
         return means[1:], models
 
     def _store_count_models(self, data: CRLData, models: list[ProgramCounts | None]) -> None:
@@ -244,32 +267,42 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
 _SIZE_ROUNDS = 2
 #: Fewest stable features to size cells by; with fewer the data's own normalisation is kept.
 _MIN_STABLE = 20
-#: Share of the eligible features (neither anchors nor perturbed) kept as stable: those whose
-#: log-normalised values the program scores explain least.
+#: Share of the eligible features (neither anchors nor perturbed) kept as stable: those that respond to
+#: the program scores most nearly as the library does (:func:`stable_features`).
 _STABLE_SHARE = 0.25
 
 
 def stable_features(data: CRLData, scores: np.ndarray) -> np.ndarray:
-    """Features (bool mask) that the program scores explain least: the size-factor genes.
+    """Features (bool mask) that move with the library alone: the size-factor genes.
 
     A cell's total count mixes its library size with its composition: when a program's genes take
     over the library, dividing by the total lowers every other gene, and every other program seems
-    to move with it. Genes that no program drives measure the library alone. Among the features that
-    are neither anchors nor perturbed, those with the smallest share of variance (R^2) explained by
-    a least-squares fit on the scores (the lowest :data:`_STABLE_SHARE`) are taken as such.
+    to move with it. Genes that no program drives measure the library alone, so in any normalisation
+    they all respond to the program scores alike: the same least-squares coefficients on the scores,
+    those of the library term every gene shares. That common response is estimated as the median
+    coefficients of the better-expressed half of the eligible features (neither anchors nor
+    perturbed; a program drives a minority of them), and the features kept are the
+    :data:`_STABLE_SHARE` of them closest to it, by an upper bound (distance plus two standard errors)
+    so that noisy, lowly expressed genes do not pass for stable. (The share of variance the scores
+    explain is no guide: the library term makes highly expressed undriven genes follow the scores
+    closely, and count noise makes driven but sparse genes look unexplained.)
     """
     excluded = {g for genes in data.anchors.values() for g in genes}
     excluded |= {g for genes in data.targets.values() for g in genes}
-    eligible = np.array([f not in excluded for f in data.features])
-    Z = scores - scores.mean(axis=0)
     mean, sd = column_stats(data.X)
-    fitted = crossprod(data.X, Z)  # Z' X = Z' (X - mean): Z is centred
-    explained = np.einsum("gk,kl,gl->g", fitted, np.linalg.pinv(Z.T @ Z), fitted)
-    r2 = np.where(sd > 0, explained / np.maximum(sd**2 * len(Z), 1e-12), np.inf)
-    eligible &= sd > 0
+    eligible = np.array([f not in excluded for f in data.features]) & (sd > 0)
     if eligible.sum() < 2:
         return eligible
-    return eligible & (r2 <= np.quantile(r2[eligible], _STABLE_SHARE))
+    Z = scores - scores.mean(axis=0)
+    gram_inv = np.linalg.pinv(Z.T @ Z)
+    coef = crossprod(data.X, Z) @ gram_inv  # features x programs (Z is centred, so X need not be)
+    explained = np.einsum("gk,kl,gl->g", coef, Z.T @ Z, coef)
+    residual = np.maximum(sd**2 * len(Z) - explained, 0.0) / max(len(Z) - Z.shape[1] - 1, 1)
+    se = np.sqrt(residual[:, None] * np.diag(gram_inv))
+    expressed = eligible & (mean >= np.median(mean[eligible]))
+    common = np.median(coef[expressed], axis=0)
+    bound = np.linalg.norm(np.abs(coef - common) + 2 * se, axis=1)
+    return eligible & (bound <= np.quantile(bound[eligible], _STABLE_SHARE))
 
 
 def stable_size(counts: sp.csr_matrix, stable: np.ndarray) -> np.ndarray:
