@@ -29,6 +29,7 @@ import torch
 from sklearn.decomposition import FactorAnalysis
 
 from .._errors import ModelError
+from ._anchor_profiles import consistent_anchors
 from ._base import CRLModel
 from ._count_means import ProgramCounts, count_group_shifts, count_posterior_means
 from ._data import CRLData, align_features, column_stats, crossprod, dense_columns, matmul
@@ -66,6 +67,10 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         (two passes: the second regresses each program on the other programs' latents of the first,
         so a cell whose anchors hold few counts borrows from the programs it moves with); ``"group"``:
         one normal per perturbation.
+    check_anchors
+        Drop the minority of a program's anchors whose mean shifts over the perturbations do not
+        follow the program's (genes of the set that other programs drive; see
+        :mod:`crl_pipe.models._anchor_profiles`); the anchors used are in :attr:`anchor_sets`.
     """
 
     name = "linear"
@@ -80,6 +85,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         size_factors: str = "stable",
         readout: str = "counts",
         count_prior: str = "others",
+        check_anchors: bool = True,
     ) -> None:
         if size_factors not in ("stable", "total"):
             raise ModelError(f"model linear: size_factors must be 'stable' or 'total', got {size_factors!r}")
@@ -89,9 +95,10 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
             raise ModelError(f"model linear: count_prior must be 'others' or 'group', got {count_prior!r}")
         super().__init__(
             edge_threshold=edge_threshold, ridge=ridge, max_iter=max_iter, min_target_z=min_target_z,
-            size_factors=size_factors, readout=readout, count_prior=count_prior,
+            size_factors=size_factors, readout=readout, count_prior=count_prior, check_anchors=bool(check_anchors),
         )  # fmt: skip
         self.features: list[str] = []
+        self.anchor_sets: dict[str, list[str]] = {}
         self.size_features: list[str] = []
         self.assigned: dict[str, list[str]] = {}
 
@@ -109,8 +116,8 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         for key, tensor in fit_anchor_scores(data, programs, seed).items():
             self.register_buffer(key, tensor)
         scores = self._scores(data.X)
+        current = data
         if self.params["size_factors"] == "stable" and data.counts is not None:
-            current = data
             for _ in range(_SIZE_ROUNDS):  # size factors from the stable features of the current scores
                 stable = stable_features(current, scores)
                 if stable.sum() < _MIN_STABLE:  # too few genes to size a cell by (a small targeted panel)
@@ -120,6 +127,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
                 for key, tensor in fit_anchor_scores(current, programs, seed).items():
                     self.register_buffer(key, tensor)
                 scores = self._scores(current.X)
+        data, scores = self._check_anchors(data, current, programs, scores, seed)
         p = self.params
         shifts, scores = self._fit_count_readout(data, scores)
         shift_sem = fit_shift_sem(
@@ -131,6 +139,21 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         self.register_buffer("loadings", torch.tensor(_loadings(data.X, scores)))
         self.history = pd.DataFrame({"epoch": [0], "split": ["train"], "loss": [shift_sem.residual]})
         return self
+
+    def _check_anchors(
+        self, data: CRLData, current: CRLData, programs: list[str], scores: np.ndarray, seed: int
+    ) -> tuple[CRLData, np.ndarray]:
+        """Keep the anchors that follow their program over the perturbations (``check_anchors``), read on
+        ``current`` (the sized expression); refit the scores when some were dropped. Returns ``data`` with
+        the kept anchors, and the scores."""
+        listed = {p: list(data.anchors[p]) for p in programs}
+        self.anchor_sets = consistent_anchors(current, programs) if self.params["check_anchors"] else listed
+        if self.anchor_sets == listed:
+            return data, scores
+        anchors = {**data.anchors, **self.anchor_sets}
+        for key, tensor in fit_anchor_scores(replace(current, anchors=anchors), programs, seed).items():
+            self.register_buffer(key, tensor)
+        return replace(data, anchors=anchors), self._scores(current.X)
 
     def _fit_count_readout(self, data: CRLData, scores: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """Fit and store the programs' count models (``readout: counts``); returns the mean shifts (None
@@ -170,7 +193,8 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         labels = data.perturbations
         position = {lab: i + 1 for i, lab in enumerate(labels)}
         group = np.array([0 if c else position[lab] for lab, c in zip(data.intervention, data.is_control, strict=True)])
-        columns = [[index[g] for g in data.anchors[p]] for p in self.latent_names]
+        anchors = self.anchor_sets or data.anchors  # fits saved before the anchor check: as listed
+        columns = [[index[g] for g in anchors[p]] for p in self.latent_names]
         means, models = count_group_shifts(
             data.counts, size, columns, group, len(labels) + 1, scores, covariates=covariates
         )
@@ -256,11 +280,12 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         )
 
     def _extra_state_json(self) -> dict[str, Any]:
-        return {"features": self.features, "size_features": self.size_features}
+        return {"features": self.features, "size_features": self.size_features, "anchor_sets": self.anchor_sets}
 
     def _load_extra_state_json(self, extra: dict[str, Any]) -> None:
         self.features = list(extra["features"])
         self.size_features = list(extra.get("size_features", []))
+        self.anchor_sets = {p: list(genes) for p, genes in extra.get("anchor_sets", {}).items()}
 
 
 #: Rounds of size factors from stable features and anchor scores on them (the second barely moves them).

@@ -48,9 +48,32 @@ def programs_section(inputs: ReportInputs) -> dict[str, Any]:
     return {
         "programs": programs,
         "dropped": dropped,
+        **_set_aside(anchors, inputs),
         "loadings": [_top_features(m, anchors, inputs) for m in inputs.models if m.loadings is not None],
         "models_without_loadings": [m.name for m in inputs.models if m.loadings is None],
     }
+
+
+def _set_aside(anchors: pd.DataFrame, inputs: ReportInputs) -> dict[str, Any]:
+    """Per model that checks its anchors (``model.json``: ``extra.anchor_sets``), the anchors it set aside."""
+    listed = {p: list(g["feature"]) for p, g in anchors.groupby("program", sort=False)}
+    checked, rows = [], []
+    for m in inputs.models:
+        kept = (m.meta.get("extra") or {}).get("anchor_sets")
+        if not isinstance(kept, Mapping) or not kept:
+            continue
+        checked.append(m.name)
+        for program, genes in kept.items():
+            aside = [g for g in listed.get(str(program), []) if g not in set(map(str, genes))]
+            if aside:
+                rows.append([m.name, str(program), count(len(aside)), [Token(g) for g in aside]])
+    table = Table(
+        ["model", "program", "set aside", "anchors whose shifts do not follow the program's"],
+        rows,
+        summary=f"Anchors set aside ({len(rows)} programs)",
+        numeric=[2],
+    )
+    return {"anchors_checked_by": checked, "set_aside": table}
 
 
 def _top_features(m: ModelArtifacts, anchors: pd.DataFrame, inputs: ReportInputs) -> dict[str, Any]:
