@@ -333,3 +333,27 @@ def test_sections_speak_the_words_of_the_dataset_kind(tmp_path):
     assert "Each row of the log is a <em>frame</em>" in robot and 'id="guides"' not in robot
     assert 'id="atlas"' in robot and "simulated robot logs that start clean" in robot  # placed on the robot rows
     assert ">2. Which variable each intervention hits</h2>" in robot and ">3. Causal variables</h2>" in robot
+
+
+def test_report_lists_the_anchors_a_model_set_aside(tmp_path):
+    """``linear`` checks its anchors against the perturbations; the report names the ones it set aside."""
+    paths = make_artifacts(tmp_path, models={"linear": {"epochs": 1}})
+    anchors = pd.read_parquet(paths["anchors"])
+    sets = {str(p): list(g["feature"].astype(str)) for p, g in anchors.groupby("program", sort=False)}
+    program = next(p for p, genes in sets.items() if len(genes) >= 3)
+    aside = sets[program][-1]
+    meta_path = paths["models"]["linear"] / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["extra"]["anchor_sets"] = {**sets, program: sets[program][:-1]}
+    meta_path.write_text(json.dumps(meta))
+    page = _html(render(tmp_path / "report.html", "checked", paths))
+    assert "<h3>Anchors set aside</h3>" in page and "so linear read the programs without them" in page
+    block = page[page.index("<h3>Anchors set aside</h3>") :]
+    block = block[: block.index("</table>")]
+    assert f"<td>{program}</td>" in block and aside in block
+    assert sum(g in block for genes in sets.values() for g in genes) == 1  # only the one set aside
+    # all kept: a one-line note instead of the table
+    meta["extra"]["anchor_sets"] = sets
+    meta_path.write_text(json.dumps(meta))
+    page = _html(render(tmp_path / "report2.html", "checked", paths))
+    assert "Anchors set aside" not in page and "(linear checked; none set aside)" in page
