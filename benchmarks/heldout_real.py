@@ -72,7 +72,7 @@ def main() -> None:
     if args.out:
         table.to_csv(args.out, index=False)
     wide = table.pivot_table(index=["intervention", "predictor"], columns="metric", values="value")
-    print(wide[[m for m in METRICS if m in wide]].round(3).to_markdown())
+    print(wide[[m for m in METRICS if m in wide]].round(3).reset_index().to_markdown(index=False))
     medians = table.groupby(["predictor", "metric"])["value"].median().unstack()
     print(medians[[m for m in METRICS if m in medians]].round(3).to_markdown())
     for label, why in skipped.items():
