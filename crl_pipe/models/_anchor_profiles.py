@@ -96,7 +96,8 @@ def _profile_consistent(D: np.ndarray, W: np.ndarray) -> np.ndarray:
         explained = 1.0 - misfit / np.maximum((D**2 * W).sum(axis=0) / n_obs, 1e-12)
         worst = np.argsort(explained)[:max_dropped]
         bad = worst[(explained[worst] < MIN_EXPLAINED) & (misfit[worst] > MIN_MISFIT)]
-        new = ~np.isin(np.arange(n_genes), bad)
+        new = np.ones(n_genes, dtype=bool)
+        new[bad] = False
         if np.array_equal(new, keep):
             break
         keep = new

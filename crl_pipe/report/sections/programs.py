@@ -64,7 +64,8 @@ def _set_aside(anchors: pd.DataFrame, inputs: ReportInputs) -> dict[str, Any]:
             continue
         checked.append(m.name)
         for program, genes in kept.items():
-            aside = [g for g in listed.get(str(program), []) if g not in set(map(str, genes))]
+            used = set(map(str, genes))
+            aside = [g for g in listed.get(str(program), []) if g not in used]
             if aside:
                 rows.append([m.name, str(program), count(len(aside)), [Token(g) for g in aside]])
     table = Table(
