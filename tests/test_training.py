@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+import yaml
 
-from crl_pipe import ModelError
-from crl_pipe.models import _training
-from crl_pipe.models._training import CellBatches, resolve_device, split_cells
+from crl_pipe import ConfigError, ModelError
+from crl_pipe.config import validate_config
+from crl_pipe.models import CausalVAE, SparseVAE, _training
+from crl_pipe.models._training import CellBatches, resolve_batch_size, resolve_device, split_cells
 
 
 def test_auto_device_follows_cuda_availability(monkeypatch):
@@ -24,6 +26,34 @@ def test_cuda_falls_back_to_cpu_with_a_warning_unless_strict(monkeypatch):
         resolve_device("cuda", strict=True)
     with pytest.raises(ModelError, match="expected 'auto', 'cpu' or 'cuda'"):
         resolve_device("tpu")
+
+
+def test_auto_batch_size_is_larger_on_a_gpu_and_bad_sizes_fail_when_the_model_is_built():
+    # a GPU step is bound by kernel launches (docs/benchmarks.md, "On a GPU"); the CPU keeps 512
+    assert resolve_batch_size("auto", torch.device("cpu"), 100_000) == 512
+    assert resolve_batch_size("auto", torch.device("cuda"), 100_000) == 4096
+    assert resolve_batch_size("auto", torch.device("cuda"), 4_500) == 1125  # four steps an epoch
+    assert resolve_batch_size("auto", torch.device("cuda"), 900) == 512
+    assert resolve_batch_size(256, torch.device("cuda")) == 256
+    for bad in (0, -5, "big", 2.5, True):
+        with pytest.raises(ModelError, match=f"batch_size {bad!r}: expected 'auto' or a positive integer"):
+            resolve_batch_size(bad, torch.device("cpu"))
+    for model in (SparseVAE, CausalVAE):
+        assert model().params["batch_size"] == "auto"
+        with pytest.raises(ModelError, match="batch_size 0"):
+            model(batch_size=0)
+
+
+@pytest.mark.parametrize("value, ok", [("auto", True), (1024, True), (0, False), ("large", False)])
+def test_config_schema_takes_auto_or_a_positive_batch_size(repo_root, value, ok):
+    config = yaml.safe_load((repo_root / "config/config.yaml").read_text())
+    config.setdefault("models", {}).setdefault("causal_vae", {})["batch_size"] = value
+    schema = repo_root / "workflow/schemas/config.schema.yaml"
+    if ok:
+        assert validate_config(config, schema)["models"]["causal_vae"]["batch_size"] == value
+    else:
+        with pytest.raises(ConfigError, match="models.causal_vae.batch_size"):
+            validate_config(config, schema)
 
 
 def test_split_is_seeded_and_stratified():

@@ -38,6 +38,12 @@ CHECKPOINT_FILE = "checkpoint.pt"
 _SPLITS = ("train", "validation")
 _HOST_DENSE_LIMIT = 1 << 30  # bytes: a sparse matrix larger than this dense is sliced per batch on the host
 _CUDA_MEMORY_SHARE = 0.5  # share of free GPU memory the resident data may take
+#: Cells per step of ``batch_size="auto"``: 512, and on a GPU up to 4,096 while an epoch keeps at
+#: least four steps. A GPU step is bound by kernel launches, so 4,096 cells cost about what 512 do:
+#: on an H200, causal_vae ran 263,000 cells/s per epoch at 4,096 against 33,000 at 512 and fitted
+#: 3.2 times sooner with the same recovery; with two steps an epoch (5,000 cells) recovery slipped
+#: (docs/benchmarks.md, "On a GPU"). On the CPU a step's cost grows with its cells.
+AUTO_BATCH_SIZE, AUTO_BATCH_SIZE_GPU, MIN_STEPS_PER_EPOCH = 512, 4096, 4
 
 
 # -- device and seeds ---------------------------------------------------------------------------
@@ -70,6 +76,18 @@ def resolve_device(device: str | torch.device = "auto", *, strict: bool = False)
         warnings.warn(f"{message}; training on the CPU", RuntimeWarning, stacklevel=2)
         return torch.device("cpu")
     raise ModelError(f"model device {name!r}: expected 'auto', 'cpu' or 'cuda'")
+
+
+def resolve_batch_size(batch_size: int | str, device: torch.device, n_cells: int = 0) -> int:
+    """Cells per step: ``batch_size``, or for ``"auto"`` :data:`AUTO_BATCH_SIZE` (more on a GPU
+    when ``n_cells`` training cells still give :data:`MIN_STEPS_PER_EPOCH` steps an epoch)."""
+    if batch_size == "auto":
+        if device.type != "cuda":
+            return AUTO_BATCH_SIZE
+        return max(AUTO_BATCH_SIZE, min(AUTO_BATCH_SIZE_GPU, n_cells // MIN_STEPS_PER_EPOCH))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ModelError(f"batch_size {batch_size!r}: expected 'auto' or a positive integer")
+    return batch_size
 
 
 def seed_everything(seed: int) -> None:
@@ -223,7 +241,7 @@ class TrainingPlan:
     epochs
         Maximum passes over the training cells.
     batch_size
-        Cells per optimisation step.
+        Cells per optimisation step, or ``"auto"`` (:func:`resolve_batch_size`).
     lr
         Adam learning rate.
     patience
@@ -237,7 +255,7 @@ class TrainingPlan:
     """
 
     epochs: int = 200
-    batch_size: int = 512
+    batch_size: int | str = "auto"
     lr: float = 3e-3
     patience: int = 20
     val_fraction: float = 0.1
@@ -277,7 +295,9 @@ def train_module(
     the fit as a kill would, which is how tests interrupt a run.
     """
     device = data.device
-    optimizer = torch.optim.Adam(module.parameters(), lr=plan.lr)
+    batch_size = resolve_batch_size(plan.batch_size, device, len(train_rows))
+    # fused: one kernel per step for all parameters on CUDA, where steps are bound by kernel launches
+    optimizer = torch.optim.Adam(module.parameters(), lr=plan.lr, fused=device.type == "cuda")
     ckpt = None if plan.checkpoint_dir is None else Path(plan.checkpoint_dir) / CHECKPOINT_FILE
     state, rows = _State(), []
     if ckpt is not None and ckpt.exists():
@@ -287,8 +307,8 @@ def train_module(
     with bar:
         while not state.stopped and state.epoch < plan.epochs:
             epoch = state.epoch + 1
-            train_loss = _train_epoch(module, optimizer, data, train_idx, plan.batch_size, seed + epoch, epoch)
-            val_loss = _evaluate(module, data, val_idx, plan.batch_size, epoch) if val_idx.numel() else train_loss
+            train_loss = _train_epoch(module, optimizer, data, train_idx, batch_size, seed + epoch, epoch)
+            val_loss = _evaluate(module, data, val_idx, batch_size, epoch) if val_idx.numel() else train_loss
             rows += [(epoch, "train", train_loss)] + ([(epoch, "validation", val_loss)] if val_idx.numel() else [])
             _early_stopping(state, val_loss, plan.patience)
             state.epoch = epoch

@@ -62,6 +62,7 @@ from ._training import (
     EpochCallback,
     cpu_threads,
     deterministic,
+    resolve_batch_size,
     resolve_device,
     seed_everything,
     split_cells,
@@ -85,8 +86,9 @@ class CausalVAE(AnchoredVAE):
         ``"anchors"``: latent k's Gaussian factor is read from program k's anchors alone; ``"all"``:
         from every feature. Either way the posterior is that factor times the SEM prior.
     epochs, batch_size, lr, patience, val_fraction
-        Training: maximum epochs, cells per step, Adam learning rate, epochs without a lower
-        validation loss before stopping, share of cells held out (per intervention).
+        Training: maximum epochs, cells per step (``"auto"``: 512; on a GPU up to 4,096),
+        Adam learning rate, epochs without a lower validation loss before stopping, share of
+        cells held out (per intervention).
     l1
         L1 penalty on the decoder weights, per cell (decoder minimality).
     graph_l1
@@ -127,7 +129,7 @@ class CausalVAE(AnchoredVAE):
         hidden: int = 128,
         encoder: str = "anchors",
         epochs: int = 200,
-        batch_size: int = 512,
+        batch_size: int | str = "auto",
         lr: float = 3e-3,
         l1: float = 1e-3,
         graph_l1: float = 1e-2,
@@ -156,6 +158,7 @@ class CausalVAE(AnchoredVAE):
             checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, threads=threads,
         )  # fmt: skip
         self._check_option("encoder", ENCODERS)
+        resolve_batch_size(self.params["batch_size"], torch.device("cpu"))  # a bad value fails here, not mid-run
         self._check_option("nonlinearity", NONLINEARITIES)
         self.atoms: list[str] = []
         self.control_label = ""

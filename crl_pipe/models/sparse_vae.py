@@ -39,6 +39,7 @@ from ._training import (
     EpochCallback,
     cpu_threads,
     deterministic,
+    resolve_batch_size,
     resolve_device,
     seed_everything,
     split_cells,
@@ -63,8 +64,9 @@ class SparseVAE(ShiftSEMOutputs, AnchoredVAE):
         leak between programs (the graph is as accurate as ``linear``'s); ``"all"``: from every
         feature (latents closer to the true programs, graph less accurate).
     epochs, batch_size, lr, patience, val_fraction
-        Training: maximum epochs, cells per step, Adam learning rate, epochs without a lower
-        validation loss before stopping, share of cells held out (per intervention).
+        Training: maximum epochs, cells per step (``"auto"``: 512; on a GPU up to 4,096),
+        Adam learning rate, epochs without a lower validation loss before stopping, share of
+        cells held out (per intervention).
     l1
         L1 penalty on the decoder weights, per cell (larger: sparser loadings).
     likelihood
@@ -104,7 +106,7 @@ class SparseVAE(ShiftSEMOutputs, AnchoredVAE):
         hidden: int = 128,
         encoder: str = "anchors",
         epochs: int = 200,
-        batch_size: int = 512,
+        batch_size: int | str = "auto",
         lr: float = 3e-3,
         l1: float = 1e-3,
         likelihood: str = "gaussian",
@@ -132,6 +134,7 @@ class SparseVAE(ShiftSEMOutputs, AnchoredVAE):
         )  # fmt: skip
         self._check_option("likelihood", LIKELIHOODS)
         self._check_option("encoder", ENCODERS)
+        resolve_batch_size(self.params["batch_size"], torch.device("cpu"))  # a bad value fails here, not mid-run
         self._check_option("nonlinearity", NONLINEARITIES)
 
     # -- fitting -----------------------------------------------------------------------------------
