@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import scipy.io
 import scipy.sparse as sp
+from _shared import SHARED_DATA
 from scipy import stats
 
 from crl_pipe import InputError
@@ -29,7 +30,7 @@ from crl_pipe.io import (
 from crl_pipe.pp import CONTROL_TARGET, call_guides, guide_target, label_interventions
 from crl_pipe.tl import knockdown
 
-TAPSEQ = Path("/work/shared/data/schraivogel2020_tapseq")
+TAPSEQ = SHARED_DATA / "schraivogel2020_tapseq"
 TAPSEQ_EXPRESSION = TAPSEQ / "gene_expression_counts.csv"
 TAPSEQ_GUIDES = TAPSEQ / "gRNA_counts.h5ad"
 needs_tapseq = pytest.mark.skipif(not TAPSEQ_GUIDES.exists(), reason="shared TAP-seq data not available")

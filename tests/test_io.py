@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from _shared import SHARED_DATA
 
 from crl_pipe import InputError
 from crl_pipe._provenance import sha256sum
 from crl_pipe.io import read_gmt, read_graph, read_screen, write_gmt, write_graphml, write_table
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 TAPSEQ_GUIDES = DATA / "schraivogel2020_tapseq" / "gRNA_counts.h5ad"
 SACHS_TRUTH = DATA / "sachs2005" / "sachs.2005.ground.truth.graph.txt"
 SPECTRA = DATA / "genesets" / "spectra_default_gene_sets.json"

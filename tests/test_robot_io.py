@@ -15,11 +15,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _shared import SHARED_DATA
 
 from crl_pipe import InputError, pp
 from crl_pipe.io import read_lerobot, read_robot, read_robot_table, read_rosbag, read_screen
 
-G1 = Path("/work/shared/data/lerobot_g1_pick")
+G1 = SHARED_DATA / "lerobot_g1_pick"
 NAMES = ["shoulder", "elbow", "wrist"]
 FPS = 10.0
 

@@ -3,12 +3,11 @@ the classical causal-discovery baselines (causal-learn's PC and GES) scored besi
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from _shared import SHARED_DATA
 from _tiny_workflow import REPO, failure, job_counts, run_snakemake, write_config
 
 from crl_pipe import ConfigError, InputError
@@ -18,11 +17,7 @@ from crl_pipe.models import CRLData, LinearSEM
 from crl_pipe.pp import identity_anchors, label_interventions, map_targets, preprocess_table
 from crl_pipe.tl import GRAPH_COLUMNS, baseline_graph, fit_baseline, graph_metrics
 
-#: The shared data beside the checkout, or at the workplace's fixed path (a clone elsewhere, e.g. /tmp).
-SACHS = next(
-    (d for d in (REPO.parent / "shared" / "data" / "sachs2005", Path("/work/shared/data/sachs2005")) if d.is_dir()),
-    REPO.parent / "shared" / "data" / "sachs2005",
-)
+SACHS = SHARED_DATA / "sachs2005"
 SACHS_DATA = SACHS / "sachs.2005.continuous.discrete.experimental.mixed.maximum.2.txt"
 SACHS_TRUTH = SACHS / "sachs.2005.ground.truth.graph.txt"
 SACHS_CONFIG = yaml.safe_load((REPO / "config" / "sachs.yaml").read_text())["datasets"]["sachs"]

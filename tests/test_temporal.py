@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _shared import SHARED_DATA
 
 from crl_pipe import ModelError, pp, tl
 from crl_pipe.io import read_h5ad, read_lerobot, read_table, write_h5ad, write_table
@@ -17,7 +17,7 @@ from crl_pipe.models import CRLData, TemporalSEM, get_model, load_model
 from crl_pipe.simulate import ARM_JOINTS, simulate_arm, simulate_robot, write_robot_simulation
 from crl_pipe.tl._evaluate import graph_metrics
 
-G1 = Path("/work/shared/data/lerobot_g1_pick")
+G1 = SHARED_DATA / "lerobot_g1_pick"
 
 
 def _data(sim) -> CRLData:
