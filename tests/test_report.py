@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from crl_pipe import InputError
+from crl_pipe._constants import MISFIT_WARNING
 from crl_pipe._provenance import provenance
 from crl_pipe.io import write_table
 from crl_pipe.kinds import Vocabulary
@@ -357,3 +358,20 @@ def test_report_lists_the_anchors_a_model_set_aside(tmp_path):
     meta_path.write_text(json.dumps(meta))
     page = _html(render(tmp_path / "report2.html", "checked", paths))
     assert "Anchors set aside" not in page and "(linear checked; none set aside)" in page
+
+
+def test_report_warns_when_a_models_graph_equations_do_not_fit(tmp_path):
+    """A model whose mean-shift equations leave much unexplained gets a warning above its graph."""
+    paths = make_artifacts(tmp_path, models={"linear": {"epochs": 1}})
+    meta_path = paths["models"]["linear"] / "model.json"
+    meta = json.loads(meta_path.read_text())
+    for misfit in (None, MISFIT_WARNING / 2):  # not measured (an older model), or a good fit: no warning
+        meta["extra"]["equation_misfit"] = misfit
+        meta_path.write_text(json.dumps(meta))
+        assert "Do not trust this graph yet" not in _html(render(tmp_path / "report.html", "fits", paths))
+    meta["extra"]["equation_misfit"] = 0.13
+    meta_path.write_text(json.dumps(meta))
+    page = _html(render(tmp_path / "report2.html", "misfit", paths))
+    warning = page[page.index('<p class="warning">') :]
+    assert warning.index("Do not trust this graph yet: its equations leave 13% of") < warning.index("</p>")
+    assert page.index('<p class="warning">') > page.index('<section id="graph">')

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import networkx as nx
 import numpy as np
 import pandas as pd
 import pytest
 
 from crl_pipe import ModelError, tl
+from crl_pipe._constants import MISFIT_WARNING
 from crl_pipe.models import CRLData, LinearSEM
-from crl_pipe.models._shift_sem import alternate, fit_shift_sem
+from crl_pipe.models._shift_sem import alternate, equation_misfit, fit_shift_sem
 from crl_pipe.simulate import screen_to_crl_data, simulate_screen
 
 SETTINGS = dict(edge_threshold=0.15, ridge=1e-3, max_iter=20)
@@ -114,3 +117,31 @@ def test_a_panel_too_small_to_size_cells_keeps_the_data_normalisation():
     total = LinearSEM(size_factors="total").fit(data)
     np.testing.assert_array_equal(model.B.numpy(), total.B.numpy())
     pd.testing.assert_frame_equal(model.get_latent_representation(data), total.get_latent_representation(data))
+
+
+def test_equation_misfit_is_small_for_sem_shifts_and_large_when_the_latents_are_off():
+    # 0 -> 1 -> 2, two perturbations per program: the equations explain every untargeted shift
+    K = 3
+    B = np.zeros((K, K))
+    B[1, 0], B[2, 1] = 0.9, 0.7
+    targets = np.repeat(np.arange(K), 2)
+    exogenous = np.zeros((len(targets), K))
+    exogenous[np.arange(len(targets)), targets] = 2.5
+    shifts = exogenous @ np.linalg.inv(np.eye(K) - B).T
+    counts = np.full(len(targets), 300.0)
+    mask = exogenous != 0
+    assert equation_misfit(shifts, counts, mask, B) < 1e-12
+    # latents that mix the programs (what a saturated screen does to them) break the equations
+    mixed = shifts @ np.array([[1.0, 0.0, 0.6], [0.0, 1.0, 0.0], [-0.8, 0.0, 1.0]]).T
+    B_hat, mask_hat = alternate(mixed, counts, [1] * len(targets), **SETTINGS)
+    assert equation_misfit(mixed, counts, mask_hat, B_hat) > MISFIT_WARNING
+
+
+def test_linear_keeps_its_equation_misfit_in_model_json(tmp_path):
+    screen = simulate_screen(n_programs=4, n_genes=120, n_control=400, cells_per_perturbation=150, n_doubles=0, seed=3)
+    data = screen_to_crl_data(screen)
+    model = LinearSEM().fit(data, seed=0)
+    assert 0 <= model.equation_misfit < MISFIT_WARNING  # a clean screen: the graph equations fit
+    model.save(tmp_path)
+    assert json.loads((tmp_path / "model.json").read_text())["extra"]["equation_misfit"] == model.equation_misfit
+    assert LinearSEM.load(tmp_path).equation_misfit == model.equation_misfit

@@ -52,6 +52,8 @@ class ShiftSEM:
         Perturbations x latents: the targets assigned to each perturbation.
     residual
         Mean squared residual of the mean-shift equations, weighted by cell counts.
+    misfit
+        That residual as a share of the untargeted shifts' own mean square (:func:`equation_misfit`).
     """
 
     labels: list[str]
@@ -60,6 +62,7 @@ class ShiftSEM:
     shift_se: np.ndarray
     target_mask: np.ndarray
     residual: float
+    misfit: float
 
     def buffers(self) -> dict[str, torch.Tensor]:
         """The arrays a model registers as buffers (names as :func:`targets_table` reads them)."""
@@ -101,7 +104,8 @@ def fit_shift_sem(
     B, targets = alternate(shifts, counts, n_targets, edge_threshold=edge_threshold, ridge=ridge, max_iter=max_iter)
     exo = shifts @ (np.eye(scores.shape[1]) - B).T
     se = np.sqrt(1.0 / counts + 1.0 / data.is_control.sum())
-    return ShiftSEM(labels, B, exo, se, targets, residual(shifts, counts, targets, B))
+    fit = residual(shifts, counts, targets, B)
+    return ShiftSEM(labels, B, exo, se, targets, fit, equation_misfit(shifts, counts, targets, B))
 
 
 def group_shifts(scores: np.ndarray, data: CRLData) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -193,6 +197,16 @@ def residual(shifts: np.ndarray, counts: np.ndarray, targets: np.ndarray, B: np.
     """Mean squared residual of the equations ``d_p[j] = B[j] d_p`` (untargeted j), weighted by cell counts."""
     resid = (shifts - shifts @ B.T) * ~targets
     return float(np.average(np.sum(resid**2, axis=1), weights=counts))
+
+
+def equation_misfit(shifts: np.ndarray, counts: np.ndarray, targets: np.ndarray, B: np.ndarray) -> float:
+    """Share of the untargeted mean shifts that the graph equations leave unexplained (0: all explained).
+
+    Latents that follow ``z = B z + eps`` make it sampling noise; a large share says the latents or
+    targets are off, so the graph read from them is not to be trusted (:data:`MISFIT_WARNING`).
+    """
+    size = float(np.average(np.sum((shifts * ~targets) ** 2, axis=1), weights=counts))
+    return residual(shifts, counts, targets, B) / size if size > 0 else 0.0
 
 
 def targets_table(
@@ -321,7 +335,17 @@ def _node_residual(shifts, w, rows, j, parents, ridge) -> float:
 class ShiftSEMOutputs:
     """``get_targets`` and ``get_adjacency`` of a model that keeps the readout's results as tensors
     ``exogenous_shift``, ``shift_se``, ``target_mask`` and ``B`` (``linear``, ``sparse_vae``); mixed
-    in before :class:`~crl_pipe.models.CRLModel`."""
+    in before :class:`~crl_pipe.models.CRLModel`. ``equation_misfit`` (:func:`equation_misfit`) is
+    kept in ``model.json`` for the report; None for a model saved before it was measured."""
+
+    equation_misfit: float | None = None
+
+    def _extra_state_json(self) -> dict[str, Any]:
+        return {**super()._extra_state_json(), "equation_misfit": self.equation_misfit}  # type: ignore[misc]
+
+    def _load_extra_state_json(self, extra: dict[str, Any]) -> None:
+        super()._load_extra_state_json(extra)  # type: ignore[misc]
+        self.equation_misfit = extra.get("equation_misfit")
 
     def get_targets(self) -> pd.DataFrame:
         return targets_table(

@@ -137,6 +137,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         for key, tensor in shift_sem.buffers().items():
             self.register_buffer(key, tensor)
         self.register_buffer("loadings", torch.tensor(_loadings(data.X, scores)))
+        self.equation_misfit = shift_sem.misfit
         self.history = pd.DataFrame({"epoch": [0], "split": ["train"], "loss": [shift_sem.residual]})
         return self
 
@@ -280,9 +281,11 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         )
 
     def _extra_state_json(self) -> dict[str, Any]:
-        return {"features": self.features, "size_features": self.size_features, "anchor_sets": self.anchor_sets}
+        own = {"features": self.features, "size_features": self.size_features, "anchor_sets": self.anchor_sets}
+        return {**super()._extra_state_json(), **own}
 
     def _load_extra_state_json(self, extra: dict[str, Any]) -> None:
+        super()._load_extra_state_json(extra)
         self.features = list(extra["features"])
         self.size_features = list(extra.get("size_features", []))
         self.anchor_sets = {p: list(genes) for p, genes in extra.get("anchor_sets", {}).items()}

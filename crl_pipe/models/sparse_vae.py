@@ -161,6 +161,7 @@ class SparseVAE(ShiftSEMOutputs, AnchoredVAE):
             self._scale(means), data, edge_threshold=p["edge_threshold"], ridge=p["ridge"], max_iter=p["max_iter"]
         )
         self.intervention_names = shift_sem.labels
+        self.equation_misfit = shift_sem.misfit
         for key, tensor in shift_sem.buffers().items():
             self.register_buffer(key, tensor)
         return self

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from ... import pl
+from ..._constants import MISFIT_WARNING
 from ...io import read_table
 from ...pl._common import ordered_unique
 from ...tl import identifiability
@@ -67,6 +68,7 @@ def _block(
         table = _with_lags(table, _by_stability(m))
         text += " In the table, lag 0 marks an instantaneous (same-frame) edge; a pair can have a lagged edge too."
     block = {"id": f"graph-{i + 1}", "model": m.name, "figure": figure(fig, text), "table": table, "drivers": None}
+    block["misfit"] = misfit_warning(m)
     # anchors and single-target perturbations identify screen programs; a robot's variables are measured
     block["identifiability"] = (
         _identifiability_block(programs, support) if programs is not None and not observed else None
@@ -77,6 +79,19 @@ def _block(
         )
         block["drivers"] = figure(drive, DRIVERS_CAPTION)
     return block
+
+
+def misfit_warning(m: ModelArtifacts) -> str | None:
+    """A warning when the model's graph equations leave too much of the perturbations' shifts unexplained."""
+    misfit = (m.meta.get("extra") or {}).get("equation_misfit")
+    if misfit is None or misfit <= MISFIT_WARNING:
+        return None
+    return (
+        f"Do not trust this graph yet: its equations leave {misfit:.0%} of the perturbations' shifts on programs"
+        f" they do not target unexplained (at most {MISFIT_WARNING:.0%} on simulated screens where {m.name}"
+        " recovered the graph). Its programs or targets are likely off (as on screens where a few programs"
+        " take most of the counts); every edge here, confident or not, is a lead to check."
+    )
 
 
 def _explained_by_modules(m: ModelArtifacts) -> str:
