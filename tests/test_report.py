@@ -371,7 +371,17 @@ def test_report_warns_when_a_models_graph_equations_do_not_fit(tmp_path):
         assert "Do not trust this graph yet" not in _html(render(tmp_path / "report.html", "fits", paths))
     meta["extra"]["equation_misfit"] = 0.13
     meta_path.write_text(json.dumps(meta))
-    page = _html(render(tmp_path / "report2.html", "misfit", paths))
+    page = html.unescape(_html(render(tmp_path / "report2.html", "misfit", paths)))
     warning = page[page.index('<p class="warning">') :]
     assert warning.index("Do not trust this graph yet: its equations leave 13% of") < warning.index("</p>")
     assert page.index('<p class="warning">') > page.index('<section id="graph">')
+    # where the hierarchy explains edges by a module, the warning points there instead
+    given = pd.DataFrame(
+        {"source": ["z0", "z1"], "target": ["z1", "z2"], "weight": [0.0, 0.5], "stability": [1.0, 1.0],
+         "status": ["explained", "kept"], "explained_by": ["M1", None]}
+    )  # fmt: skip
+    write_table(given, paths["models"]["linear"] / "graph_given_modules.parquet", "graph")
+    page = html.unescape(_html(render(tmp_path / "report3.html", "modules", paths)))
+    assert "Do not trust this graph yet" not in page
+    assert "Read this graph with the concept levels: its equations leave 13% of" in page
+    assert "modules explain 1 edge here." in page

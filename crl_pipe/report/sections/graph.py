@@ -60,7 +60,8 @@ def _block(
         text += " Only edges among the causal variables are drawn; the commands' edges are in the heatmap below."
     if "undirected" in m.graph and m.graph["undirected"].any():
         text += " Arrows both ways mark edges the method left undirected (the data do not orient them)."
-    text += _explained_by_modules(m)
+    n_explained = _n_explained_by_modules(m)
+    text += _explained_by_modules(n_explained)
     programs, support = identifiable or (None, None)
     table = _edge_table(m, support)
     edges = m.graph
@@ -68,7 +69,7 @@ def _block(
         table = _with_lags(table, _by_stability(m))
         text += " In the table, lag 0 marks an instantaneous (same-frame) edge; a pair can have a lagged edge too."
     block = {"id": f"graph-{i + 1}", "model": m.name, "figure": figure(fig, text), "table": table, "drivers": None}
-    block["misfit"] = misfit_warning(m)
+    block["misfit"] = misfit_warning(m, n_explained)
     # anchors and single-target perturbations identify screen programs; a robot's variables are measured
     block["identifiability"] = (
         _identifiability_block(programs, support) if programs is not None and not observed else None
@@ -81,31 +82,48 @@ def _block(
     return block
 
 
-def misfit_warning(m: ModelArtifacts) -> str | None:
-    """A warning when the model's graph equations leave too much of the perturbations' shifts unexplained."""
+def misfit_warning(m: ModelArtifacts, n_explained: int = 0) -> str | None:
+    """A warning when the model's graph equations leave too much of the perturbations' shifts unexplained;
+    it points to the concept levels when they explain ``n_explained`` edges by a module."""
     misfit = (m.meta.get("extra") or {}).get("equation_misfit")
     if misfit is None or misfit <= MISFIT_WARNING:
         return None
+    leaves = (
+        f"its equations leave {misfit:.0%} of the perturbations' shifts on programs they do not target"
+        f" unexplained (at most {MISFIT_WARNING:.0%} on simulated screens where {m.name} recovered the graph)"
+    )
+    if n_explained:
+        return (
+            f"Read this graph with the concept levels: {leaves}. Perturbations that act on a module move all its"
+            f" programs, which one level can only draw as edges among them: modules explain {_edges(n_explained)}"
+            " here."
+        )
     return (
-        f"Do not trust this graph yet: its equations leave {misfit:.0%} of the perturbations' shifts on programs"
-        f" they do not target unexplained (at most {MISFIT_WARNING:.0%} on simulated screens where {m.name}"
-        " recovered the graph). Its programs or targets are likely off (as on screens where a few programs"
-        " take most of the counts); every edge here, confident or not, is a lead to check."
+        f"Do not trust this graph yet: {leaves}. The programs, the targets or the linear mean-shift equations"
+        " do not hold here; every edge, confident or not, is a lead to check."
     )
 
 
-def _explained_by_modules(m: ModelArtifacts) -> str:
-    """A pointer to Concept levels when the hierarchy explains some of these edges by a module."""
+def _n_explained_by_modules(m: ModelArtifacts) -> int:
+    """How many of this graph's edges the hierarchy explains by a module (``graph_given_modules.parquet``)."""
     path = m.directory / "graph_given_modules.parquet"
     if not path.exists():
-        return ""
+        return 0
     given = read_table(path, "graph")
-    n = int((given["status"] == "explained").sum()) if "status" in given else 0
+    return int((given["status"] == "explained").sum()) if "status" in given else 0
+
+
+def _edges(n: int) -> str:
+    return "1 edge" if n == 1 else f"{n} edges"
+
+
+def _explained_by_modules(n: int) -> str:
+    """A pointer to Concept levels when the hierarchy explains ``n`` of these edges by a module."""
     if not n:
         return ""
-    edges, verb, pronoun = ("1 edge", "is", "it") if n == 1 else (f"{n} edges", "are", "them")
+    verb, pronoun = ("is", "it") if n == 1 else ("are", "them")
     return (
-        f" {edges} of this graph {verb} explained by a module (Concept levels, below): read {pronoun} as the"
+        f" {_edges(n)} of this graph {verb} explained by a module (Concept levels, below): read {pronoun} as the"
         " module's effect, not as an arrow between programs."
     )
 
