@@ -237,6 +237,7 @@ def _model_metrics(name: str, fitted, latents: pd.DataFrame, truth: Truth, shift
     return {
         "latents": name, "targets": "own", "target_accuracy": float(m["target_accuracy"]), "shd": int(m["shd"]),
         "n_edges": int(m["n_edges_predicted"]), "mcc": round(float(m["mcc"]), 4), "shift_error": round(float(err), 4),
+        "misfit": getattr(fitted, "equation_misfit", None),  # what the report warns on (MISFIT_WARNING)
     }  # fmt: skip
 
 

@@ -38,4 +38,6 @@ def assert_round_trip(model, data, path) -> object:
     pd.testing.assert_frame_equal(loaded.get_latent_representation(data), model.get_latent_representation(data))
     for output in ("get_targets", "get_adjacency", "get_loadings"):
         pd.testing.assert_frame_equal(getattr(loaded, output)(), getattr(model, output)())
+    # the fit of the graph equations (what the report warns on) travels in model.json
+    assert getattr(loaded, "equation_misfit", None) == getattr(model, "equation_misfit", None)
     return loaded

@@ -154,6 +154,7 @@ def test_early_stopping_ends_before_the_last_epoch():
 
 def test_save_and_load_round_trip(nonlinear_fit, tmp_path):
     _, data, model = nonlinear_fit
+    assert 0 <= model.equation_misfit < 1  # measured at the fit, kept through save and load
     assert_round_trip(model, data, tmp_path)
 
 

@@ -56,7 +56,7 @@ import torch
 from .._errors import ModelError
 from ._data import CRLData, standardisation
 from ._modules import ENCODERS, NONLINEARITIES, CausalVAEModule
-from ._shift_sem import SHIFT_SEM_DEFAULTS, alternate, group_shifts, solve_graph
+from ._shift_sem import SHIFT_SEM_DEFAULTS, alternate, equation_misfit, group_shifts, solve_graph
 from ._training import (
     CellBatches,
     EpochCallback,
@@ -161,6 +161,7 @@ class CausalVAE(AnchoredVAE):
         resolve_batch_size(self.params["batch_size"], torch.device("cpu"))  # a bad value fails here, not mid-run
         self._check_option("nonlinearity", NONLINEARITIES)
         self.atoms: list[str] = []
+        self.equation_misfit: float | None = None
         self.control_label = ""
 
     # -- fitting -----------------------------------------------------------------------------------
@@ -278,6 +279,7 @@ class CausalVAE(AnchoredVAE):
         B = solve_graph(shifts, counts, targets, allowed, self.params["ridge"])
         keep = allowed & (np.abs(B) >= self.params["edge_threshold"])
         B = solve_graph(shifts, counts, targets, keep, self.params["ridge"])
+        self.equation_misfit = equation_misfit(shifts, counts, targets, B)  # the report warns on it
         self.register_buffer("edge_weight", torch.from_numpy(B))  # control SD units, as reported
         self.register_buffer("latent_sd", torch.from_numpy(sd))
         module.edge_mask.copy_(torch.from_numpy(allowed).float())
@@ -383,11 +385,13 @@ class CausalVAE(AnchoredVAE):
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _extra_state_json(self) -> dict[str, Any]:
-        return {**super()._extra_state_json(), "atoms": self.atoms, "control_label": self.control_label}
+        own = {"atoms": self.atoms, "control_label": self.control_label, "equation_misfit": self.equation_misfit}
+        return {**super()._extra_state_json(), **own}
 
     def _load_extra_state_json(self, extra: dict[str, Any]) -> None:
         super()._load_extra_state_json(extra)
         self.atoms, self.control_label = list(extra["atoms"]), str(extra["control_label"])
+        self.equation_misfit = extra.get("equation_misfit")  # None: saved before it was measured
 
     def _allocate(self, state: dict[str, torch.Tensor]) -> None:
         n = state["module.anchors"].shape[0]
