@@ -90,7 +90,7 @@ def misfit_warning(m: ModelArtifacts, n_explained: int = 0) -> str | None:
         return None
     leaves = (
         f"its equations leave {misfit:.0%} of the perturbations' shifts on programs they do not target"
-        f" unexplained (at most {MISFIT_WARNING:.0%} on the simulated screens where linear recovered the graph)"
+        f" unexplained (under {MISFIT_WARNING:.1%} on every simulated screen where linear recovered the graph)"
     )
     if n_explained:
         return (
