@@ -335,17 +335,7 @@ def _node_residual(shifts, w, rows, j, parents, ridge) -> float:
 class ShiftSEMOutputs:
     """``get_targets`` and ``get_adjacency`` of a model that keeps the readout's results as tensors
     ``exogenous_shift``, ``shift_se``, ``target_mask`` and ``B`` (``linear``, ``sparse_vae``); mixed
-    in before :class:`~crl_pipe.models.CRLModel`. ``equation_misfit`` (:func:`equation_misfit`) is
-    kept in ``model.json`` for the report; None for a model saved before it was measured."""
-
-    equation_misfit: float | None = None
-
-    def _extra_state_json(self) -> dict[str, Any]:
-        return {**super()._extra_state_json(), "equation_misfit": self.equation_misfit}  # type: ignore[misc]
-
-    def _load_extra_state_json(self, extra: dict[str, Any]) -> None:
-        super()._load_extra_state_json(extra)  # type: ignore[misc]
-        self.equation_misfit = extra.get("equation_misfit")
+    in before :class:`~crl_pipe.models.CRLModel`."""
 
     def get_targets(self) -> pd.DataFrame:
         return targets_table(

@@ -23,7 +23,7 @@ from .._errors import ModelError
 from ._base import CRLModel
 from ._data import CRLData, align_features, dense_columns
 from ._modules import AnchoredVAEModule
-from ._training import CellBatches, TrainingPlan, fingerprint
+from ._training import CellBatches, TrainingPlan, fingerprint, resolve_batch_size
 
 #: Warm-started refits train for this share of the epochs the fit trained: on half the cells, 20
 #: refits then cost about 20 * 0.15 / 2 = 1.5 fits (docs/benchmarks.md, "Warm-started refits").
@@ -68,6 +68,7 @@ class AnchoredVAE(CRLModel):
         self, *, checkpoint_dir: str | Path | None, checkpoint_every: int, threads: int | None, **params: Any
     ) -> None:
         super().__init__(**params)
+        resolve_batch_size(params["batch_size"], torch.device("cpu"))  # a bad value fails here, not mid-run
         self.checkpoint_dir, self.checkpoint_every, self.threads = checkpoint_dir, checkpoint_every, threads
         self.features: list[str] = []
         self.module: AnchoredVAEModule | None = None

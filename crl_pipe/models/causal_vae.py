@@ -62,7 +62,6 @@ from ._training import (
     EpochCallback,
     cpu_threads,
     deterministic,
-    resolve_batch_size,
     resolve_device,
     seed_everything,
     split_cells,
@@ -158,10 +157,8 @@ class CausalVAE(AnchoredVAE):
             checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, threads=threads,
         )  # fmt: skip
         self._check_option("encoder", ENCODERS)
-        resolve_batch_size(self.params["batch_size"], torch.device("cpu"))  # a bad value fails here, not mid-run
         self._check_option("nonlinearity", NONLINEARITIES)
         self.atoms: list[str] = []
-        self.equation_misfit: float | None = None
         self.control_label = ""
 
     # -- fitting -----------------------------------------------------------------------------------
@@ -385,13 +382,11 @@ class CausalVAE(AnchoredVAE):
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _extra_state_json(self) -> dict[str, Any]:
-        own = {"atoms": self.atoms, "control_label": self.control_label, "equation_misfit": self.equation_misfit}
-        return {**super()._extra_state_json(), **own}
+        return {**super()._extra_state_json(), "atoms": self.atoms, "control_label": self.control_label}
 
     def _load_extra_state_json(self, extra: dict[str, Any]) -> None:
         super()._load_extra_state_json(extra)
         self.atoms, self.control_label = list(extra["atoms"]), str(extra["control_label"])
-        self.equation_misfit = extra.get("equation_misfit")  # None: saved before it was measured
 
     def _allocate(self, state: dict[str, torch.Tensor]) -> None:
         n = state["module.anchors"].shape[0]

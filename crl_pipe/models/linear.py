@@ -281,11 +281,9 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         )
 
     def _extra_state_json(self) -> dict[str, Any]:
-        own = {"features": self.features, "size_features": self.size_features, "anchor_sets": self.anchor_sets}
-        return {**super()._extra_state_json(), **own}
+        return {"features": self.features, "size_features": self.size_features, "anchor_sets": self.anchor_sets}
 
     def _load_extra_state_json(self, extra: dict[str, Any]) -> None:
-        super()._load_extra_state_json(extra)
         self.features = list(extra["features"])
         self.size_features = list(extra.get("size_features", []))
         self.anchor_sets = {p: list(genes) for p, genes in extra.get("anchor_sets", {}).items()}

@@ -39,7 +39,6 @@ from ._training import (
     EpochCallback,
     cpu_threads,
     deterministic,
-    resolve_batch_size,
     resolve_device,
     seed_everything,
     split_cells,
@@ -134,7 +133,6 @@ class SparseVAE(ShiftSEMOutputs, AnchoredVAE):
         )  # fmt: skip
         self._check_option("likelihood", LIKELIHOODS)
         self._check_option("encoder", ENCODERS)
-        resolve_batch_size(self.params["batch_size"], torch.device("cpu"))  # a bad value fails here, not mid-run
         self._check_option("nonlinearity", NONLINEARITIES)
 
     # -- fitting -----------------------------------------------------------------------------------

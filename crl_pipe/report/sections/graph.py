@@ -69,7 +69,7 @@ def _block(
         table = _with_lags(table, _by_stability(m))
         text += " In the table, lag 0 marks an instantaneous (same-frame) edge; a pair can have a lagged edge too."
     block = {"id": f"graph-{i + 1}", "model": m.name, "figure": figure(fig, text), "table": table, "drivers": None}
-    block["misfit"] = misfit_warning(m, n_explained)
+    block["misfit"] = _misfit_warning(m, n_explained)
     # anchors and single-target perturbations identify screen programs; a robot's variables are measured
     block["identifiability"] = (
         _identifiability_block(programs, support) if programs is not None and not observed else None
@@ -82,7 +82,7 @@ def _block(
     return block
 
 
-def misfit_warning(m: ModelArtifacts, n_explained: int = 0) -> str | None:
+def _misfit_warning(m: ModelArtifacts, n_explained: int = 0) -> str | None:
     """A warning when the model's graph equations leave too much of the perturbations' shifts unexplained;
     it points to the concept levels when they explain ``n_explained`` edges by a module."""
     misfit = (m.meta.get("extra") or {}).get("equation_misfit")
