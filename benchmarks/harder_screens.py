@@ -216,7 +216,11 @@ def model_rows(truth: Truth, spec: str, seed: int, threads: int) -> list[dict]:
     lat = fitted.get_latent_representation(data)
     scores = lat[truth.programs].to_numpy()
     # the shifts the model's graph equations read (``linear`` reads them from counts by default)
-    shifts = fitted.mean_shifts(data)[truth.programs].to_numpy() if hasattr(fitted, "mean_shifts") else None
+    shifts = (
+        fitted.mean_shifts().loc[data.perturbations, truth.programs].to_numpy()
+        if hasattr(fitted, "mean_shifts")
+        else None
+    )
     own = _model_metrics(spec, fitted, lat, truth, shifts)
     return [own | {"fit_s": round(wall, 1)}, score_row(spec, scores, truth, true_targets=True, shifts=shifts)]
 

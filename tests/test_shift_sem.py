@@ -145,3 +145,20 @@ def test_linear_keeps_its_equation_misfit_in_model_json(tmp_path):
     model.save(tmp_path)
     assert json.loads((tmp_path / "model.json").read_text())["extra"]["equation_misfit"] == model.equation_misfit
     assert LinearSEM.load(tmp_path).equation_misfit == model.equation_misfit
+
+
+def test_mean_shifts_are_the_shifts_the_graph_equations_read():
+    """``mean_shifts()`` recovers, from the stored buffers, the perturbations' mean shifts of the fit:
+    with ``readout: scores`` those of the latents, and the residual of the equations follows from them."""
+    from crl_pipe.models._shift_sem import group_shifts, residual
+
+    screen = simulate_screen(n_programs=4, n_genes=120, n_control=400, cells_per_perturbation=150, n_doubles=0, seed=3)
+    data = screen_to_crl_data(screen)
+    model = LinearSEM(readout="scores").fit(data, seed=0)
+    latents = model.get_latent_representation(data)[model.latent_names].to_numpy()
+    labels, expected, counts = group_shifts(latents, data)
+    shifts = model.mean_shifts()
+    assert list(shifts.index) == labels and list(shifts.columns) == model.latent_names
+    np.testing.assert_allclose(shifts.to_numpy(), expected, atol=1e-6)
+    fit = residual(shifts.to_numpy(), counts, model.target_mask.numpy(), model.B.numpy())
+    assert fit == pytest.approx(model.history["loss"].iloc[0], rel=1e-6)

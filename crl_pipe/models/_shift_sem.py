@@ -349,3 +349,10 @@ class ShiftSEMOutputs:
 
     def get_adjacency(self) -> pd.DataFrame:
         return adjacency_table(self.B.numpy(), self.latent_names)
+
+    def mean_shifts(self) -> pd.DataFrame:
+        """The mean shifts the graph equations read at fit time (perturbations x latents, control SDs),
+        recovered from the stored ``exogenous_shift = d (I - B)^T``."""
+        B = self.B.numpy()
+        shifts = np.linalg.solve(np.eye(B.shape[0]) - B, self.exogenous_shift.numpy().T).T
+        return pd.DataFrame(shifts, index=self.intervention_names, columns=self.latent_names)

@@ -33,7 +33,7 @@ from ._anchor_profiles import consistent_anchors
 from ._base import CRLModel
 from ._count_means import ProgramCounts, count_group_shifts, count_posterior_means
 from ._data import CRLData, align_features, column_stats, crossprod, dense_columns, matmul
-from ._shift_sem import SHIFT_SEM_DEFAULTS, ShiftSEMOutputs, fit_shift_sem, group_shifts
+from ._shift_sem import SHIFT_SEM_DEFAULTS, ShiftSEMOutputs, fit_shift_sem
 from .registry import model_capabilities
 
 
@@ -63,10 +63,12 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         cell or fewer, and each cell's latent is its posterior mean under that model (a label-free
         prior); ``"scores"``: mean shifts and latents from the anchor scores.
     count_prior
-        Prior of a program's latent within a perturbation, in the count model's fit: ``"others"``
-        (two passes: the second regresses each program on the other programs' latents of the first,
-        so a cell whose anchors hold few counts borrows from the programs it moves with); ``"group"``:
-        one normal per perturbation.
+        Prior of a program's latent within a perturbation, in the count model's fit: ``"size"``
+        (default: as ``"others"``, and regressed also on the cell's log size factor with a slope per
+        perturbation, because where programs take over the library, how much a cell's anchors tell
+        follows the latent itself); ``"others"`` (two passes: the second regresses each program on
+        the other programs' latents of the first, so a cell whose anchors hold few counts borrows
+        from the programs it moves with); ``"group"``: one normal per perturbation.
     check_anchors
         Drop the minority of a program's anchors whose mean shifts over the perturbations do not
         follow the program's (genes of the set that other programs drive; see
@@ -84,15 +86,15 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         min_target_z: float = SHIFT_SEM_DEFAULTS["min_target_z"],
         size_factors: str = "stable",
         readout: str = "counts",
-        count_prior: str = "others",
+        count_prior: str = "size",
         check_anchors: bool = True,
     ) -> None:
         if size_factors not in ("stable", "total"):
             raise ModelError(f"model linear: size_factors must be 'stable' or 'total', got {size_factors!r}")
         if readout not in ("counts", "scores"):
             raise ModelError(f"model linear: readout must be 'counts' or 'scores', got {readout!r}")
-        if count_prior not in ("others", "group"):
-            raise ModelError(f"model linear: count_prior must be 'others' or 'group', got {count_prior!r}")
+        if count_prior not in ("size", "others", "group"):
+            raise ModelError(f"model linear: count_prior must be 'size', 'others' or 'group', got {count_prior!r}")
         super().__init__(
             edge_threshold=edge_threshold, ridge=ridge, max_iter=max_iter, min_target_z=min_target_z,
             size_factors=size_factors, readout=readout, count_prior=count_prior, check_anchors=bool(check_anchors),
@@ -160,7 +162,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         """Fit and store the programs' count models (``readout: counts``); returns the mean shifts (None
         without the count readout) and the cells' latents (the anchor ``scores`` without it)."""
         shifts, covariates = None, None
-        for _ in range(2 if self.params["count_prior"] == "others" else 1):
+        for _ in range(1 if self.params["count_prior"] == "group" else 2):
             count_fit = self._count_fit(data, scores, covariates)
             if count_fit is None:
                 break
@@ -170,15 +172,6 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
             scores = self._store_count_scale(raw, data.is_control)
             covariates = scores  # a second pass regresses each program's prior on the others' latents
         return shifts, scores
-
-    def mean_shifts(self, data: CRLData) -> pd.DataFrame:
-        """Each perturbation's mean latent shift from the controls (control SDs): what the graph
-        equations read, from the counts (``readout: counts``) or from the anchor scores."""
-        scores = self.get_latent_representation(data)[self.latent_names].to_numpy()
-        covariates = scores if self.params.get("count_prior", "group") == "others" else None  # old fits: group
-        count_fit = self._count_fit(data, scores, covariates=covariates)
-        shifts = group_shifts(scores, data)[1] if count_fit is None else count_fit[0]
-        return pd.DataFrame(shifts, index=data.perturbations, columns=self.latent_names)
 
     def _count_fit(
         self, data: CRLData, scores: np.ndarray, covariates: np.ndarray | None = None
@@ -197,8 +190,9 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         anchors = self.anchor_sets or data.anchors  # fits saved before the anchor check: as listed
         columns = [[index[g] for g in anchors[p]] for p in self.latent_names]
         means, models = count_group_shifts(
-            data.counts, size, columns, group, len(labels) + 1, scores, covariates=covariates
-        )
+            data.counts, size, columns, group, len(labels) + 1, scores, covariates=covariates,
+            size_slopes=self.params.get("count_prior") == "size",
+        )  # fmt: skip
         return means[1:], models
 
     def _store_count_models(self, data: CRLData, models: list[ProgramCounts | None]) -> None:
