@@ -187,10 +187,8 @@ def _program_means(
     b, a = _start_genes(Y, log_size, z, theta)
     n = torch.bincount(g, minlength=n_groups).to(_T)
     within = None if covariates is None else covariates - _group_mean(covariates, g, n)[g]
-    if size_slopes:
-        size_within = log_size - _group_mean(log_size, g, n)[g]
-        within = (within, size_within)
-    mu, prior_mean, _ = _prior_step(g, n, z - z[g == 0].mean(), z**2, within)
+    size_within = log_size - _group_mean(log_size, g, n)[g] if size_slopes else None
+    mu, prior_mean, _ = _prior_step(g, n, z - z[g == 0].mean(), z**2, within, size_within)
     prior_var = torch.ones_like(z)
     mode = z.clone()
     for it in range(iters):
@@ -204,7 +202,7 @@ def _program_means(
         second = (second - 2 * shift * mean + shift**2) / scale**2
         mean, nodes, mode = (mean - shift) / scale, (nodes - shift) / scale, (mode - shift) / scale
         b, a = b + a * shift, a * scale
-        new_mu, prior_mean, group_var = _prior_step(g, n, mean, second, within)
+        new_mu, prior_mean, group_var = _prior_step(g, n, mean, second, within, size_within)
         prior_var = group_var[g]
         if it % 10 == 0:
             theta = _best_theta(Y, log_size, b, a, nodes, post)
@@ -228,15 +226,14 @@ def _group_mean(values, g, n):
     return torch.stack([torch.bincount(g, weights=col, minlength=len(n)) for col in values.T], 1) / n[:, None]
 
 
-def _prior_step(g, n, mean, second, within):
+def _prior_step(g, n, mean, second, others, size):
     """M-step of the prior from the cells' posterior moments: the group means, each cell's prior mean and
-    each group's residual variance. ``within``: covariates centred within groups (or None), on which the
-    prior regresses with one slope for all groups (a mean-shift intervention moves the intercept only),
-    or a pair (those covariates or None, the centred log size factor) whose second term gets a slope per
-    group (:func:`_size_slopes`)."""
+    each group's residual variance. ``others``: covariates centred within groups (or None), on which the
+    prior regresses with one slope for all groups (a mean-shift intervention moves the intercept only);
+    ``size``: the log size factor centred within groups (or None), with a slope per group
+    (:func:`_size_slopes`)."""
     group_mean = _group_mean(mean, g, n)
     prior_mean = group_mean[g]
-    others, size = within if isinstance(within, tuple) else (within, None)
     target = mean - prior_mean
     fit_others, fit_size = torch.zeros_like(mean), torch.zeros_like(mean)
     for _ in range(1 if size is None or others is None else 3):  # backfitting of the two terms
