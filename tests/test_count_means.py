@@ -159,7 +159,7 @@ def test_linear_names_the_count_priors_it_knows():
     from crl_pipe._errors import ModelError
     from crl_pipe.models import LinearSEM
 
-    with pytest.raises(ModelError, match="count_prior must be 'size', 'others' or 'group', got 'labels'"):
+    with pytest.raises(ModelError, match="count_prior must be one of 'joint', 'size', 'others', 'group', got 'labels'"):
         LinearSEM(count_prior="labels")
 
 

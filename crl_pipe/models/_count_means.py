@@ -36,6 +36,10 @@ The slope differs by group because which program takes the library differs by pe
 one of them a root program's latent and the log size factor correlated at +0.85, within another at
 -0.79; docs/benchmarks.md, "Sixth round").
 
+``linear``'s default (``count_prior: joint``) takes only the anchors' models of a fit with one normal
+per group from here, and reads the means and latents of all programs at once (:mod:`._joint_counts`):
+a full covariance between programs does what the regressions above do, one program at a time.
+
 The fitted model also gives each cell's latent (:func:`count_posterior_means`): its posterior mean
 under one normal prior with the mean and variance of all the fitted cells. The prior uses no label,
 so a cell of a new perturbation gets its latent the same way; labelled priors (``N(mu_p, sd_p^2)``)
@@ -109,7 +113,7 @@ def count_group_shifts(
         Regress each program's prior also on the cell's log size factor, with a slope per group
         (see the module docstring).
     """
-    keep = _stratified_sample(group, n_groups, _MAX_CELLS)
+    keep = stratified_sample(group, n_groups)
     counts, size_factors, group, init = sp.csr_matrix(counts)[keep], size_factors[keep], group[keep], init[keep]
     covariates = None if covariates is None else torch.as_tensor(covariates[keep], dtype=_T)
     counts = sp.csc_matrix(counts)
@@ -167,7 +171,7 @@ def count_posterior_means(
     return out
 
 
-def _stratified_sample(group: np.ndarray, n_groups: int, max_cells: int) -> np.ndarray:
+def stratified_sample(group: np.ndarray, n_groups: int, max_cells: int = _MAX_CELLS) -> np.ndarray:
     """Rows to fit on: every cell, or at most an equal share of ``max_cells`` per group (seeded)."""
     if len(group) <= max_cells:
         return np.arange(len(group))

@@ -31,8 +31,9 @@ from sklearn.decomposition import FactorAnalysis
 from .._errors import ModelError
 from ._anchor_profiles import consistent_anchors
 from ._base import CRLModel
-from ._count_means import ProgramCounts, count_group_shifts, count_posterior_means
+from ._count_means import ProgramCounts, count_group_shifts, count_posterior_means, stratified_sample
 from ._data import CRLData, align_features, column_stats, crossprod, dense_columns, matmul
+from ._joint_counts import JointAnchors, joint_group_means, joint_posterior_means
 from ._shift_sem import SHIFT_SEM_DEFAULTS, ShiftSEMOutputs, fit_shift_sem
 from .registry import model_capabilities
 
@@ -63,12 +64,15 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         cell or fewer, and each cell's latent is its posterior mean under that model (a label-free
         prior); ``"scores"``: mean shifts and latents from the anchor scores.
     count_prior
-        Prior of a program's latent within a perturbation, in the count model's fit: ``"size"``
-        (default: as ``"others"``, and regressed also on the cell's log size factor with a slope per
-        perturbation, because where programs take over the library, how much a cell's anchors tell
-        follows the latent itself); ``"others"`` (two passes: the second regresses each program on
-        the other programs' latents of the first, so a cell whose anchors hold few counts borrows
-        from the programs it moves with); ``"group"``: one normal per perturbation.
+        Prior of the latents within a perturbation, in the count model's fit: ``"joint"`` (default:
+        the per-program models of ``"group"``, then all programs at once with one covariance between
+        them, :mod:`crl_pipe.models._joint_counts`, so that a cell whose anchors of one program hold
+        no counts, because another program took its library, is told that program's latent by the
+        programs it moves with; each cell's latent is its posterior mean under one normal over all
+        cells, with that covariance); ``"size"`` (one program at a time, its prior regressed on the
+        other programs' latents of a first pass and on the cell's log size factor with a slope per
+        perturbation); ``"others"`` (as ``"size"`` without the size factor); ``"group"``: one normal
+        per perturbation and program (one pass).
     check_anchors
         Drop the minority of a program's anchors whose mean shifts over the perturbations do not
         follow the program's (genes of the set that other programs drive; see
@@ -86,15 +90,17 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         min_target_z: float = SHIFT_SEM_DEFAULTS["min_target_z"],
         size_factors: str = "stable",
         readout: str = "counts",
-        count_prior: str = "size",
+        count_prior: str = "joint",
         check_anchors: bool = True,
     ) -> None:
         if size_factors not in ("stable", "total"):
             raise ModelError(f"model linear: size_factors must be 'stable' or 'total', got {size_factors!r}")
         if readout not in ("counts", "scores"):
             raise ModelError(f"model linear: readout must be 'counts' or 'scores', got {readout!r}")
-        if count_prior not in ("size", "others", "group"):
-            raise ModelError(f"model linear: count_prior must be 'size', 'others' or 'group', got {count_prior!r}")
+        if count_prior not in _COUNT_PRIORS:
+            raise ModelError(
+                f"model linear: count_prior must be one of {', '.join(map(repr, _COUNT_PRIORS))}, got {count_prior!r}"
+            )
         super().__init__(
             edge_threshold=edge_threshold, ridge=ridge, max_iter=max_iter, min_target_z=min_target_z,
             size_factors=size_factors, readout=readout, count_prior=count_prior, check_anchors=bool(check_anchors),
@@ -161,17 +167,19 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
     def _fit_count_readout(self, data: CRLData, scores: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """Fit and store the programs' count models (``readout: counts``); returns the mean shifts (None
         without the count readout) and the cells' latents (the anchor ``scores`` without it)."""
-        shifts, covariates = None, None
-        for _ in range(1 if self.params["count_prior"] == "group" else 2):
+        shifts, covariates, prior = None, None, self.params["count_prior"]
+        for _ in range(2 if prior in ("size", "others") else 1):
             count_fit = self._count_fit(data, scores, covariates)
             if count_fit is None:
-                break
+                return shifts, scores
             shifts, models = count_fit
             self._store_count_models(data, models)
             raw = self._count_latents(data, scores)  # in the count model's units until the scale is stored
-            scores = self._store_count_scale(raw, data.is_control)
-            covariates = scores  # a second pass regresses each program's prior on the others' latents
-        return shifts, scores
+            covariates = self._store_count_scale(raw, data.is_control)
+        if prior == "joint":
+            shifts = self._fit_joint_counts(data, shifts, raw)
+            raw = self._count_latents(data, scores)
+        return shifts, self._store_count_scale(raw, data.is_control)
 
     def _count_fit(
         self, data: CRLData, scores: np.ndarray, covariates: np.ndarray | None = None
@@ -182,18 +190,52 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         if self.params.get("readout") != "counts" or not self.size_features:
             return None
         index = {f: i for i, f in enumerate(data.features)}
-        stable = np.isin(data.features, self.size_features)
-        size = stable_size(sp.csr_matrix(data.counts), stable)
-        labels = data.perturbations
-        position = {lab: i + 1 for i, lab in enumerate(labels)}
-        group = np.array([0 if c else position[lab] for lab, c in zip(data.intervention, data.is_control, strict=True)])
+        size = stable_size(sp.csr_matrix(data.counts), np.isin(data.features, self.size_features))
+        group, n_groups = _count_groups(data)
         anchors = self.anchor_sets or data.anchors  # fits saved before the anchor check: as listed
         columns = [[index[g] for g in anchors[p]] for p in self.latent_names]
         means, models = count_group_shifts(
-            data.counts, size, columns, group, len(labels) + 1, scores, covariates=covariates,
+            data.counts, size, columns, group, n_groups, scores, covariates=covariates,
             size_slopes=self.params.get("count_prior") == "size",
         )  # fmt: skip
         return means[1:], models
+
+    def _fit_joint_counts(self, data: CRLData, shifts: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """Fit the joint count model of the modelled programs (:mod:`._joint_counts`) from their per-program
+        models and latents ``raw``; store its label-free prior and return ``shifts`` with its group means."""
+        modelled = self._modelled()
+        K = len(self.latent_names)
+        prior_mean, prior_cov = np.zeros(K), np.eye(K)
+        if modelled.size >= 2:  # one program has no other to borrow from
+            group, n_groups = _count_groups(data)
+            rows = stratified_sample(group, n_groups)
+            Y, log_size, anchors = self._joint_inputs(data, modelled, rows)
+            means, centre, cov = joint_group_means(Y, log_size, anchors, group[rows], n_groups, raw[rows][:, modelled])
+            shifts = shifts.copy()
+            shifts[:, modelled] = means[1:]
+            prior_mean[modelled], prior_cov[np.ix_(modelled, modelled)] = centre, cov
+        self.register_buffer("count_joint_mean", torch.tensor(prior_mean))
+        self.register_buffer("count_joint_cov", torch.tensor(prior_cov))
+        self.count_model[:, 3], self.count_model[:, 4] = 0.0, 1.0  # the joint latents' scale is stored anew
+        return shifts
+
+    def _joint_inputs(self, data: CRLData, modelled: np.ndarray, rows=slice(None)):
+        """The modelled programs' anchor counts of the cells ``rows``, their log size factors and the anchors'
+        fitted models (:class:`JointAnchors`)."""
+        counts = sp.csr_matrix(align_features(replace(data, X=data.counts), self.features, self.name))[rows]
+        size = stable_size(counts, np.isin(self.features, self.size_features))
+        anchor = self.count_anchor.numpy()[:, modelled]
+        feature, program = np.nonzero(anchor)
+        order = np.argsort(program, kind="stable")
+        feature, program = feature[order], program[order]
+        theta = self.count_model[modelled, 0].numpy()[program]
+        b, a = self.count_b.numpy()[:, modelled], self.count_a.numpy()[:, modelled]
+        anchors = JointAnchors(program, b[feature, program], a[feature, program], theta)
+        return counts[:, feature].toarray(), np.log(size), anchors
+
+    def _modelled(self) -> np.ndarray:
+        """Indices of the programs that have a count model (two anchors or more)."""
+        return np.flatnonzero(~np.isnan(self.count_model[:, 0].numpy()))
 
     def _store_count_models(self, data: CRLData, models: list[ProgramCounts | None]) -> None:
         """Buffers of the programs' count models: anchors (features x programs), their ``b`` and ``a``,
@@ -224,20 +266,27 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
     def _count_latents(self, data: CRLData, scores: np.ndarray) -> np.ndarray:
         """Each cell's posterior mean of every count-modelled program (control SDs); other programs keep
         their anchor ``scores``. A cell with few anchor counts is told only what its counts hold, where the
-        log of its normalised counts would sit on its floor."""
+        log of its normalised counts would sit on its floor; with the joint model, also what its other
+        programs' counts hold."""
         counts = align_features(replace(data, X=data.counts), self.features, self.name)
         size = stable_size(sp.csr_matrix(counts), np.isin(self.features, self.size_features))
         out = scores.copy()
-        for k, row in enumerate(self.count_model.numpy()):
-            theta, prior_mean, prior_var, centre, scale = row
-            if np.isnan(theta):
-                continue
+        for k in self._modelled():
+            theta, prior_mean, prior_var = self.count_model[k, :3].numpy()
             cols = np.flatnonzero(self.count_anchor[:, k].numpy())
             program = ProgramCounts(
                 self.count_b[cols, k].numpy(), self.count_a[cols, k].numpy(), theta, prior_mean, prior_var
             )
-            post = count_posterior_means(counts, size, list(cols), program, scores[:, k])
-            out[:, k] = (post - centre) / scale
+            out[:, k] = count_posterior_means(counts, size, list(cols), program, scores[:, k])
+        modelled = self._modelled()
+        if hasattr(self, "count_joint_cov") and modelled.size >= 2:
+            Y, log_size, anchors = self._joint_inputs(data, modelled)
+            out[:, modelled] = joint_posterior_means(
+                Y, log_size, anchors, self.count_joint_mean.numpy()[modelled],
+                self.count_joint_cov.numpy()[np.ix_(modelled, modelled)], out[:, modelled],
+            )  # fmt: skip
+        centre, scale = self.count_model[:, 3].numpy(), self.count_model[:, 4].numpy()
+        out[:, modelled] = (out[:, modelled] - centre[modelled]) / scale[modelled]
         return out
 
     def _scores(self, X: np.ndarray | sp.csr_matrix) -> np.ndarray:
@@ -283,6 +332,8 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         self.anchor_sets = {p: list(genes) for p, genes in extra.get("anchor_sets", {}).items()}
 
 
+#: The priors of the count readout (``count_prior``), the default first.
+_COUNT_PRIORS = ("joint", "size", "others", "group")
 #: Rounds of size factors from stable features and anchor scores on them (the second barely moves them).
 _SIZE_ROUNDS = 2
 #: Fewest stable features to size cells by; with fewer the data's own normalisation is kept.
@@ -323,6 +374,13 @@ def stable_features(data: CRLData, scores: np.ndarray) -> np.ndarray:
     common = np.median(coef[expressed], axis=0)
     bound = np.linalg.norm(np.abs(coef - common) + 2 * se, axis=1)
     return eligible & (bound <= np.quantile(bound[eligible], _STABLE_SHARE))
+
+
+def _count_groups(data: CRLData) -> tuple[np.ndarray, int]:
+    """Each cell's group for the count models (0: controls, then the perturbations in order) and their number."""
+    position = {lab: i + 1 for i, lab in enumerate(data.perturbations)}
+    group = [0 if c else position[lab] for lab, c in zip(data.intervention, data.is_control, strict=True)]
+    return np.array(group), len(position) + 1
 
 
 def stable_size(counts: sp.csr_matrix, stable: np.ndarray) -> np.ndarray:
