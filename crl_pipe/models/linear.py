@@ -231,7 +231,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         theta = self.count_model[modelled, 0].numpy()[program]
         b, a = self.count_b.numpy()[:, modelled], self.count_a.numpy()[:, modelled]
         anchors = JointAnchors(program, b[feature, program], a[feature, program], theta)
-        return counts[:, feature].toarray(), np.log(size), anchors
+        return counts[:, feature], np.log(size), anchors
 
     def _modelled(self) -> np.ndarray:
         """Indices of the programs that have a count model (two anchors or more)."""
