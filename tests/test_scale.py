@@ -150,3 +150,26 @@ def test_models_fit_a_sparse_x_as_a_dense_one():
             for f, d in zip(fits, (dense, sparse), strict=False)
         ]
         np.testing.assert_allclose(z[0], z[1], atol=atol, err_msg=model)
+
+
+def test_the_scale_benchmark_calls_every_stage_with_arguments_the_cli_accepts(tmp_path):
+    """benchmarks/scale.py drives the command line stage by stage; its arguments went stale once (label's and
+    preprocess's options moved into ``--options``) with nothing to say so until a long run failed."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    from crl_pipe.cli import build_parser
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
+    spec = importlib.util.spec_from_file_location("scale_benchmark", path)
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    stages = scale.stages(1000, tmp_path, argparse.Namespace(vae_epochs=1, seed=0))
+    parser = build_parser()
+    assert [name for name, _ in stages][:3] == ["simulate", "ingest", "label"]
+    for name, argv in stages:
+        try:
+            parser.parse_args(argv)
+        except SystemExit as exit_:
+            pytest.fail(f"stage {name!r}: crl-pipe rejects {argv} ({exit_})")
