@@ -27,6 +27,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ._count_means import _group_mean, _nb_derivatives
+
 _T = torch.float64
 
 
@@ -138,17 +140,11 @@ def _laplace(Y, log_size, parts, z, prior_mean, precision, steps):
     program, b, a, theta = parts
     member = torch.nn.functional.one_hot(program, z.shape[1]).to(_T)  # anchors x programs
     for _ in range(steps):
-        mu = torch.exp(log_size[:, None] + b + z[:, program] * a)
-        score = (Y - mu) * theta / (theta + mu)
-        weight = (Y + theta) * theta * mu / (theta + mu) ** 2
+        score, weight = _nb_derivatives(Y, log_size[:, None] + b + z[:, program] * a, theta)
         grad = (score * a) @ member - (z - prior_mean) @ precision
         hessian = torch.diag_embed((weight * a**2) @ member) + precision
         z = z + torch.linalg.solve(hessian, grad[:, :, None])[:, :, 0].clamp(-2, 2)
     return z, torch.linalg.inv(hessian)
-
-
-def _group_mean(values, g, n):
-    return torch.stack([torch.bincount(g, weights=col, minlength=len(n)) for col in values.T], 1) / n[:, None]
 
 
 def _covariance(residual, post_cov):

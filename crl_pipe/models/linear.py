@@ -177,8 +177,9 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
             raw = self._count_latents(data, scores)  # in the count model's units until the scale is stored
             covariates = self._store_count_scale(raw, data.is_control)
         if prior == "joint":
-            shifts = self._fit_joint_counts(data, shifts, raw)
-            raw = self._count_latents(data, scores)
+            counts, size = self._sized_counts(data)
+            shifts = self._fit_joint_counts(data, counts, size, shifts, raw)
+            raw = self._joint_latents(counts, size, raw)  # the per-program latents start the joint search
         return shifts, self._store_count_scale(raw, data.is_control)
 
     def _count_fit(
@@ -200,7 +201,9 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         )  # fmt: skip
         return means[1:], models
 
-    def _fit_joint_counts(self, data: CRLData, shifts: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    def _fit_joint_counts(
+        self, data: CRLData, counts: sp.csr_matrix, size: np.ndarray, shifts: np.ndarray, raw: np.ndarray
+    ) -> np.ndarray:
         """Fit the joint count model of the modelled programs (:mod:`._joint_counts`) from their per-program
         models and latents ``raw``; store its label-free prior and return ``shifts`` with its group means."""
         modelled = self._modelled()
@@ -209,8 +212,10 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         if modelled.size >= 2:  # one program has no other to borrow from
             group, n_groups = _count_groups(data)
             rows = stratified_sample(group, n_groups)
-            Y, log_size, anchors = self._joint_inputs(data, modelled, rows)
-            means, centre, cov = joint_group_means(Y, log_size, anchors, group[rows], n_groups, raw[rows][:, modelled])
+            Y, anchors = self._joint_anchors(counts[rows], modelled)
+            means, centre, cov = joint_group_means(
+                Y, np.log(size[rows]), anchors, group[rows], n_groups, raw[rows][:, modelled]
+            )
             shifts = shifts.copy()
             shifts[:, modelled] = means[1:]
             prior_mean[modelled], prior_cov[np.ix_(modelled, modelled)] = centre, cov
@@ -219,19 +224,14 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         self.count_model[:, 3], self.count_model[:, 4] = 0.0, 1.0  # the joint latents' scale is stored anew
         return shifts
 
-    def _joint_inputs(self, data: CRLData, modelled: np.ndarray, rows=slice(None)):
-        """The modelled programs' anchor counts of the cells ``rows``, their log size factors and the anchors'
-        fitted models (:class:`JointAnchors`)."""
-        counts = sp.csr_matrix(align_features(replace(data, X=data.counts), self.features, self.name))[rows]
-        size = stable_size(counts, np.isin(self.features, self.size_features))
-        anchor = self.count_anchor.numpy()[:, modelled]
-        feature, program = np.nonzero(anchor)
+    def _joint_anchors(self, counts: sp.csr_matrix, modelled: np.ndarray) -> tuple[sp.csr_matrix, JointAnchors]:
+        """The modelled programs' anchor columns of ``counts`` and the anchors' fitted models."""
+        feature, program = np.nonzero(self.count_anchor.numpy()[:, modelled])
         order = np.argsort(program, kind="stable")
         feature, program = feature[order], program[order]
         theta = self.count_model[modelled, 0].numpy()[program]
         b, a = self.count_b.numpy()[:, modelled], self.count_a.numpy()[:, modelled]
-        anchors = JointAnchors(program, b[feature, program], a[feature, program], theta)
-        return counts[:, feature], np.log(size), anchors
+        return counts[:, feature], JointAnchors(program, b[feature, program], a[feature, program], theta)
 
     def _modelled(self) -> np.ndarray:
         """Indices of the programs that have a count model (two anchors or more)."""
@@ -268,8 +268,21 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         their anchor ``scores``. A cell with few anchor counts is told only what its counts hold, where the
         log of its normalised counts would sit on its floor; with the joint model, also what its other
         programs' counts hold."""
-        counts = align_features(replace(data, X=data.counts), self.features, self.name)
-        size = stable_size(sp.csr_matrix(counts), np.isin(self.features, self.size_features))
+        counts, size = self._sized_counts(data)
+        raw = self._joint_latents(counts, size, self._program_latents(counts, size, scores))
+        modelled = self._modelled()
+        centre, scale = self.count_model[:, 3].numpy(), self.count_model[:, 4].numpy()
+        raw[:, modelled] = (raw[:, modelled] - centre[modelled]) / scale[modelled]
+        return raw
+
+    def _sized_counts(self, data: CRLData) -> tuple[sp.csr_matrix, np.ndarray]:
+        """The data's raw counts in the model's feature order and each cell's stable size factor."""
+        counts = sp.csr_matrix(align_features(replace(data, X=data.counts), self.features, self.name))
+        return counts, stable_size(counts, np.isin(self.features, self.size_features))
+
+    def _program_latents(self, counts: sp.csr_matrix, size: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Each cell's posterior mean of every count-modelled program, one program at a time (the count
+        models' units); other programs keep their anchor ``scores``."""
         out = scores.copy()
         for k in self._modelled():
             theta, prior_mean, prior_var = self.count_model[k, :3].numpy()
@@ -278,15 +291,20 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
                 self.count_b[cols, k].numpy(), self.count_a[cols, k].numpy(), theta, prior_mean, prior_var
             )
             out[:, k] = count_posterior_means(counts, size, list(cols), program, scores[:, k])
+        return out
+
+    def _joint_latents(self, counts: sp.csr_matrix, size: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """``start`` (the per-program latents) with the modelled programs read by the joint model, when
+        the model has one (:meth:`_fit_joint_counts`)."""
         modelled = self._modelled()
-        if hasattr(self, "count_joint_cov") and modelled.size >= 2:
-            Y, log_size, anchors = self._joint_inputs(data, modelled)
-            out[:, modelled] = joint_posterior_means(
-                Y, log_size, anchors, self.count_joint_mean.numpy()[modelled],
-                self.count_joint_cov.numpy()[np.ix_(modelled, modelled)], out[:, modelled],
-            )  # fmt: skip
-        centre, scale = self.count_model[:, 3].numpy(), self.count_model[:, 4].numpy()
-        out[:, modelled] = (out[:, modelled] - centre[modelled]) / scale[modelled]
+        if not hasattr(self, "count_joint_cov") or modelled.size < 2:
+            return start
+        Y, anchors = self._joint_anchors(counts, modelled)
+        out = start.copy()
+        out[:, modelled] = joint_posterior_means(
+            Y, np.log(size), anchors, self.count_joint_mean.numpy()[modelled],
+            self.count_joint_cov.numpy()[np.ix_(modelled, modelled)], start[:, modelled],
+        )  # fmt: skip
         return out
 
     def _scores(self, X: np.ndarray | sp.csr_matrix) -> np.ndarray:
