@@ -119,6 +119,44 @@ def test_a_panel_too_small_to_size_cells_keeps_the_data_normalisation():
     pd.testing.assert_frame_equal(model.get_latent_representation(data), total.get_latent_representation(data))
 
 
+def _eight_program_shifts(noise_sd: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True B, single targets (three perturbations per program) and mean shifts with noise of ``noise_sd``."""
+    K = 8
+    B = np.zeros((K, K))
+    for j, i, weight in [(1, 0, 1.0), (2, 1, 0.8), (3, 1, -0.9), (4, 2, 0.7), (4, 3, 0.9), (5, 0, 0.8), (6, 5, 1.0),
+                         (7, 4, 0.6), (7, 6, -0.8)]:  # fmt: skip
+        B[j, i] = weight
+    targets = np.repeat(np.arange(K), 3)
+    exogenous = np.zeros((len(targets), K))
+    exogenous[np.arange(len(targets)), targets] = 2.5
+    shifts = exogenous @ np.linalg.inv(np.eye(K) - B).T
+    return B, targets, shifts + np.random.default_rng(seed).normal(0, noise_sd, shifts.shape)
+
+
+def test_edge_significance_drops_the_weights_that_misfit_of_estimated_latents_makes():
+    # shifts off by 0.3 SD (latents estimated with error, not 300 cells' sampling noise): least squares
+    # spreads that misfit over small weights above the threshold; weights under 3 standard errors go
+    counts = np.full(24, 300.0)
+    false_edges = {0.0: 0, 3.0: 0}
+    for seed in range(8):
+        B, targets, shifts = _eight_program_shifts(0.3, seed)
+        for edge_z in false_edges:
+            B_hat, mask = alternate(shifts, counts, [1] * len(targets), edge_z=edge_z, **SETTINGS)
+            assert mask.argmax(axis=1).tolist() == targets.tolist()
+            assert (B_hat[B != 0] != 0).all()  # every true edge kept
+            false_edges[edge_z] += int(((B_hat != 0) & (B == 0)).sum())
+    assert false_edges[0.0] >= 25 and false_edges[3.0] <= 6, false_edges
+
+
+def test_edge_significance_leaves_equations_that_fit_to_their_sampling_noise_alone():
+    B, targets, shifts = _eight_program_shifts(0.05, 0)  # about the noise of 300 cells' means
+    counts = np.full(len(targets), 300.0)
+    kept, _ = alternate(shifts, counts, [1] * len(targets), edge_z=0.0, **SETTINGS)
+    pruned, _ = alternate(shifts, counts, [1] * len(targets), edge_z=3.0, **SETTINGS)
+    np.testing.assert_array_equal(pruned, kept)
+    assert ((kept != 0) == (B != 0)).all()
+
+
 def test_equation_misfit_is_small_for_sem_shifts_and_large_when_the_latents_are_off():
     # 0 -> 1 -> 2, two perturbations per program: the equations explain every untargeted shift
     K = 3

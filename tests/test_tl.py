@@ -76,6 +76,17 @@ def test_evaluate_maps_latents_through_interventions():
     assert np.isclose(m["mcc"], 1.0)
 
 
+def test_a_tie_in_the_latent_map_keeps_a_latent_on_its_own_name():
+    # both perturbations of B land on latent C, as do C's own: C -> B and C -> C agree with 2 each
+    true_targets = pd.DataFrame({"intervention": ["a1", "a2", "b1", "b2", "c1", "c2"],
+                                 "program": ["A", "A", "B", "B", "C", "C"]})  # fmt: skip
+    predicted = pd.Series(["A", "A", "C", "C", "C", "C"], index=true_targets["intervention"])
+    assert tl.map_latents(predicted, true_targets) == {"A": "A", "C": "C"}
+    # unnamed latents still map by agreement alone
+    unnamed = pd.Series(["L0", "L0", "L2", "L2", "L2", "L1"], index=true_targets["intervention"])
+    assert tl.map_latents(unnamed, true_targets) == {"L0": "A", "L2": "B", "L1": "C"}
+
+
 def test_shd_counts_a_reversal_once_and_extras_and_misses():
     true_graph = pd.DataFrame({"source": ["A", "B"], "target": ["B", "C"]})
     mapping = {"A": "A", "B": "B", "C": "C"}

@@ -30,7 +30,13 @@ import torch
 from ._data import CRLData
 
 #: Parameters of the readout and their defaults (the ``linear`` model's and ``sparse_vae``'s).
-SHIFT_SEM_DEFAULTS: dict[str, Any] = {"edge_threshold": 0.15, "ridge": 1e-3, "max_iter": 20, "min_target_z": 3.0}
+SHIFT_SEM_DEFAULTS: dict[str, Any] = {
+    "edge_threshold": 0.15,
+    "edge_z": 3.0,
+    "ridge": 1e-3,
+    "max_iter": 20,
+    "min_target_z": 3.0,
+}
 
 
 @dataclass
@@ -81,6 +87,7 @@ def fit_shift_sem(
     edge_threshold: float,
     ridge: float,
     max_iter: int,
+    edge_z: float = 0.0,
     shifts: np.ndarray | None = None,
 ) -> ShiftSEM:
     """Targets and graph from ``scores`` (cells x latents, controls at mean 0 and SD 1).
@@ -92,7 +99,7 @@ def fit_shift_sem(
     data
         The cells' intervention labels, control flags and each label's targeted features (whose
         number is the number of targets a perturbation gets, at least 1).
-    edge_threshold, ridge, max_iter
+    edge_threshold, ridge, max_iter, edge_z
         As in :func:`alternate`.
     shifts
         Mean shifts (perturbations in ``data.perturbations`` order x latents) read another way
@@ -101,7 +108,9 @@ def fit_shift_sem(
     labels, score_shifts, counts = group_shifts(scores, data)
     shifts = score_shifts if shifts is None else np.asarray(shifts, dtype=float)
     n_targets = [max(1, len(data.targets.get(lab, ()))) for lab in labels]
-    B, targets = alternate(shifts, counts, n_targets, edge_threshold=edge_threshold, ridge=ridge, max_iter=max_iter)
+    B, targets = alternate(
+        shifts, counts, n_targets, edge_threshold=edge_threshold, ridge=ridge, max_iter=max_iter, edge_z=edge_z
+    )
     exo = shifts @ (np.eye(scores.shape[1]) - B).T
     se = np.sqrt(1.0 / counts + 1.0 / data.is_control.sum())
     fit = residual(shifts, counts, targets, B)
@@ -118,7 +127,14 @@ def group_shifts(scores: np.ndarray, data: CRLData) -> tuple[list[str], np.ndarr
 
 
 def alternate(
-    shifts: np.ndarray, counts: np.ndarray, n_targets: list[int], *, edge_threshold: float, ridge: float, max_iter: int
+    shifts: np.ndarray,
+    counts: np.ndarray,
+    n_targets: list[int],
+    *,
+    edge_threshold: float,
+    ridge: float,
+    max_iter: int,
+    edge_z: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Order and single targets (peeling, and the order search), then B on that order, then targets from B.
 
@@ -134,6 +150,11 @@ def alternate(
         Ridge penalty of the least-squares fits of B, per unit of summed cell weight.
     max_iter
         Rounds of alternating target assignment and graph fitting.
+    edge_z
+        Smallest significance of a kept edge: its weight over the standard error that the misfit
+        of its program's equations (beyond sampling noise) gives it (:func:`_prune_weak_edges`).
+        Parents under it are dropped weakest first, refitting after each (0: keep every edge over
+        ``edge_threshold``).
 
     Returns
     -------
@@ -144,15 +165,14 @@ def alternate(
     # two starts: sink-first peeling (fast, exact on sparse graphs) and the order search (dense
     # graphs, where a child's shift can exceed its parent's); keep the better fit of the equations
     for order, single_targets in (_peel_order(shifts[single]), _search_order(shifts[single], counts[single], ridge)):
-        fit = _alternate_on_order(
-            shifts, counts, n_targets, single, order, single_targets, edge_threshold, ridge, max_iter
-        )
+        graph = {"threshold": edge_threshold, "ridge": ridge, "edge_z": edge_z}
+        fit = _alternate_on_order(shifts, counts, n_targets, single, order, single_targets, graph, max_iter)
         if best is None or fit[2] < best[2] - 1e-12:
             best = fit
     return best[0], best[1]
 
 
-def _alternate_on_order(shifts, counts, n_targets, single, order, single_targets, threshold, ridge, max_iter):
+def _alternate_on_order(shifts, counts, n_targets, single, order, single_targets, graph, max_iter):
     """B on a fixed causal order and targets from B, alternately, from the given single targets."""
     # perturbations without a confident target yet (doubles, ambiguous singles) stay out of the
     # first fit: marking every latent as targeted removes them from every equation
@@ -162,7 +182,7 @@ def _alternate_on_order(shifts, counts, n_targets, single, order, single_targets
     targets[rows, single_targets[single_targets >= 0]] = True
     B = np.zeros((shifts.shape[1],) * 2)
     for _ in range(max_iter):
-        B = _fit_graph(shifts, counts, targets, order, ridge, threshold)
+        B = _fit_graph(shifts, counts, targets, order, **graph)
         new = _assign_targets(shifts, B, n_targets)
         if np.array_equal(new, targets):
             break
@@ -245,15 +265,64 @@ def _assign_targets(shifts: np.ndarray, B: np.ndarray, n_targets: list[int]) -> 
     return mask
 
 
-def _fit_graph(shifts, counts, targets, order, ridge, threshold):
-    """B from the mean-shift equations of non-targeting perturbations, on a causal order, thresholded."""
+def _fit_graph(shifts, counts, targets, order, ridge, threshold, edge_z=0.0):
+    """B from the mean-shift equations of non-targeting perturbations, on a causal order, thresholded
+    and, with ``edge_z``, pruned to its significant edges."""
     K = shifts.shape[1]
     rank = np.empty(K, dtype=int)
     rank[order] = np.arange(K)
     allowed = rank[None, :] < rank[:, None]  # allowed[j, i]: i precedes j
     B = solve_graph(shifts, counts, targets, allowed, ridge)
     support = allowed & (np.abs(B) >= threshold)
-    return solve_graph(shifts, counts, targets, support, ridge)  # refit on the kept edges
+    B = solve_graph(shifts, counts, targets, support, ridge)  # refit on the kept edges
+    return _prune_weak_edges(B, shifts, counts, targets, ridge, edge_z) if edge_z > 0 else B
+
+
+#: Residual degrees of freedom the graph's pooled misfit counts for in each program's (limma-style
+#: moderated variance): a program with few equations leans on the others' misfit.
+_PRIOR_DOF = 4.0
+
+
+def _prune_weak_edges(B, shifts, counts, targets, ridge, edge_z):
+    """Drop each program's least significant parent and refit, until all its parents have |weight| / se >= edge_z.
+
+    In a dense graph whose latents are estimated, a program's equations do not fit exactly and
+    least squares spreads the misfit over many small weights. The standard error here is the one
+    that misfit makes: the residual variance of the program's equations, moderated toward the
+    whole graph's, less the sampling variance of the mean shifts (about 1, as rows are weighted
+    by the square root of their cells and latents are in control SDs). Equations that fit to their
+    sampling noise keep every edge; sampling noise is for ``edge_threshold`` and the refits.
+    """
+    w = np.sqrt(counts)
+    resid = (shifts - shifts @ B.T) * w[:, None] * ~targets
+    pooled = float(np.sum(resid**2)) / max(int((~targets).sum()) - int((B != 0).sum()), 1)
+    for j in range(B.shape[0]):
+        parents, rows = np.flatnonzero(B[j]), ~targets[:, j]
+        pruned = False
+        while parents.size:
+            beta, z = _edge_significance(shifts, w, rows, j, parents, ridge, pooled)
+            if z.min() >= edge_z:
+                break
+            parents, pruned = np.delete(parents, z.argmin()), True
+        if pruned:  # refit on the kept parents (untouched programs keep their weights bit for bit)
+            B[j] = 0.0
+            if parents.size:
+                B[j, parents] = beta
+    return B
+
+
+def _edge_significance(shifts, w, rows, j, parents, ridge, pooled) -> tuple[np.ndarray, np.ndarray]:
+    """Weights of ``d_p[j] = B[j, parents] d_p[parents]`` over the perturbations ``rows``, and their
+    |weight| / se, the se from the misfit of the equations beyond sampling noise (:func:`_prune_weak_edges`)."""
+    y = shifts[rows, j] * w[rows]
+    X = shifts[rows][:, parents] * w[rows, None]
+    lam = ridge * max(float(np.sum(w[rows] ** 2)), 1.0)
+    cov = np.linalg.inv(X.T @ X + lam * np.eye(parents.size))
+    beta = cov @ (X.T @ y)
+    dof = max(int(rows.sum()) - parents.size, 0)
+    moderated = (float(np.sum((y - X @ beta) ** 2)) + _PRIOR_DOF * pooled) / (dof + _PRIOR_DOF)
+    misfit = max(moderated - 1.0, 1e-12)
+    return beta, np.abs(beta) / np.sqrt(misfit * np.diag(cov))
 
 
 def _peel_order(shifts: np.ndarray, max_leak: float = 0.25) -> tuple[list[int], np.ndarray]:

@@ -46,6 +46,12 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
     edge_threshold
         Smallest |weight| kept as an edge, in control standard deviations of the child per
         control standard deviation of the parent.
+    edge_z
+        Smallest significance of an edge, |weight| / standard error, the error from how far its
+        program's mean-shift equations misfit beyond sampling noise (0: every edge over
+        ``edge_threshold`` is kept). Dense graphs read from estimated latents fit their equations
+        loosely, and least squares spreads that misfit over many small weights; this keeps the
+        edges the misfit cannot explain. Equations that fit to sampling noise keep every edge.
     ridge
         Ridge penalty on the least-squares fit of B (guards against too few perturbations).
     max_iter
@@ -85,6 +91,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
     def __init__(
         self,
         edge_threshold: float = SHIFT_SEM_DEFAULTS["edge_threshold"],
+        edge_z: float = SHIFT_SEM_DEFAULTS["edge_z"],
         ridge: float = SHIFT_SEM_DEFAULTS["ridge"],
         max_iter: int = SHIFT_SEM_DEFAULTS["max_iter"],
         min_target_z: float = SHIFT_SEM_DEFAULTS["min_target_z"],
@@ -102,7 +109,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
                 f"model linear: count_prior must be one of {', '.join(map(repr, _COUNT_PRIORS))}, got {count_prior!r}"
             )
         super().__init__(
-            edge_threshold=edge_threshold, ridge=ridge, max_iter=max_iter, min_target_z=min_target_z,
+            edge_threshold=edge_threshold, edge_z=edge_z, ridge=ridge, max_iter=max_iter, min_target_z=min_target_z,
             size_factors=size_factors, readout=readout, count_prior=count_prior, check_anchors=bool(check_anchors),
         )  # fmt: skip
         self.features: list[str] = []
@@ -138,9 +145,8 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         data, scores = self._check_anchors(data, current, programs, scores, seed)
         p = self.params
         shifts, scores = self._fit_count_readout(data, scores)
-        shift_sem = fit_shift_sem(
-            scores, data, edge_threshold=p["edge_threshold"], ridge=p["ridge"], max_iter=p["max_iter"], shifts=shifts
-        )
+        readout = {key: p[key] for key in ("edge_threshold", "edge_z", "ridge", "max_iter")}
+        shift_sem = fit_shift_sem(scores, data, shifts=shifts, **readout)
         self.intervention_names = shift_sem.labels
         for key, tensor in shift_sem.buffers().items():
             self.register_buffer(key, tensor)

@@ -79,7 +79,7 @@ class SparseVAE(ShiftSEMOutputs, AnchoredVAE):
     device
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"`` (falls back to the CPU
         with a warning when there is no GPU).
-    edge_threshold, ridge, max_iter, min_target_z
+    edge_threshold, edge_z, ridge, max_iter, min_target_z
         The mean-shift readout of targets and graph, as in the ``linear`` model.
     refit_epochs
         Refits of the graph step: ``"auto"`` warm-starts them from this fit's weights for 15 % of
@@ -115,6 +115,7 @@ class SparseVAE(ShiftSEMOutputs, AnchoredVAE):
         val_fraction: float = 0.1,
         device: str = "auto",
         edge_threshold: float = SHIFT_SEM_DEFAULTS["edge_threshold"],
+        edge_z: float = SHIFT_SEM_DEFAULTS["edge_z"],
         ridge: float = SHIFT_SEM_DEFAULTS["ridge"],
         max_iter: int = SHIFT_SEM_DEFAULTS["max_iter"],
         min_target_z: float = SHIFT_SEM_DEFAULTS["min_target_z"],
@@ -127,7 +128,7 @@ class SparseVAE(ShiftSEMOutputs, AnchoredVAE):
         super().__init__(
             n_latents=n_latents, hidden=hidden, encoder=encoder, epochs=epochs, batch_size=batch_size, lr=lr, l1=l1,
             likelihood=likelihood, nonlinearity=nonlinearity, kl_warmup=kl_warmup, patience=patience,
-            val_fraction=val_fraction, device=device, edge_threshold=edge_threshold, ridge=ridge,
+            val_fraction=val_fraction, device=device, edge_threshold=edge_threshold, edge_z=edge_z, ridge=ridge,
             max_iter=max_iter, min_target_z=min_target_z, refit_epochs=refit_epochs,
             checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, threads=threads,
         )  # fmt: skip
@@ -155,9 +156,8 @@ class SparseVAE(ShiftSEMOutputs, AnchoredVAE):
         self.module.to("cpu")
         self._standardise_latents(means, data)
         p = self.params
-        shift_sem = fit_shift_sem(
-            self._scale(means), data, edge_threshold=p["edge_threshold"], ridge=p["ridge"], max_iter=p["max_iter"]
-        )
+        readout = {key: p[key] for key in ("edge_threshold", "edge_z", "ridge", "max_iter")}
+        shift_sem = fit_shift_sem(self._scale(means), data, **readout)
         self.intervention_names = shift_sem.labels
         self.equation_misfit = shift_sem.misfit
         for key, tensor in shift_sem.buffers().items():

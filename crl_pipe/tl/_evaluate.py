@@ -67,13 +67,19 @@ def _single_truth(true_targets: pd.DataFrame) -> pd.Series:
 
 
 def map_latents(predicted: pd.Series, true_targets: pd.DataFrame) -> dict[str, str]:
-    """One-to-one latent -> program map agreeing with the most single-target interventions."""
+    """One-to-one latent -> program map agreeing with the most single-target interventions.
+
+    Among maps that agree equally, a latent keeps the program of its own name (an anchored
+    latent is named after its program): a latent that takes both perturbations of another program
+    as well as its own is not renamed to that program by a tie.
+    """
     truth = _single_truth(true_targets)
     shared = predicted.index.intersection(truth.index)
     if shared.empty:
         return {}
     table = pd.crosstab(predicted[shared], truth[shared])
-    rows, cols = linear_sum_assignment(-table.to_numpy())
+    same_name = table.index.to_numpy()[:, None] == table.columns.to_numpy()[None, :]
+    rows, cols = linear_sum_assignment(-(table.to_numpy() + 0.5 * same_name / same_name.size))
     return {table.index[r]: table.columns[c] for r, c in zip(rows, cols, strict=True) if table.iat[r, c] > 0}
 
 

@@ -124,9 +124,11 @@ class Steerer:
     def _refit(self, rows: np.ndarray) -> _Fit:
         p = {**SHIFT_SEM_DEFAULTS, **self.model.params}
         sub = _labels_only(self.data, rows, self.Z)
+        # edge_z as the model was fit (models without it, and those saved before it, keep every edge)
         sem = fit_shift_sem(
-            self.Z[rows], sub, edge_threshold=p["edge_threshold"], ridge=p["ridge"], max_iter=p["max_iter"]
-        )
+            self.Z[rows], sub, edge_threshold=p["edge_threshold"], ridge=p["ridge"], max_iter=p["max_iter"],
+            edge_z=self.model.params.get("edge_z", 0.0),
+        )  # fmt: skip
         return _Fit(
             B=sem.B,
             shifts={lab: sem.exogenous_shift[i] for i, lab in enumerate(sem.labels)},
