@@ -10,9 +10,10 @@ deviations (controls at mean 0, SD 1):
    so ``d_p = (I - B)^-1 s_p`` with ``s_p`` non-zero only on p's targets. Every perturbation that
    does not target ``j`` gives one equation ``d_p[j] = B[j] d_p`` (:func:`solve_graph`).
 3. :func:`alternate`: a causal order and single targets from sink-first peeling and, as a second
-   start, from a search over orders (:func:`_search_order`), then B on that order, then targets
-   from B (the largest exogenous shifts ``(I - B) d_p``), until they agree; of the two starts the
-   one whose equations fit better is kept.
+   start, from a search over orders (:func:`_search_order`), then B on that order (thresholded, and
+   with ``edge_z`` pruned to the edges its equations' misfit cannot make: :func:`_prune_weak_edges`),
+   then targets from B (the largest exogenous shifts ``(I - B) d_p``), until they agree; of the two
+   starts the one whose equations fit better is kept.
 4. :func:`fit_shift_sem` runs 1-3 and gives the buffers a model stores; :func:`targets_table` and
    :func:`adjacency_table` turn them into ``get_targets``/``get_adjacency``: score = exogenous
    shift in control SD units, ``z_score`` = score / its standard error, ``is_target``.
@@ -164,8 +165,8 @@ def alternate(
     best = None
     # two starts: sink-first peeling (fast, exact on sparse graphs) and the order search (dense
     # graphs, where a child's shift can exceed its parent's); keep the better fit of the equations
+    graph = {"threshold": edge_threshold, "ridge": ridge, "edge_z": edge_z}
     for order, single_targets in (_peel_order(shifts[single]), _search_order(shifts[single], counts[single], ridge)):
-        graph = {"threshold": edge_threshold, "ridge": ridge, "edge_z": edge_z}
         fit = _alternate_on_order(shifts, counts, n_targets, single, order, single_targets, graph, max_iter)
         if best is None or fit[2] < best[2] - 1e-12:
             best = fit
