@@ -187,6 +187,7 @@ def test_report_shows_the_levels_only_with_a_hierarchy(tmp_path, two_level):
     write_table(result.membership, folder / "hierarchy.parquet", "hierarchy")
     write_table(result.module_graph, folder / "module_graph.parquet", "graph")
     write_table(result.program_graph, folder / "graph_given_modules.parquet", "graph")
+    write_table(result.program_graph, folder / "graph.parquet", "graph")  # the model drew the explained edges
     (folder / "hierarchy.json").write_text(
         json.dumps(
             {

@@ -385,3 +385,12 @@ def test_report_warns_when_a_models_graph_equations_do_not_fit(tmp_path):
     assert "Do not trust this graph yet" not in page
     assert "Read this graph with the concept levels: its equations leave 13% of" in page
     assert "modules explain 1 edge here." in page
+    # a pair the hierarchy explains that this graph does not draw is no edge of it (the demo since edge_z)
+    write_table(
+        given.assign(source=["z2", "z1"], target=["z0", "z2"]),
+        paths["models"]["linear"] / "graph_given_modules.parquet",
+        "graph",
+    )
+    page = html.unescape(_html(render(tmp_path / "report4.html", "undrawn", paths)))
+    assert "modules explain the shifts of 1 program pair, none drawn as an edge here." in page
+    assert "explained by a module (Concept levels, below)" not in page

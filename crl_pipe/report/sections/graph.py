@@ -60,7 +60,7 @@ def _block(
         text += " Only edges among the causal variables are drawn; the commands' edges are in the heatmap below."
     if "undirected" in m.graph and m.graph["undirected"].any():
         text += " Arrows both ways mark edges the method left undirected (the data do not orient them)."
-    n_explained = _n_explained_by_modules(m)
+    n_explained, n_pairs = _n_explained_by_modules(m)
     text += _explained_by_modules(n_explained)
     programs, support = identifiable or (None, None)
     table = _edge_table(m, support)
@@ -69,7 +69,7 @@ def _block(
         table = _with_lags(table, _by_stability(m))
         text += " In the table, lag 0 marks an instantaneous (same-frame) edge; a pair can have a lagged edge too."
     block = {"id": f"graph-{i + 1}", "model": m.name, "figure": figure(fig, text), "table": table, "drivers": None}
-    block["misfit"] = _misfit_warning(m, n_explained)
+    block["misfit"] = _misfit_warning(m, n_explained, n_pairs)
     # anchors and single-target perturbations identify screen programs; a robot's variables are measured
     block["identifiability"] = (
         _identifiability_block(programs, support) if programs is not None and not observed else None
@@ -82,9 +82,10 @@ def _block(
     return block
 
 
-def _misfit_warning(m: ModelArtifacts, n_explained: int = 0) -> str | None:
+def _misfit_warning(m: ModelArtifacts, n_explained: int = 0, n_pairs: int = 0) -> str | None:
     """A warning when the model's graph equations leave too much of the perturbations' shifts unexplained;
-    it points to the concept levels when they explain ``n_explained`` edges by a module."""
+    it points to the concept levels when they explain program pairs by a module (``n_pairs``), of which
+    ``n_explained`` are edges of this graph."""
     misfit = (m.meta.get("extra") or {}).get("equation_misfit")
     if misfit is None or misfit <= MISFIT_WARNING:
         return None
@@ -92,11 +93,15 @@ def _misfit_warning(m: ModelArtifacts, n_explained: int = 0) -> str | None:
         f"its equations leave {misfit:.0%} of the perturbations' shifts on programs they do not target"
         f" unexplained (under {MISFIT_WARNING:.1%} on every simulated screen where linear recovered the graph)"
     )
-    if n_explained:
+    if n_pairs:
+        explained = (
+            f"modules explain {_edges(n_explained)} here"
+            if n_explained
+            else f"modules explain the shifts of {_pairs(n_pairs)}, none drawn as an edge here"
+        )
         return (
             f"Read this graph with the concept levels: {leaves}. Perturbations that act on a module move all its"
-            f" programs, which one level can only draw as edges among them: modules explain {_edges(n_explained)}"
-            " here."
+            f" programs, which one level can only draw as edges among them: {explained}."
         )
     return (
         f"Do not trust this graph yet: {leaves}. The programs, the targets or the linear mean-shift equations"
@@ -104,17 +109,27 @@ def _misfit_warning(m: ModelArtifacts, n_explained: int = 0) -> str | None:
     )
 
 
-def _n_explained_by_modules(m: ModelArtifacts) -> int:
-    """How many of this graph's edges the hierarchy explains by a module (``graph_given_modules.parquet``)."""
+def _n_explained_by_modules(m: ModelArtifacts) -> tuple[int, int]:
+    """How many of this graph's edges the hierarchy explains by a module, and how many program pairs in all
+    (``graph_given_modules.parquet``: the hierarchy's own program graph, which can hold pairs this one drops)."""
     path = m.directory / "graph_given_modules.parquet"
     if not path.exists():
-        return 0
+        return 0, 0
     given = read_table(path, "graph")
-    return int((given["status"] == "explained").sum()) if "status" in given else 0
+    if "status" not in given:
+        return 0, 0
+    explained = given[given["status"] == "explained"]
+    drawn = set(zip(m.graph["source"], m.graph["target"], strict=True))
+    in_graph = sum(pair in drawn for pair in zip(explained["source"], explained["target"], strict=True))
+    return in_graph, len(explained)
 
 
 def _edges(n: int) -> str:
     return "1 edge" if n == 1 else f"{n} edges"
+
+
+def _pairs(n: int) -> str:
+    return "1 program pair" if n == 1 else f"{n} program pairs"
 
 
 def _explained_by_modules(n: int) -> str:
