@@ -40,6 +40,14 @@ SHIFT_SEM_DEFAULTS: dict[str, Any] = {
 }
 
 
+def graph_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """The graph step's settings (``edge_threshold``, ``edge_z``, ``ridge``, ``max_iter``) from a model's
+    params, defaults filling the gaps; a model without ``edge_z`` (saved before it, or a model that does
+    not take it) keeps every edge over the threshold."""
+    full = {**SHIFT_SEM_DEFAULTS, "edge_z": 0.0, **params}
+    return {key: full[key] for key in ("edge_threshold", "edge_z", "ridge", "max_iter")}
+
+
 @dataclass
 class ShiftSEM:
     """The readout of one set of latents: what :func:`fit_shift_sem` found.
@@ -191,6 +199,14 @@ def _alternate_on_order(shifts, counts, n_targets, single, order, single_targets
     return B, targets, residual(shifts, counts, targets, B)
 
 
+def _node_equations(shifts, w, rows, j, parents, ridge):
+    """Program ``j``'s equations ``d_p[j] = B[j, parents] d_p[parents]`` over the perturbations ``rows``,
+    weighted by ``w`` (sqrt of cells): design ``X``, response ``y`` and the ridge scaled to their weight."""
+    X = shifts[rows][:, parents] * w[rows, None]
+    y = shifts[rows, j] * w[rows]
+    return X, y, ridge * max(float(np.sum(w[rows] ** 2)), 1.0)
+
+
 def solve_graph(
     shifts: np.ndarray, counts: np.ndarray, targets: np.ndarray, allowed: np.ndarray, ridge: float
 ) -> np.ndarray:
@@ -207,9 +223,7 @@ def solve_graph(
         rows = ~targets[:, j]
         if parents.size == 0 or rows.sum() == 0:
             continue
-        X = shifts[rows][:, parents] * w[rows, None]
-        y = shifts[rows, j] * w[rows]
-        lam = ridge * max(float(np.sum(w[rows] ** 2)), 1.0)
+        X, y, lam = _node_equations(shifts, w, rows, j, parents, ridge)
         B[j, parents] = np.linalg.solve(X.T @ X + lam * np.eye(parents.size), X.T @ y)
     return B
 
@@ -295,8 +309,8 @@ def _prune_weak_edges(B, shifts, counts, targets, ridge, edge_z):
     sampling noise keep every edge; sampling noise is for ``edge_threshold`` and the refits.
     """
     w = np.sqrt(counts)
-    resid = (shifts - shifts @ B.T) * w[:, None] * ~targets
-    pooled = float(np.sum(resid**2)) / max(int((~targets).sum()) - int((B != 0).sum()), 1)
+    dof = max(int((~targets).sum()) - int((B != 0).sum()), 1)
+    pooled = residual(shifts, counts, targets, B) * float(counts.sum()) / dof  # the graph's misfit per equation
     for j in range(B.shape[0]):
         parents, rows = np.flatnonzero(B[j]), ~targets[:, j]
         pruned = False
@@ -315,9 +329,7 @@ def _prune_weak_edges(B, shifts, counts, targets, ridge, edge_z):
 def _edge_significance(shifts, w, rows, j, parents, ridge, pooled) -> tuple[np.ndarray, np.ndarray]:
     """Weights of ``d_p[j] = B[j, parents] d_p[parents]`` over the perturbations ``rows``, and their
     |weight| / se, the se from the misfit of the equations beyond sampling noise (:func:`_prune_weak_edges`)."""
-    y = shifts[rows, j] * w[rows]
-    X = shifts[rows][:, parents] * w[rows, None]
-    lam = ridge * max(float(np.sum(w[rows] ** 2)), 1.0)
+    X, y, lam = _node_equations(shifts, w, rows, j, parents, ridge)
     cov = np.linalg.inv(X.T @ X + lam * np.eye(parents.size))
     beta = cov @ (X.T @ y)
     dof = max(int(rows.sum()) - parents.size, 0)
@@ -392,11 +404,10 @@ def _search_order(
 
 def _node_residual(shifts, w, rows, j, parents, ridge) -> float:
     """Weighted residual sum of squares of ``d_p[j] = B[j, parents] d_p[parents]`` over the perturbations ``rows``."""
-    y = shifts[rows, j] * w[rows]
     if parents.size == 0 or not rows.any():
+        y = shifts[rows, j] * w[rows]
         return float(y @ y)
-    X = shifts[rows][:, parents] * w[rows, None]
-    lam = ridge * max(float(np.sum(w[rows] ** 2)), 1.0)
+    X, y, lam = _node_equations(shifts, w, rows, j, parents, ridge)
     beta = np.linalg.solve(X.T @ X + lam * np.eye(parents.size), X.T @ y)
     r = y - X @ beta
     return float(r @ r)

@@ -56,7 +56,7 @@ import torch
 from .._errors import ModelError
 from ._data import CRLData, standardisation
 from ._modules import ENCODERS, NONLINEARITIES, CausalVAEModule
-from ._shift_sem import SHIFT_SEM_DEFAULTS, alternate, equation_misfit, group_shifts, solve_graph
+from ._shift_sem import alternate, equation_misfit, graph_settings, group_shifts, solve_graph
 from ._training import (
     CellBatches,
     EpochCallback,
@@ -238,7 +238,7 @@ class CausalVAE(AnchoredVAE):
         scorer = {key: tensor.numpy() for key, tensor in fit_anchor_scores(data, self.latent_names, seed).items()}
         _, shifts, counts = group_shifts(anchor_scores(data.X, **scorer), data)
         single = module.label_atoms[1:].sum(1).numpy() == 1
-        readout = {key: SHIFT_SEM_DEFAULTS[key] for key in ("edge_threshold", "ridge", "max_iter")}  # linear's defaults
+        readout = graph_settings({})  # linear's defaults, every edge over the threshold kept
         B, targets = alternate(shifts, counts, [1 if one else 2 for one in single], **readout)
         exo = shifts @ (np.eye(B.shape[0]) - B).T
         target = np.where(single & (targets.sum(1) == 1), targets.argmax(1), -1)

@@ -34,7 +34,7 @@ from ._base import CRLModel
 from ._count_means import ProgramCounts, count_group_shifts, count_posterior_means, stratified_sample
 from ._data import CRLData, align_features, column_stats, crossprod, dense_columns, matmul
 from ._joint_counts import JointAnchors, joint_group_means, joint_posterior_means
-from ._shift_sem import SHIFT_SEM_DEFAULTS, ShiftSEMOutputs, fit_shift_sem
+from ._shift_sem import SHIFT_SEM_DEFAULTS, ShiftSEMOutputs, fit_shift_sem, graph_settings
 from .registry import model_capabilities
 
 
@@ -145,8 +145,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         data, scores = self._check_anchors(data, current, programs, scores, seed)
         p = self.params
         shifts, scores = self._fit_count_readout(data, scores)
-        readout = {key: p[key] for key in ("edge_threshold", "edge_z", "ridge", "max_iter")}
-        shift_sem = fit_shift_sem(scores, data, shifts=shifts, **readout)
+        shift_sem = fit_shift_sem(scores, data, shifts=shifts, **graph_settings(p))
         self.intervention_names = shift_sem.labels
         for key, tensor in shift_sem.buffers().items():
             self.register_buffer(key, tensor)

@@ -33,7 +33,7 @@ import torch
 from .._errors import ModelError
 from ._data import CRLData, standardisation
 from ._modules import ENCODERS, LIKELIHOODS, NONLINEARITIES, AnchoredVAEModule
-from ._shift_sem import SHIFT_SEM_DEFAULTS, ShiftSEMOutputs, fit_shift_sem
+from ._shift_sem import SHIFT_SEM_DEFAULTS, ShiftSEMOutputs, fit_shift_sem, graph_settings
 from ._training import (
     CellBatches,
     EpochCallback,
@@ -156,8 +156,7 @@ class SparseVAE(ShiftSEMOutputs, AnchoredVAE):
         self.module.to("cpu")
         self._standardise_latents(means, data)
         p = self.params
-        readout = {key: p[key] for key in ("edge_threshold", "edge_z", "ridge", "max_iter")}
-        shift_sem = fit_shift_sem(self._scale(means), data, **readout)
+        shift_sem = fit_shift_sem(self._scale(means), data, **graph_settings(p))
         self.intervention_names = shift_sem.labels
         self.equation_misfit = shift_sem.misfit
         for key, tensor in shift_sem.buffers().items():

@@ -40,7 +40,7 @@ from .._errors import ModelError
 from .._steer_requests import SteerRequest, check_names, parse_requests
 from ..io import empty_table
 from ..models import CRLData, CRLModel
-from ..models._shift_sem import SHIFT_SEM_DEFAULTS, fit_shift_sem
+from ..models._shift_sem import fit_shift_sem, graph_settings
 from ._resample import bootstrap_rows
 from ._rollout import STEERING_COLUMNS, steer_commands
 
@@ -122,13 +122,8 @@ class Steerer:
         )
 
     def _refit(self, rows: np.ndarray) -> _Fit:
-        p = {**SHIFT_SEM_DEFAULTS, **self.model.params}
         sub = _labels_only(self.data, rows, self.Z)
-        # edge_z as the model was fit (models without it, and those saved before it, keep every edge)
-        sem = fit_shift_sem(
-            self.Z[rows], sub, edge_threshold=p["edge_threshold"], ridge=p["ridge"], max_iter=p["max_iter"],
-            edge_z=self.model.params.get("edge_z", 0.0),
-        )  # fmt: skip
+        sem = fit_shift_sem(self.Z[rows], sub, **graph_settings(self.model.params))  # as the model was fit
         return _Fit(
             B=sem.B,
             shifts={lab: sem.exogenous_shift[i] for i, lab in enumerate(sem.labels)},
