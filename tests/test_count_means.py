@@ -37,6 +37,19 @@ def test_count_means_are_unbiased_where_anchors_are_mostly_zeros():
     assert got[0] == 0.0
 
 
+def test_a_program_is_read_the_way_its_anchors_rise_from_a_mirrored_start():
+    """The count model is symmetric in the latent's sign; from a start that runs against the anchors
+    the EM settles on the mirror image, and the fit is turned so that the anchors rise with the program."""
+    counts, size, group, z, means = _one_program(seed=0)
+    score = np.log1p(counts.toarray() / size[:, None]).mean(axis=1)
+    score = (score - score[group == 0].mean()) / score[group == 0].std()
+    got, (model,) = count_group_shifts(counts, size, [list(range(12))], group, 5, -score[:, None])
+    assert np.abs(got[:, 0] - means).max() < 0.25, got
+    assert (model.a > 0).all()
+    post = count_posterior_means(counts, size, list(range(12)), model, -score)
+    assert np.corrcoef(post, z)[0, 1] > 0.8
+
+
 def test_programs_with_one_anchor_keep_the_mean_of_their_scores():
     counts, size, group, _, _ = _one_program(n=50)
     init = np.random.default_rng(1).standard_normal((len(group), 2))

@@ -104,8 +104,9 @@ def count_group_shifts(
     group
         Each cell's group, 0 = controls, 1 .. n_groups - 1 = perturbations.
     init
-        Starting latents (cells x programs, control SDs), e.g. the anchor scores; they fix each
-        program's sign.
+        Starting latents (cells x programs, control SDs), e.g. the anchor scores. Each fitted
+        program is oriented so that its anchors' slopes sum to a positive number (the anchors rise
+        with it).
     covariates
         Each cell's latents of every program (cells x programs, e.g. from a first fit): program k's prior
         then regresses on the other programs' columns within each group (see the module docstring).
@@ -216,10 +217,13 @@ def _program_means(
         mu = new_mu
         if change < tol:
             break
+    # the model is symmetric in (z, a) -> (-z, -a), and with a poor start the EM can settle on the
+    # mirror image: orient the program so that its anchors rise with it, as the gene set says they do
+    sign = -1.0 if float(a.sum()) < 0 else 1.0
     # the prior of a new cell: the fitted cells' latents, as one normal
     centre = float(mean.mean())
-    return (mu - mu[0]).numpy(), ProgramCounts(
-        b.numpy(), a.numpy(), float(theta), centre, float(second.mean()) - centre**2
+    return sign * (mu - mu[0]).numpy(), ProgramCounts(
+        b.numpy(), sign * a.numpy(), float(theta), sign * centre, float(second.mean()) - centre**2
     )
 
 
