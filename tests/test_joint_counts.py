@@ -11,18 +11,19 @@ from crl_pipe.models._count_means import count_group_shifts, count_posterior_mea
 from crl_pipe.models._joint_counts import JointAnchors, joint_group_means, joint_posterior_means
 
 
-def _parent_and_greedy_child(seed: int, n: int = 300):
+def _parent_and_greedy_child(seed: int, n: int = 300, child_slopes: tuple[float, float] = (0.8, 1.2)):
     """Programs 0 -> 1 (z1 = 1.5 z0 + noise); program 1's anchors take over the library when it is high,
     so program 0's anchors fall to near zero counts there. Controls, and perturbations of 0, of 1 (up and
     down) and of neither; 40 housekeeping genes size the cells. Returns what a first pass of the
-    per-program count models gives, and the true means in control SDs."""
+    per-program count models gives, and the true means in control SDs. ``child_slopes``: the range of
+    the child's anchors' slopes (steeper: the child takes more of the library, up to all of it)."""
     rng = np.random.default_rng(seed)
     shift = np.array([[0, 0], [2.5, 0], [0, 2.5], [0, -2.5], [0, 0]], dtype=float)
     group = np.repeat(np.arange(len(shift)), [1000] + [n] * (len(shift) - 1))
     z0 = shift[group, 0] + rng.standard_normal(len(group))
     z1 = 1.5 * z0 + shift[group, 1] * np.sqrt(3.25) + rng.standard_normal(len(group))
     z = np.column_stack([z0, z1])
-    a = np.concatenate([rng.uniform(0.4, 0.8, 8), rng.uniform(0.8, 1.2, 8)])
+    a = np.concatenate([rng.uniform(0.4, 0.8, 8), rng.uniform(*child_slopes, 8)])
     base = np.concatenate([rng.normal(0, 0.3, 8), rng.normal(3.0, 0.3, 8), rng.normal(0, 0.3, 40)])
     log_mu = base + np.column_stack([np.outer(z0, a[:8]), np.outer(z1, a[8:]), np.zeros((len(group), 40))])
     props = np.exp(log_mu - log_mu.max(1, keepdims=True))
@@ -71,4 +72,27 @@ def test_joint_latents_follow_the_parent_better_than_its_own_anchors():
     assert np.corrcoef(post[:, 0], z[:, 0])[0, 1] > np.corrcoef(raw[:, 0], z[:, 0])[0, 1] + 0.02
     assert np.corrcoef(post[:, 1], z[:, 1])[0, 1] > np.corrcoef(raw[:, 1], z[:, 1])[0, 1] - 0.01
     whole = joint_posterior_means(Y, log_size, anchors, centre, cov, raw)
+    assert whole == pytest.approx(post)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_latent_size_factor_reads_cells_whose_child_took_the_whole_library(seed):
+    """With steeper child anchors a quarter of the cells keep 5 counts or fewer on their 40 housekeeping
+    genes: the measured size factor (that total plus one) says little there and is biased, and with it
+    both programs' means (largest errors 0.94-1.33 and 0.65-0.72 on seeds 0-2). Taken as one more latent,
+    with the housekeeping total as its observation, the anchors tell the size too (0.52-0.85, 0.27-0.35)."""
+    Y, log_size, anchors, group, raw, _, truth, z = _parent_and_greedy_child(seed, child_slopes=(1.5, 2.0))
+    total = np.exp(log_size) - 1.0
+    assert (total <= 5).mean() > 0.2
+    measured, _, _ = joint_group_means(Y, log_size, anchors, group, 5, raw)
+    latent, centre, cov = joint_group_means(Y, log_size, anchors, group, 5, raw, stable_total=total)
+    error_measured, error_latent = np.abs(measured - truth).max(0), np.abs(latent - truth).max(0)
+    assert (error_latent < 0.75 * error_measured).all(), (error_measured, error_latent)
+    assert error_latent[1] < 0.45, (latent, truth)
+    assert centre.shape == (3,) and cov.shape == (3, 3)  # the log size factor comes last
+    assert cov[2, :2] == pytest.approx([0.0, 0.0])  # ... and stays apart from the programs in the prior
+    post = joint_posterior_means(Y, log_size, anchors, centre, cov, raw, stable_total=total, chunk=500)
+    assert post.shape == raw.shape
+    assert np.corrcoef(post[:, 1], z[:, 1])[0, 1] > 0.9
+    whole = joint_posterior_means(Y, log_size, anchors, centre, cov, raw, stable_total=total)
     assert whole == pytest.approx(post)

@@ -83,6 +83,12 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         Drop the minority of a program's anchors whose mean shifts over the perturbations do not
         follow the program's (genes of the set that other programs drive; see
         :mod:`crl_pipe.models._anchor_profiles`); the anchors used are in :attr:`anchor_sets`.
+    latent_size
+        With ``count_prior: joint``, each cell's log size factor is one more latent of the joint
+        count model, observed through the cell's total over the stable features, instead of taken as
+        measured (that total plus one). Where programs take over a cell's whole library the total is a
+        few counts or none, and a measured size factor reads every program of the cell too low
+        (:mod:`crl_pipe.models._joint_counts`).
     """
 
     name = "linear"
@@ -99,6 +105,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         readout: str = "counts",
         count_prior: str = "joint",
         check_anchors: bool = True,
+        latent_size: bool = True,
     ) -> None:
         if size_factors not in ("stable", "total"):
             raise ModelError(f"model linear: size_factors must be 'stable' or 'total', got {size_factors!r}")
@@ -111,6 +118,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         super().__init__(
             edge_threshold=edge_threshold, edge_z=edge_z, ridge=ridge, max_iter=max_iter, min_target_z=min_target_z,
             size_factors=size_factors, readout=readout, count_prior=count_prior, check_anchors=bool(check_anchors),
+            latent_size=bool(latent_size),
         )  # fmt: skip
         self.features: list[str] = []
         self.anchor_sets: dict[str, list[str]] = {}
@@ -213,17 +221,20 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         models and latents ``raw``; store its label-free prior and return ``shifts`` with its group means."""
         modelled = self._modelled()
         K = len(self.latent_names)
-        prior_mean, prior_cov = np.zeros(K), np.eye(K)
+        latent_size = self.params["latent_size"]
+        prior_mean, prior_cov = np.zeros(K + latent_size), np.eye(K + latent_size)
         if modelled.size >= 2:  # one program has no other to borrow from
             group, n_groups = _count_groups(data)
             rows = stratified_sample(group, n_groups)
             Y, anchors = self._joint_anchors(counts[rows], modelled)
             means, centre, cov = joint_group_means(
-                Y, np.log(size[rows]), anchors, group[rows], n_groups, raw[rows][:, modelled]
-            )
+                Y, np.log(size[rows]), anchors, group[rows], n_groups, raw[rows][:, modelled],
+                stable_total=size[rows] - 1.0 if latent_size else None,
+            )  # fmt: skip
             shifts = shifts.copy()
             shifts[:, modelled] = means[1:]
-            prior_mean[modelled], prior_cov[np.ix_(modelled, modelled)] = centre, cov
+            joint = np.append(modelled, K) if latent_size else modelled  # the log size factor comes last
+            prior_mean[joint], prior_cov[np.ix_(joint, joint)] = centre, cov
         self.register_buffer("count_joint_mean", torch.tensor(prior_mean))
         self.register_buffer("count_joint_cov", torch.tensor(prior_cov))
         self.count_model[:, 3], self.count_model[:, 4] = 0.0, 1.0  # the joint latents' scale is stored anew
@@ -305,10 +316,14 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         if not hasattr(self, "count_joint_cov") or modelled.size < 2:
             return start
         Y, anchors = self._joint_anchors(counts, modelled)
+        K = len(self.latent_names)
+        latent_size = self.count_joint_cov.shape[0] > K  # its last entry is the log size factor (fits since 2026-12-05)
+        joint = np.append(modelled, K) if latent_size else modelled
         out = start.copy()
         out[:, modelled] = joint_posterior_means(
-            Y, np.log(size), anchors, self.count_joint_mean.numpy()[modelled],
-            self.count_joint_cov.numpy()[np.ix_(modelled, modelled)], start[:, modelled],
+            Y, np.log(size), anchors, self.count_joint_mean.numpy()[joint],
+            self.count_joint_cov.numpy()[np.ix_(joint, joint)], start[:, modelled],
+            stable_total=size - 1.0 if latent_size else None,
         )  # fmt: skip
         return out
 

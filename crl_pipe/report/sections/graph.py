@@ -91,7 +91,8 @@ def _misfit_warning(m: ModelArtifacts, n_explained: int = 0, n_pairs: int = 0) -
         return None
     leaves = (
         f"its equations leave {misfit:.0%} of the perturbations' shifts on programs they do not target"
-        f" unexplained (under {MISFIT_WARNING:.1%} on every simulated screen where linear recovered the graph)"
+        f" unexplained (under {MISFIT_WARNING:.1%} on every simulated screen without modules where linear drew the"
+        " graph within an edge)"
     )
     if n_pairs:
         explained = (
