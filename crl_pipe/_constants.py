@@ -16,3 +16,12 @@ FRAME_SIZE = 64
 #: ``linear`` left at most 1.3 % where its SHD was 0 or 1 and at least 2.7 % where it was 4 or more
 #: (docs/benchmarks.md, "Fifth round").
 MISFIT_WARNING = 0.025
+
+#: A cell counts as *starved* when its stable genes (those that size it: no program drives them) hold
+#: this many counts or fewer: programs have taken over nearly its whole library, so it says little
+#: about the programs that lost their counts (``starved_cells`` in a ``linear`` fit's ``model.json``).
+STARVED_COUNTS = 5
+#: Share of starved cells above which the report warns that the graph is a sketch. On 49 simulated
+#: dense screens the five with a share above 0.44 were the five where ``linear`` missed the graph by
+#: 16 edges or more; up to 0.33 it missed by 6 or fewer (docs/benchmarks.md, "Ninth round").
+STARVED_WARNING = 0.4

@@ -97,9 +97,9 @@ def test_linear_reads_dense_screens_from_counts(seed):
 
     screen = simulate_screen(**DENSE, seed=seed)
     data = screen_to_crl_data(screen)
-    scores = {}
+    scores, models = {}, {}
     for readout, params in (("counts", {}), ("scores", {"readout": "scores", "edge_z": 0})):
-        model = tl.train(data, model="linear", params=params, seed=0)
+        model = models[readout] = tl.train(data, model="linear", params=params, seed=0)
         adjacency = model.get_adjacency().stack()
         graph = adjacency[adjacency != 0].rename_axis(["source", "target"]).reset_index(name="weight")
         scores[readout] = tl.evaluate(
@@ -109,6 +109,11 @@ def test_linear_reads_dense_screens_from_counts(seed):
     assert scores["counts"]["target_accuracy"] == 1.0
     assert scores["counts"]["shd"] == 0
     assert scores["scores"]["shd"] >= 4
+    # starved cells: those whose stable features (the size factor's genes) hold 5 counts or fewer
+    stable = np.isin(data.features, models["counts"].size_features)
+    left = np.asarray(sp.csr_matrix(data.counts)[:, stable].sum(axis=1)).ravel()
+    assert models["counts"].starved_cells == pytest.approx(np.mean(left <= 5))
+    assert models["counts"].starved_cells < 0.4  # (0-0.015 on these seeds): no warning in the report
 
 
 def _library_follows_another_program(seed: int, n: int = 400):

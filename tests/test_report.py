@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from crl_pipe import InputError
-from crl_pipe._constants import MISFIT_WARNING
+from crl_pipe._constants import MISFIT_WARNING, STARVED_WARNING
 from crl_pipe._provenance import provenance
 from crl_pipe.io import write_table
 from crl_pipe.kinds import Vocabulary
@@ -358,6 +358,24 @@ def test_report_lists_the_anchors_a_model_set_aside(tmp_path):
     meta_path.write_text(json.dumps(meta))
     page = _html(render(tmp_path / "report2.html", "checked", paths))
     assert "Anchors set aside" not in page and "(linear checked; none set aside)" in page
+
+
+def test_report_warns_when_programs_took_over_the_library_of_many_cells(tmp_path):
+    """A ``linear`` fit whose cells have lost their stable genes' counts (``starved_cells``) gets a warning."""
+    paths = make_artifacts(tmp_path, models={"linear": {"epochs": 1}})
+    meta_path = paths["models"]["linear"] / "model.json"
+    meta = json.loads(meta_path.read_text())
+    assert (meta["extra"].get("starved_cells") or 0.0) < STARVED_WARNING
+    for share in (None, STARVED_WARNING / 2):  # not measured (no counts, an older fit), or few: no warning
+        meta["extra"]["starved_cells"] = share
+        meta_path.write_text(json.dumps(meta))
+        assert "took over nearly the whole library" not in _html(render(tmp_path / "report.html", "few", paths))
+    meta["extra"]["starved_cells"] = 0.55
+    meta_path.write_text(json.dumps(meta))
+    page = html.unescape(_html(render(tmp_path / "report2.html", "starved", paths)))
+    warning = page[page.index('<p class="warning">Programs took over') :]
+    assert warning.index("nearly the whole library in 55% of the cells") < warning.index("</p>")
+    assert page.index('<p class="warning">Programs took over') > page.index('<section id="graph">')
 
 
 def test_report_warns_when_a_models_graph_equations_do_not_fit(tmp_path):

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.decomposition import FactorAnalysis
 
+from .._constants import STARVED_COUNTS
 from .._errors import ModelError
 from ._anchor_profiles import consistent_anchors
 from ._base import CRLModel
@@ -124,6 +125,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         self.anchor_sets: dict[str, list[str]] = {}
         self.size_features: list[str] = []
         self.assigned: dict[str, list[str]] = {}
+        self.starved_cells: float | None = None
 
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, data: CRLData, *, seed: int = 0) -> LinearSEM:
@@ -150,6 +152,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
                 for key, tensor in fit_anchor_scores(current, programs, seed).items():
                     self.register_buffer(key, tensor)
                 scores = self._scores(current.X)
+        self.starved_cells = self._starved_share(data)
         data, scores = self._check_anchors(data, current, programs, scores, seed)
         p = self.params
         shifts, scores = self._fit_count_readout(data, scores)
@@ -161,6 +164,14 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         self.equation_misfit = shift_sem.misfit
         self.history = pd.DataFrame({"epoch": [0], "split": ["train"], "loss": [shift_sem.residual]})
         return self
+
+    def _starved_share(self, data: CRLData) -> float | None:
+        """Share of the cells whose stable features hold :data:`STARVED_COUNTS` counts or fewer (None
+        without stable size factors): programs took over nearly their whole library."""
+        if not self.size_features:
+            return None
+        size = stable_size(sp.csr_matrix(data.counts), np.isin(data.features, self.size_features))
+        return float(np.mean(size - 1.0 <= STARVED_COUNTS))
 
     def _check_anchors(
         self, data: CRLData, current: CRLData, programs: list[str], scores: np.ndarray, seed: int
@@ -362,12 +373,16 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         )
 
     def _extra_state_json(self) -> dict[str, Any]:
-        return {"features": self.features, "size_features": self.size_features, "anchor_sets": self.anchor_sets}
+        return {
+            "features": self.features, "size_features": self.size_features, "anchor_sets": self.anchor_sets,
+            "starved_cells": self.starved_cells,
+        }  # fmt: skip
 
     def _load_extra_state_json(self, extra: dict[str, Any]) -> None:
         self.features = list(extra["features"])
         self.size_features = list(extra.get("size_features", []))
         self.anchor_sets = {p: list(genes) for p, genes in extra.get("anchor_sets", {}).items()}
+        self.starved_cells = extra.get("starved_cells")
 
 
 #: The priors of the count readout (``count_prior``), the default first.
