@@ -360,19 +360,24 @@ def test_report_lists_the_anchors_a_model_set_aside(tmp_path):
     assert "Anchors set aside" not in page and "(linear checked; none set aside)" in page
 
 
+def _with_linear_extra(tmp_path, paths, name: str, **extra) -> str:
+    """The report (unescaped) after setting ``extra`` entries of ``linear``'s ``model.json``."""
+    meta_path = paths["models"]["linear"] / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["extra"].update(extra)
+    meta_path.write_text(json.dumps(meta))
+    return html.unescape(_html(render(tmp_path / f"{name}.html", name, paths)))
+
+
 def test_report_warns_when_programs_took_over_the_library_of_many_cells(tmp_path):
     """A ``linear`` fit whose cells have lost their stable genes' counts (``starved_cells``) gets a warning."""
     paths = make_artifacts(tmp_path, models={"linear": {"epochs": 1}})
-    meta_path = paths["models"]["linear"] / "model.json"
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads((paths["models"]["linear"] / "model.json").read_text())
     assert (meta["extra"].get("starved_cells") or 0.0) < STARVED_WARNING
     for share in (None, STARVED_WARNING / 2):  # not measured (no counts, an older fit), or few: no warning
-        meta["extra"]["starved_cells"] = share
-        meta_path.write_text(json.dumps(meta))
-        assert "took over nearly the whole library" not in _html(render(tmp_path / "report.html", "few", paths))
-    meta["extra"]["starved_cells"] = 0.55
-    meta_path.write_text(json.dumps(meta))
-    page = html.unescape(_html(render(tmp_path / "report2.html", "starved", paths)))
+        page = _with_linear_extra(tmp_path, paths, "few", starved_cells=share)
+        assert "took over nearly the whole library" not in page
+    page = _with_linear_extra(tmp_path, paths, "starved", starved_cells=0.55)
     warning = page[page.index('<p class="warning">Programs took over') :]
     assert warning.index("nearly the whole library in 55% of the cells") < warning.index("</p>")
     assert page.index('<p class="warning">Programs took over') > page.index('<section id="graph">')
@@ -381,15 +386,9 @@ def test_report_warns_when_programs_took_over_the_library_of_many_cells(tmp_path
 def test_report_warns_when_a_models_graph_equations_do_not_fit(tmp_path):
     """A model whose mean-shift equations leave much unexplained gets a warning above its graph."""
     paths = make_artifacts(tmp_path, models={"linear": {"epochs": 1}})
-    meta_path = paths["models"]["linear"] / "model.json"
-    meta = json.loads(meta_path.read_text())
     for misfit in (None, MISFIT_WARNING / 2):  # not measured (an older model), or a good fit: no warning
-        meta["extra"]["equation_misfit"] = misfit
-        meta_path.write_text(json.dumps(meta))
-        assert "Do not trust this graph yet" not in _html(render(tmp_path / "report.html", "fits", paths))
-    meta["extra"]["equation_misfit"] = 0.13
-    meta_path.write_text(json.dumps(meta))
-    page = html.unescape(_html(render(tmp_path / "report2.html", "misfit", paths)))
+        assert "Do not trust this graph yet" not in _with_linear_extra(tmp_path, paths, "fits", equation_misfit=misfit)
+    page = _with_linear_extra(tmp_path, paths, "misfit", equation_misfit=0.13)
     warning = page[page.index('<p class="warning">') :]
     assert warning.index("Do not trust this graph yet: its equations leave 13% of") < warning.index("</p>")
     assert page.index('<p class="warning">') > page.index('<section id="graph">')
