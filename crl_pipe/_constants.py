@@ -21,7 +21,7 @@ MISFIT_WARNING = 0.025
 #: this many counts or fewer: programs have taken over nearly its whole library, so it says little
 #: about the programs that lost their counts (``starved_cells`` in a ``linear`` fit's ``model.json``).
 STARVED_COUNTS = 5
-#: Share of starved cells above which the report warns that the graph is a sketch. On 49 simulated
-#: dense screens the five with a share above 0.44 were the five where ``linear`` missed the graph by
-#: 16 edges or more; up to 0.33 it missed by 6 or fewer (docs/benchmarks.md, "Ninth round").
+#: Share of starved cells above which the report warns that the graph is a sketch. On 50 simulated
+#: screens the five with a share of 0.44 or more were the five where ``linear`` missed the graph by 12
+#: edges or more; up to 0.33 it missed by 8 or fewer (docs/benchmarks.md, "Ninth round").
 STARVED_WARNING = 0.4

@@ -92,7 +92,7 @@ def _starved_warning(m: ModelArtifacts) -> str | None:
         f"Programs took over nearly the whole library in {share:.0%} of the cells: {STARVED_COUNTS} counts or fewer"
         " were left on the genes no program drives, which size each cell. Such a cell says little about the programs"
         f" that lost their counts. On simulated screens with more than {STARVED_WARNING:.0%} of such cells linear's"
-        " graph missed the truth by 16 edges or more (fewer than 7 up to a third), so read this graph as a sketch."
+        " graph missed the truth by 12 edges or more (by 8 or fewer up to a third), so read this graph as a sketch."
     )
 
 
