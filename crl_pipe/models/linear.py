@@ -244,7 +244,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
             )  # fmt: skip
             shifts = shifts.copy()
             shifts[:, modelled] = means[1:]
-            joint = np.append(modelled, K) if latent_size else modelled  # the log size factor comes last
+            joint = self._joint_entries(latent_size)
             prior_mean[joint], prior_cov[np.ix_(joint, joint)] = centre, cov
         self.register_buffer("count_joint_mean", torch.tensor(prior_mean))
         self.register_buffer("count_joint_cov", torch.tensor(prior_cov))
@@ -259,6 +259,12 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         theta = self.count_model[modelled, 0].numpy()[program]
         b, a = self.count_b.numpy()[:, modelled], self.count_a.numpy()[:, modelled]
         return counts[:, feature], JointAnchors(program, b[feature, program], a[feature, program], theta)
+
+    def _joint_entries(self, latent_size: bool) -> np.ndarray:
+        """Entries of the stored joint prior that the joint model reads: the modelled programs, and the log
+        size factor (stored last, after every program) when it is a latent."""
+        modelled = self._modelled()
+        return np.append(modelled, len(self.latent_names)) if latent_size else modelled
 
     def _modelled(self) -> np.ndarray:
         """Indices of the programs that have a count model (two anchors or more)."""
@@ -327,9 +333,8 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         if not hasattr(self, "count_joint_cov") or modelled.size < 2:
             return start
         Y, anchors = self._joint_anchors(counts, modelled)
-        K = len(self.latent_names)
-        latent_size = self.count_joint_cov.shape[0] > K  # its last entry is the log size factor (fits since 2026-12-05)
-        joint = np.append(modelled, K) if latent_size else modelled
+        latent_size = self.count_joint_cov.shape[0] > len(self.latent_names)  # fits before 2026-12-05: no size
+        joint = self._joint_entries(latent_size)
         out = start.copy()
         out[:, modelled] = joint_posterior_means(
             Y, np.log(size), anchors, self.count_joint_mean.numpy()[joint],
