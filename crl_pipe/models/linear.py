@@ -90,6 +90,12 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         measured (that total plus one). Where programs take over a cell's whole library the total is a
         few counts or none, and a measured size factor reads every program of the cell too low
         (:mod:`crl_pipe.models._joint_counts`).
+    refit_anchors
+        With ``count_prior: joint``, the anchors' count models (each anchor's intercept and slope, each
+        program's dispersion) are refitted inside the joint model's EM, on the log-likelihood expected
+        under the cells' posteriors, instead of kept from the per-program fits. Those fits read a
+        program alone, with the measured size factor; where programs take over the library they get a
+        program's level against the other programs' and its dispersion wrong.
     """
 
     name = "linear"
@@ -107,6 +113,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         count_prior: str = "joint",
         check_anchors: bool = True,
         latent_size: bool = True,
+        refit_anchors: bool = True,
     ) -> None:
         if size_factors not in ("stable", "total"):
             raise ModelError(f"model linear: size_factors must be 'stable' or 'total', got {size_factors!r}")
@@ -119,7 +126,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         super().__init__(
             edge_threshold=edge_threshold, edge_z=edge_z, ridge=ridge, max_iter=max_iter, min_target_z=min_target_z,
             size_factors=size_factors, readout=readout, count_prior=count_prior, check_anchors=bool(check_anchors),
-            latent_size=bool(latent_size),
+            latent_size=bool(latent_size), refit_anchors=bool(refit_anchors),
         )  # fmt: skip
         self.features: list[str] = []
         self.anchor_sets: dict[str, list[str]] = {}
@@ -238,10 +245,11 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
             group, n_groups = _count_groups(data)
             rows = stratified_sample(group, n_groups)
             Y, anchors = self._joint_anchors(counts[rows], modelled)
-            means, centre, cov = joint_group_means(
+            means, centre, cov, fitted = joint_group_means(
                 Y, np.log(size[rows]), anchors, group[rows], n_groups, raw[rows][:, modelled],
-                stable_total=size[rows] - 1.0 if latent_size else None,
+                stable_total=size[rows] - 1.0 if latent_size else None, refit_anchors=self.params["refit_anchors"],
             )  # fmt: skip
+            self._store_joint_anchors(modelled, fitted)
             shifts = shifts.copy()
             shifts[:, modelled] = means[1:]
             joint = self._joint_entries(latent_size)
@@ -259,6 +267,15 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         theta = self.count_model[modelled, 0].numpy()[program]
         b, a = self.count_b.numpy()[:, modelled], self.count_a.numpy()[:, modelled]
         return counts[:, feature], JointAnchors(program, b[feature, program], a[feature, program], theta)
+
+    def _store_joint_anchors(self, modelled: np.ndarray, anchors: JointAnchors) -> None:
+        """Write the joint model's anchor models (refitted or not) back into the count model's buffers."""
+        feature, program = np.nonzero(self.count_anchor.numpy()[:, modelled])
+        order = np.argsort(program, kind="stable")
+        feature, program = feature[order], modelled[program[order]]
+        self.count_b[feature, program] = torch.as_tensor(anchors.b)
+        self.count_a[feature, program] = torch.as_tensor(anchors.a)
+        self.count_model[program, 0] = torch.as_tensor(anchors.theta)
 
     def _joint_entries(self, latent_size: bool) -> np.ndarray:
         """Entries of the stored joint prior that the joint model reads: the modelled programs, and the log
