@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from crl_pipe.models._count_means import count_group_shifts, count_posterior_means
-from crl_pipe.models._joint_counts import JointAnchors, joint_group_means, joint_posterior_means
+from crl_pipe.models._joint_counts import JointAnchors, _anchor_step, joint_group_means, joint_posterior_means
 
 
 def _parent_and_greedy_child(seed: int, n: int = 300, child_slopes: tuple[float, float] = (0.8, 1.2)):
@@ -126,3 +127,17 @@ def test_refitting_the_anchor_models_leaves_a_well_read_screen_as_it_was():
     refit, *_ = joint_group_means(Y, log_size, anchors, group, 5, raw, stable_total=total, refit_anchors=True)
     assert refit == pytest.approx(kept, abs=0.03)
     assert np.abs(refit - truth).max() < 0.25
+
+
+def test_a_degenerate_anchor_step_keeps_the_anchor_models():
+    """Cells whose latents all sit at one value leave an anchor's slope undetermined (a singular Newton
+    system): the step keeps the anchors' models and the latents instead of writing NaN into them."""
+    n, program = 50, torch.tensor([0, 0, 1, 1])
+    Y = torch.ones(n, 4, dtype=torch.float64)
+    z = torch.zeros(n, 2, dtype=torch.float64)
+    parts = (program, torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64),
+             torch.full((4,), 10.0, dtype=torch.float64), None)  # fmt: skip
+    post_cov = torch.zeros(n, 2, 2, dtype=torch.float64)
+    kept, z_after, _ = _anchor_step(Y, torch.zeros(n, dtype=torch.float64), parts, z, post_cov)
+    assert all(torch.equal(a, b) for a, b in zip(kept[:4], parts[:4], strict=True))
+    assert torch.equal(z_after, z)

@@ -261,6 +261,8 @@ def _anchor_step(Y, log_size, parts, z, post_cov):
     new_a = new_a / alpha[program]
     beta = (sum_k(new_b) - sum_k(b)) / sum_k(new_a)
     new_b = new_b - new_a * beta[program]
+    if not all(torch.isfinite(v).all() for v in (new_b, new_a, theta, alpha, beta)):
+        return parts, z, post_cov  # a degenerate step (a program whose cells all sit at one value): keep the last
     scale = torch.cat([alpha, torch.ones(z.shape[1] - K, dtype=_T)])
     shift = torch.cat([beta, torch.zeros(z.shape[1] - K, dtype=_T)])
     z = z * scale + shift

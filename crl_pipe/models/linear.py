@@ -95,7 +95,10 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         program's dispersion) are refitted inside the joint model's EM, on the log-likelihood expected
         under the cells' posteriors, instead of kept from the per-program fits. Those fits read a
         program alone, with the measured size factor; where programs take over the library they get a
-        program's level against the other programs' and its dispersion wrong.
+        program's level against the other programs' and its dispersion wrong. Off by default: it cuts
+        the graph's errors on some starved screens and adds to them on others (docs/benchmarks.md,
+        tenth round), because the size factor's prior, apart from the programs, is not how a library
+        is shared out, and refitted anchors absorb that.
     """
 
     name = "linear"
@@ -113,7 +116,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         count_prior: str = "joint",
         check_anchors: bool = True,
         latent_size: bool = True,
-        refit_anchors: bool = True,
+        refit_anchors: bool = False,
     ) -> None:
         if size_factors not in ("stable", "total"):
             raise ModelError(f"model linear: size_factors must be 'stable' or 'total', got {size_factors!r}")
@@ -249,7 +252,8 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
                 Y, np.log(size[rows]), anchors, group[rows], n_groups, raw[rows][:, modelled],
                 stable_total=size[rows] - 1.0 if latent_size else None, refit_anchors=self.params["refit_anchors"],
             )  # fmt: skip
-            self._store_joint_anchors(modelled, fitted)
+            if self.params["refit_anchors"]:
+                self._store_joint_anchors(modelled, fitted)
             shifts = shifts.copy()
             shifts[:, modelled] = means[1:]
             joint = self._joint_entries(latent_size)
@@ -269,7 +273,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         return counts[:, feature], JointAnchors(program, b[feature, program], a[feature, program], theta)
 
     def _store_joint_anchors(self, modelled: np.ndarray, anchors: JointAnchors) -> None:
-        """Write the joint model's anchor models (refitted or not) back into the count model's buffers."""
+        """Write the joint model's refitted anchor models back into the count model's buffers."""
         feature, program = np.nonzero(self.count_anchor.numpy()[:, modelled])
         order = np.argsort(program, kind="stable")
         feature, program = feature[order], modelled[program[order]]
