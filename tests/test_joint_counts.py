@@ -5,6 +5,7 @@ perturbation means and cells' latents are read from the programs it moves with."
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -141,3 +142,38 @@ def test_a_degenerate_anchor_step_keeps_the_anchor_models():
     kept, z_after, _ = _anchor_step(Y, torch.zeros(n, dtype=torch.float64), parts, z, post_cov)
     assert all(torch.equal(a, b) for a, b in zip(kept[:4], parts[:4], strict=True))
     assert torch.equal(z_after, z)
+
+
+def test_linear_with_refitted_anchors_stores_them_and_still_draws_a_dense_graph(tmp_path):
+    """``refit_anchors: true`` end to end: the stored anchor models are the refitted ones (moved, with
+    each program's mean intercept and slope kept), the graph of a dense screen stays exact, and a saved
+    model gives the same latents."""
+    from test_count_means import DENSE
+
+    from crl_pipe import tl
+    from crl_pipe.models import load_model
+    from crl_pipe.simulate import screen_to_crl_data, simulate_screen
+
+    screen = simulate_screen(**DENSE, seed=0)
+    data = screen_to_crl_data(screen)
+    kept = tl.train(data, model="linear", seed=0)
+    refit = tl.train(data, model="linear", params={"refit_anchors": True}, seed=0)
+    anchor = kept.count_anchor.numpy()
+    assert np.array_equal(anchor, refit.count_anchor.numpy())
+    for name in ("count_b", "count_a"):
+        before, after = getattr(kept, name).numpy(), getattr(refit, name).numpy()
+        assert not np.allclose(before[anchor], after[anchor])
+        mean = lambda v: (v * anchor).sum(0) / anchor.sum(0)  # noqa: E731
+        assert mean(after) == pytest.approx(mean(before))
+    assert np.isfinite(refit.count_model[:, 0].numpy()).all()
+    adjacency = refit.get_adjacency().stack()
+    graph = adjacency[adjacency != 0].rename_axis(["source", "target"]).reset_index(name="weight")
+    latents = refit.get_latent_representation(data)
+    m = tl.evaluate(
+        graph=graph, targets=refit.get_targets(), latents=latents, true_graph=screen.graph,
+        true_targets=screen.targets, true_latents=screen.latents,
+    ).set_index("metric")["value"]  # fmt: skip
+    assert m["target_accuracy"] == 1.0 and m["shd"] == 0
+    refit.save(tmp_path / "model")
+    again = load_model(tmp_path / "model")
+    pd.testing.assert_frame_equal(again.get_latent_representation(data), latents)

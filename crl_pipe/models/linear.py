@@ -265,21 +265,24 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
 
     def _joint_anchors(self, counts: sp.csr_matrix, modelled: np.ndarray) -> tuple[sp.csr_matrix, JointAnchors]:
         """The modelled programs' anchor columns of ``counts`` and the anchors' fitted models."""
-        feature, program = np.nonzero(self.count_anchor.numpy()[:, modelled])
-        order = np.argsort(program, kind="stable")
-        feature, program = feature[order], program[order]
+        feature, program = self._joint_anchor_index(modelled)
         theta = self.count_model[modelled, 0].numpy()[program]
         b, a = self.count_b.numpy()[:, modelled], self.count_a.numpy()[:, modelled]
         return counts[:, feature], JointAnchors(program, b[feature, program], a[feature, program], theta)
 
     def _store_joint_anchors(self, modelled: np.ndarray, anchors: JointAnchors) -> None:
         """Write the joint model's refitted anchor models back into the count model's buffers."""
-        feature, program = np.nonzero(self.count_anchor.numpy()[:, modelled])
-        order = np.argsort(program, kind="stable")
-        feature, program = feature[order], modelled[program[order]]
+        feature, program = self._joint_anchor_index(modelled)
+        program = modelled[program]
         self.count_b[feature, program] = torch.as_tensor(anchors.b)
         self.count_a[feature, program] = torch.as_tensor(anchors.a)
         self.count_model[program, 0] = torch.as_tensor(anchors.theta)
+
+    def _joint_anchor_index(self, modelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feature and program (an index into ``modelled``) of each anchor of the joint model, by program."""
+        feature, program = np.nonzero(self.count_anchor.numpy()[:, modelled])
+        order = np.argsort(program, kind="stable")
+        return feature[order], program[order]
 
     def _joint_entries(self, latent_size: bool) -> np.ndarray:
         """Entries of the stored joint prior that the joint model reads: the modelled programs, and the log
