@@ -157,6 +157,40 @@ def test_edge_significance_leaves_equations_that_fit_to_their_sampling_noise_alo
     assert ((kept != 0) == (B != 0)).all()
 
 
+def _small_edge_shifts(noise_sd: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The eight-program graph with three of its weights under ``edge_threshold`` (0.08-0.12), as in dense
+    graphs of unit-variance programs, and shifts with noise of ``noise_sd``."""
+    B, targets, _ = _eight_program_shifts(0.0, seed)
+    B[7, 4], B[5, 0], B[3, 1] = 0.08, -0.12, 0.1
+    exogenous = np.zeros((len(targets), len(B)))
+    exogenous[np.arange(len(targets)), targets] = 2.5
+    shifts = exogenous @ np.linalg.inv(np.eye(len(B)) - B).T
+    return B, targets, shifts + np.random.default_rng(seed).normal(0, noise_sd, shifts.shape)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_significant_edges_under_the_threshold_are_kept_where_the_equations_fit(seed):
+    # sampling noise of 300 cells' means: the small weights are pinned to a few hundredths
+    B, targets, shifts = _small_edge_shifts(1 / np.sqrt(300), seed)
+    counts = np.full(len(targets), 300.0)
+    hard, _ = alternate(shifts, counts, [1] * len(targets), edge_z=0.0, **SETTINGS)  # the threshold alone
+    B_hat, mask = alternate(shifts, counts, [1] * len(targets), edge_z=3.0, **SETTINGS)
+    small = (B != 0) & (np.abs(B) < SETTINGS["edge_threshold"])
+    assert (hard[small] == 0).all()
+    assert mask.argmax(axis=1).tolist() == targets.tolist()
+    assert ((B_hat != 0) == (B != 0)).all()  # every edge, no other
+    np.testing.assert_allclose(B_hat[small], B[small], atol=0.03)
+
+
+def test_small_edges_are_not_added_where_the_latents_are_off():
+    # the same graph with shifts off by 0.3 SD: small weights are as likely the latents' errors
+    counts = np.full(24, 300.0)
+    for seed in range(4):
+        B, targets, shifts = _small_edge_shifts(0.3, seed)
+        B_hat, _ = alternate(shifts, counts, [1] * len(targets), edge_z=3.0, **SETTINGS)
+        assert (np.abs(B_hat[B_hat != 0]) >= 0.1).all(), B_hat[(B_hat != 0) & (np.abs(B_hat) < 0.1)]
+
+
 def test_equation_misfit_is_small_for_sem_shifts_and_large_when_the_latents_are_off():
     # 0 -> 1 -> 2, two perturbations per program: the equations explain every untargeted shift
     K = 3
