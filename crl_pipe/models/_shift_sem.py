@@ -340,20 +340,22 @@ def _prune_weak_edges(B, shifts, counts, targets, ridge, edge_z):
 
 def _add_small_edges(B, shifts, counts, targets, allowed, ridge, edge_z):
     """Join each program's parents by those under ``edge_threshold`` that are significant against all the
-    noise of its equations: |weight| / se at least ``edge_z`` corrected for the number of candidates
-    (Bonferroni: every program earlier in the order is one), the se from the larger of the program's
-    residual variance (moderated) and the whole graph's, and at least sampling noise.
+    noise of its equations, if the whole graph then fits to its sampling noise.
 
-    In a dense graph of unit-variance programs many true weights are small (0.05-0.15 of a control SD
-    per control SD on K = 20 at 45 % density), and where the latents are faithful the equations pin them
-    to a few hundredths. The graph's misfit is the guard: where the latents are off, errors in the
-    parents' shifts leave small weights that a program's own residual does not show (docs/benchmarks.md,
-    eleventh round). Candidates are added all at once and the least significant dropped, refitting
-    each time; the parents already kept stay.
+    A candidate's |weight| / se must reach ``edge_z`` corrected for the number of candidates
+    (Bonferroni: every program earlier in the order is one), the se from the larger of the
+    program's residual variance (moderated) and the whole graph's, and at least sampling noise.
+    Candidates are added all at once and the least significant dropped, refitting each time; the
+    parents already kept stay. In a dense graph of unit-variance programs many true weights are
+    small (0.05-0.15 of a control SD per control SD on K = 20 at 45 % density), and where the
+    latents are faithful the equations pin them to a few hundredths. Where the graph with them
+    still misfits (residual variance per degree of freedom over 1), errors of the parents' shifts,
+    which a program's own residual does not show, make small weights too, and none is added.
     """
     w = np.sqrt(counts)
     pooled = _pooled_misfit(shifts, counts, targets, B)
     floor = max(pooled, 1.0)
+    joined = B.copy()
     for j in range(B.shape[0]):
         kept, rows = np.flatnonzero(B[j]), ~targets[:, j]
         candidates = np.flatnonzero(allowed[j] & (B[j] == 0))
@@ -363,11 +365,13 @@ def _add_small_edges(B, shifts, counts, targets, allowed, ridge, edge_z):
             beta, z = _edge_significance(shifts, w, rows, j, parents, ridge, pooled, floor=floor)
             added = z[kept.size :]
             if added.min() >= bar:
-                B[j] = 0.0
-                B[j, parents] = beta
+                joined[j] = 0.0
+                joined[j, parents] = beta
                 break
             candidates = np.delete(candidates, added.argmin())
-    return B
+    # kept only if, with them, the whole graph fits to sampling noise: where it does not, the latents
+    # are off, and small weights are as likely their errors (docs/benchmarks.md, eleventh round)
+    return joined if _pooled_misfit(shifts, counts, targets, joined) <= 1.0 else B
 
 
 def _corrected_z(edge_z: float, n_tests: int) -> float:
