@@ -11,7 +11,8 @@ deviations (controls at mean 0, SD 1):
    does not target ``j`` gives one equation ``d_p[j] = B[j] d_p`` (:func:`solve_graph`).
 3. :func:`alternate`: a causal order and single targets from sink-first peeling and, as a second
    start, from a search over orders (:func:`_search_order`), then B on that order (thresholded, and
-   with ``edge_z`` pruned to the edges its equations' misfit cannot make: :func:`_prune_weak_edges`),
+   with ``edge_z`` pruned to the edges its equations' misfit cannot make, :func:`_prune_weak_edges`,
+   and joined by the significant ones under the threshold, :func:`_add_small_edges`),
    then targets from B (the largest exogenous shifts ``(I - B) d_p``), until they agree; of the two
    starts the one whose equations fit better is kept.
 4. :func:`fit_shift_sem` runs 1-3 and gives the buffers a model stores; :func:`targets_table` and
