@@ -9,12 +9,12 @@ deviations (controls at mean 0, SD 1):
 2. Programs follow ``z = B z + eps`` on a DAG and a perturbation shifts the noise of its targets,
    so ``d_p = (I - B)^-1 s_p`` with ``s_p`` non-zero only on p's targets. Every perturbation that
    does not target ``j`` gives one equation ``d_p[j] = B[j] d_p`` (:func:`solve_graph`).
-3. :func:`alternate`: a causal order and single targets from sink-first peeling and, as two more
-   starts, from a search over orders (:func:`_search_order`), then B on that order (thresholded, and
+3. :func:`alternate`: a causal order and single targets from sink-first peeling and, as a second
+   start, from a search over orders (:func:`_search_order`), then B on that order (thresholded, and
    with ``edge_z`` pruned to the edges its equations' misfit cannot make, :func:`_prune_weak_edges`,
    and joined by the significant ones under the threshold, :func:`_add_small_edges`),
-   then targets from B (the largest exogenous shifts ``(I - B) d_p``), until they agree; of the
-   starts the one whose equations fit best is kept.
+   then targets from B (the largest exogenous shifts ``(I - B) d_p``), until they agree; of the two
+   starts the one whose equations fit better is kept.
 4. :func:`fit_shift_sem` runs 1-3 and gives the buffers a model stores; :func:`targets_table` and
    :func:`adjacency_table` turn them into ``get_targets``/``get_adjacency``: score = exogenous
    shift in control SD units, ``z_score`` = score / its standard error, ``is_target``.
@@ -175,27 +175,14 @@ def alternate(
     """
     single = np.array([n == 1 for n in n_targets])
     best = None
-    # three starts: sink-first peeling (fast, exact on sparse graphs) and the order search (dense
-    # graphs, where a child's shift can exceed its parent's), counting a program as shifted from a
-    # quarter of a perturbation's largest shift and, for a child that carries its parent's shift four
-    # times over or more, from a tenth; keep the best fit of the equations
+    # two starts: sink-first peeling (fast, exact on sparse graphs) and the order search (dense
+    # graphs, where a child's shift can exceed its parent's); keep the better fit of the equations
     graph = {"threshold": edge_threshold, "ridge": ridge, "edge_z": edge_z}
-    starts = (
-        _peel_order(shifts[single]),
-        _search_order(shifts[single], counts[single], ridge),
-        _search_order(shifts[single], counts[single], ridge, leak=_STRONG_EDGE_LEAK),
-    )
-    for order, single_targets in starts:
+    for order, single_targets in (_peel_order(shifts[single]), _search_order(shifts[single], counts[single], ridge)):
         fit = _alternate_on_order(shifts, counts, n_targets, single, order, single_targets, graph, max_iter)
         if best is None or fit[2] < best[2] - 1e-12:
             best = fit
     return best[0], best[1]
-
-
-#: The order search's second threshold for "shifted" (share of a perturbation's largest shift): on K = 20
-#: at 45 % density seed 2 (docs/benchmarks.md, eleventh round) an edge of 4.3 SDs per SD left the
-#: parent under a quarter of its child's shift, and both of its perturbations took the child.
-_STRONG_EDGE_LEAK = 0.1
 
 
 def _alternate_on_order(shifts, counts, n_targets, single, order, single_targets, graph, max_iter):
