@@ -172,7 +172,7 @@ def _small_edge_shifts(noise_sd: float, seed: int) -> tuple[np.ndarray, np.ndarr
 def test_significant_edges_under_the_threshold_are_kept_where_the_equations_fit(seed):
     # shifts that vary less than 300 cells' sampling noise, as the count readout's do (the graph's residual
     # variance per degree of freedom was 0.55-0.82 on the dense unit-variance screens of docs/benchmarks.md,
-    # eleventh round; at 1, the gate is a coin flip, and small edges stay out as before)
+    # eleventh round; at exactly sampling noise the graph seldom passes the gate, and small edges stay out)
     B, targets, shifts = _small_edge_shifts(0.7 / np.sqrt(300), seed)
     counts = np.full(len(targets), 300.0)
     hard, _ = alternate(shifts, counts, [1] * len(targets), edge_z=0.0, **SETTINGS)  # the threshold alone

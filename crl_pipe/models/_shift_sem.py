@@ -328,7 +328,8 @@ def _prune_weak_edges(B, shifts, counts, targets, ridge, edge_z):
         parents, rows = np.flatnonzero(B[j]), ~targets[:, j]
         pruned = False
         while parents.size:
-            beta, z = _edge_significance(shifts, w, rows, j, parents, ridge, pooled)
+            beta, moderated, unit_se = _node_fit(shifts, w, rows, j, parents, ridge, pooled)
+            z = np.abs(beta) / (np.sqrt(max(moderated - 1.0, 1e-12)) * unit_se)  # misfit beyond sampling noise
             if z.min() >= edge_z:
                 break
             parents, pruned = np.delete(parents, z.argmin()), True
@@ -363,8 +364,8 @@ def _add_small_edges(B, shifts, counts, targets, allowed, ridge, edge_z):
         bar = _corrected_z(edge_z, candidates.size)
         while candidates.size and rows.sum() > kept.size + candidates.size:
             parents = np.concatenate([kept, candidates])
-            beta, z = _edge_significance(shifts, w, rows, j, parents, ridge, pooled, floor=floor)
-            added = z[kept.size :]
+            beta, moderated, unit_se = _node_fit(shifts, w, rows, j, parents, ridge, pooled)
+            added = (np.abs(beta) / (np.sqrt(max(moderated, floor)) * unit_se))[kept.size :]  # all the noise
             if added.min() >= bar:
                 joined[j] = 0.0
                 joined[j, parents] = beta
@@ -381,17 +382,16 @@ def _corrected_z(edge_z: float, n_tests: int) -> float:
     return float(norm.isf(norm.sf(edge_z) / max(n_tests, 1)))
 
 
-def _edge_significance(shifts, w, rows, j, parents, ridge, pooled, floor=None) -> tuple[np.ndarray, np.ndarray]:
-    """Weights of ``d_p[j] = B[j, parents] d_p[parents]`` over the perturbations ``rows``, and their
-    |weight| / se, the se from the misfit of the equations beyond sampling noise (:func:`_prune_weak_edges`),
-    or with ``floor`` from their whole residual variance, at least ``floor`` (:func:`_add_small_edges`)."""
+def _node_fit(shifts, w, rows, j, parents, ridge, pooled) -> tuple[np.ndarray, float, np.ndarray]:
+    """Weights of ``d_p[j] = B[j, parents] d_p[parents]`` over the perturbations ``rows``, the residual
+    variance of those equations moderated toward the graph's ``pooled``, and the weights' standard
+    errors per unit of residual variance (the callers say which variance counts as noise)."""
     X, y, lam = _node_equations(shifts, w, rows, j, parents, ridge)
     cov = np.linalg.inv(X.T @ X + lam * np.eye(parents.size))
     beta = cov @ (X.T @ y)
     dof = max(int(rows.sum()) - parents.size, 0)
     moderated = (float(np.sum((y - X @ beta) ** 2)) + _PRIOR_DOF * pooled) / (dof + _PRIOR_DOF)
-    misfit = max(moderated - 1.0, 1e-12) if floor is None else max(moderated, floor)
-    return beta, np.abs(beta) / np.sqrt(misfit * np.diag(cov))
+    return beta, moderated, np.sqrt(np.diag(cov))
 
 
 def _peel_order(shifts: np.ndarray, max_leak: float = 0.25) -> tuple[list[int], np.ndarray]:
