@@ -36,6 +36,27 @@ def test_a_child_that_moves_more_than_its_parent_does_not_take_the_target():
     np.testing.assert_allclose(B_hat[B != 0], B[B != 0], atol=0.05)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_a_child_that_carries_its_parents_shift_five_times_over_does_not_take_the_target(seed):
+    # 0 -> 1 -> 2 -> 3 and 0 -> 3, with 1 -> 2 at 5 SDs per SD: perturbing 1 leaves it under a fifth of
+    # its child's shift, under the quarter that the first order search counts as shifted. On seed 3 the
+    # equations of the flipped targets fit better than the right ones (the 5-SD edge multiplies the
+    # parent's noise), so only the shifts themselves can tell them apart
+    K = 4
+    B = np.zeros((K, K))
+    B[1, 0], B[2, 1], B[3, 2], B[3, 0] = 0.7, 5.0, 0.3, -0.6
+    targets = np.repeat(np.arange(K), 2)
+    exogenous = np.zeros((len(targets), K))
+    exogenous[np.arange(len(targets)), targets] = 2.5
+    shifts = exogenous @ np.linalg.inv(np.eye(K) - B).T
+    shifts += np.random.default_rng(seed).normal(0, 0.7 / np.sqrt(300), shifts.shape)
+    assert np.abs(shifts[2, 1]) < 0.25 * np.abs(shifts[2]).max()  # the case this test is about
+    # edge_z as linear's default: the 5-SD edge's noise makes a false edge over the hard threshold alone
+    B_hat, mask = alternate(shifts, np.full(len(targets), 300.0), [1] * len(targets), **SETTINGS, edge_z=3.0)
+    assert mask.argmax(axis=1).tolist() == targets.tolist()
+    assert ((np.abs(B_hat) > 0) == (B != 0)).all()
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_true_latents_of_a_dense_screen_give_every_target_and_edge(seed):
     # the issue-13 screen: 10 programs, 20 edges, latents in SEM units (variances 1 to ~60), shift 2.5 SDs

@@ -9,12 +9,13 @@ deviations (controls at mean 0, SD 1):
 2. Programs follow ``z = B z + eps`` on a DAG and a perturbation shifts the noise of its targets,
    so ``d_p = (I - B)^-1 s_p`` with ``s_p`` non-zero only on p's targets. Every perturbation that
    does not target ``j`` gives one equation ``d_p[j] = B[j] d_p`` (:func:`solve_graph`).
-3. :func:`alternate`: a causal order and single targets from sink-first peeling and, as a second
-   start, from a search over orders (:func:`_search_order`), then B on that order (thresholded, and
+3. :func:`alternate`: a causal order and single targets from sink-first peeling and, as two more
+   starts, from a search over orders (:func:`_search_order`), then B on that order (thresholded, and
    with ``edge_z`` pruned to the edges its equations' misfit cannot make, :func:`_prune_weak_edges`,
    and joined by the significant ones under the threshold, :func:`_add_small_edges`),
-   then targets from B (the largest exogenous shifts ``(I - B) d_p``), until they agree; of the two
-   starts the one whose equations fit better is kept.
+   then targets from B (the largest exogenous shifts ``(I - B) d_p``), until they agree; of the
+   first two starts the one whose equations fit better is kept, and the third (a looser reading of
+   which programs a perturbation shifts) replaces it if it explains the shifts better (BIC).
 4. :func:`fit_shift_sem` runs 1-3 and gives the buffers a model stores; :func:`targets_table` and
    :func:`adjacency_table` turn them into ``get_targets``/``get_adjacency``: score = exogenous
    shift in control SD units, ``z_score`` = score / its standard error, ``is_target``.
@@ -174,15 +175,42 @@ def alternate(
     ``B`` (latents x latents, ``B[j, i]``: effect of i on j) and the target mask (perturbations x latents).
     """
     single = np.array([n == 1 for n in n_targets])
-    best = None
-    # two starts: sink-first peeling (fast, exact on sparse graphs) and the order search (dense
-    # graphs, where a child's shift can exceed its parent's); keep the better fit of the equations
     graph = {"threshold": edge_threshold, "ridge": ridge, "edge_z": edge_z}
-    for order, single_targets in (_peel_order(shifts[single]), _search_order(shifts[single], counts[single], ridge)):
-        fit = _alternate_on_order(shifts, counts, n_targets, single, order, single_targets, graph, max_iter)
-        if best is None or fit[2] < best[2] - 1e-12:
-            best = fit
+    fits = [
+        _alternate_on_order(shifts, counts, n_targets, single, order, single_targets, graph, max_iter)
+        for order, single_targets in (
+            _peel_order(shifts[single]),  # sink-first: fast, exact on sparse graphs
+            _search_order(shifts[single], counts[single], ridge),  # dense graphs: a child may move more
+            _search_order(shifts[single], counts[single], ridge, leak=_STRONG_EDGE_LEAK),
+        )
+    ]
+    # the first two starts: the better fit of the equations. The third reads a parent's shift under a
+    # strong edge; the equations cannot judge it (that edge multiplies the parent's noise in its
+    # child's equations, and a target flipped to the child drops them), so it must explain the shifts
+    # themselves better (docs/benchmarks.md, twelfth round)
+    best = fits[1] if fits[1][2] < fits[0][2] - 1e-12 else fits[0]
+    if _shift_bic(shifts, counts, *fits[2][:2]) < _shift_bic(shifts, counts, *best[:2]):
+        best = fits[2]
     return best[0], best[1]
+
+
+#: The third start's threshold for "shifted" (share of a perturbation's largest shift): on K = 20 at
+#: 45 % density seed 2 an edge of 4.3 SDs per SD left the parent under a quarter of its child's shift,
+#: and both of its perturbations took the child.
+_STRONG_EDGE_LEAK = 0.1
+
+
+def _shift_bic(shifts, counts, B, targets) -> float:
+    """BIC of the mean shifts under ``d_p = (I - B)^-1 s_p`` with ``s_p`` on p's targets (fitted), rows
+    weighted by their cells; parameters: the edges and the targets."""
+    effect = np.linalg.inv(np.eye(B.shape[0]) - B)
+    rss = 0.0
+    for p, row in enumerate(targets):
+        cols = effect[:, row]
+        resid = shifts[p] - cols @ np.linalg.lstsq(cols, shifts[p], rcond=None)[0] if row.any() else shifts[p]
+        rss += counts[p] * float(resid @ resid)
+    n, k = shifts.size, int((B != 0).sum()) + int(targets.sum())
+    return n * np.log(max(rss, 1e-300) / n) + k * np.log(n)
 
 
 def _alternate_on_order(shifts, counts, n_targets, single, order, single_targets, graph, max_iter):
