@@ -184,20 +184,31 @@ def alternate(
             _search_order(shifts[single], counts[single], ridge, leak=_STRONG_EDGE_LEAK),
         )
     ]
-    # the first two starts: the better fit of the equations. The third reads a parent's shift under a
-    # strong edge; the equations cannot judge it (that edge multiplies the parent's noise in its
-    # child's equations, and a target flipped to the child drops them), so it must explain the shifts
-    # themselves better (docs/benchmarks.md, twelfth round)
+    # the first two starts: the better fit of the equations. The third is for a parent's shift hidden
+    # under a strong edge: it counts only where its answer has such a target (shifted under the first
+    # search's quarter), and the equations cannot judge it (that edge multiplies the parent's noise in
+    # its child's equations, and a target flipped to the child drops them), so it must explain the
+    # shifts themselves better (docs/benchmarks.md, twelfth round)
     best = fits[1] if fits[1][2] < fits[0][2] - 1e-12 else fits[0]
-    if _shift_bic(shifts, counts, *fits[2][:2]) < _shift_bic(shifts, counts, *best[:2]):
-        best = fits[2]
+    loose = fits[2]
+    if _hides_a_target(shifts[single], loose[1][single]) and _shift_bic(shifts, counts, *loose[:2]) < _shift_bic(
+        shifts, counts, *best[:2]
+    ):
+        best = loose
     return best[0], best[1]
 
 
-#: The third start's threshold for "shifted" (share of a perturbation's largest shift): on K = 20 at
-#: 45 % density seed 2 an edge of 4.3 SDs per SD left the parent under a quarter of its child's shift,
-#: and both of its perturbations took the child.
-_STRONG_EDGE_LEAK = 0.1
+#: The order search's share of a perturbation's largest shift from which a program counts as shifted,
+#: and the third start's: on K = 20 at 45 % density seed 2 an edge of 4.3 SDs per SD left the parent
+#: under a quarter of its child's shift, and both of its perturbations took the child.
+_LEAK, _STRONG_EDGE_LEAK = 0.25, 0.1
+
+
+def _hides_a_target(shifts, targets) -> bool:
+    """Whether some single perturbation's target is shifted less than ``_LEAK`` of its largest shift."""
+    mag = np.abs(shifts)
+    own = mag[np.arange(len(mag)), targets.argmax(axis=1)]  # a single has one target
+    return bool((own < _LEAK * mag.max(axis=1)).any())
 
 
 def _shift_bic(shifts, counts, B, targets) -> float:
@@ -449,7 +460,7 @@ def _peel_order(shifts: np.ndarray, max_leak: float = 0.25) -> tuple[list[int], 
 
 
 def _search_order(
-    shifts: np.ndarray, counts: np.ndarray, ridge: float, leak: float = 0.25, beam: int = 512
+    shifts: np.ndarray, counts: np.ndarray, ridge: float, leak: float = _LEAK, beam: int = 512
 ) -> tuple[list[int], np.ndarray]:
     """Causal order (sources first) and target of each single perturbation that fit the mean-shift equations best.
 
