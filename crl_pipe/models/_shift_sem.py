@@ -15,7 +15,8 @@ deviations (controls at mean 0, SD 1):
    and joined by the significant ones under the threshold, :func:`_add_small_edges`),
    then targets from B (the largest exogenous shifts ``(I - B) d_p``), until they agree; of the
    first two starts the one whose equations fit better is kept, and the third (a looser reading of
-   which programs a perturbation shifts) replaces it if it explains the shifts better (BIC).
+   which programs a perturbation shifts) replaces it where its answer has a target moved under a
+   quarter of its largest shift and it explains the shifts better (BIC).
 4. :func:`fit_shift_sem` runs 1-3 and gives the buffers a model stores; :func:`targets_table` and
    :func:`adjacency_table` turn them into ``get_targets``/``get_adjacency``: score = exogenous
    shift in control SD units, ``z_score`` = score / its standard error, ``is_target``.
