@@ -177,24 +177,24 @@ def alternate(
     """
     single = np.array([n == 1 for n in n_targets])
     graph = {"threshold": edge_threshold, "ridge": ridge, "edge_z": edge_z}
-    fits = [
-        _alternate_on_order(shifts, counts, n_targets, single, order, single_targets, graph, max_iter)
-        for order, single_targets in (
-            _peel_order(shifts[single]),  # sink-first: fast, exact on sparse graphs
-            _search_order(shifts[single], counts[single], ridge),  # dense graphs: a child may move more
-            _search_order(shifts[single], counts[single], ridge, leak=_STRONG_EDGE_LEAK),
-        )
-    ]
-    # the first two starts: the better fit of the equations. The third is for a parent's shift hidden
-    # under a strong edge: it counts only where its answer has such a target (shifted under the first
-    # search's quarter), and the equations cannot judge it (that edge multiplies the parent's noise in
-    # its child's equations, and a target flipped to the child drops them), so it must explain the
-    # shifts themselves better (docs/benchmarks.md, twelfth round)
-    best = fits[1] if fits[1][2] < fits[0][2] - 1e-12 else fits[0]
-    loose = fits[2]
-    if _hides_a_target(shifts[single], loose[1][single]) and _shift_bic(shifts, counts, *loose[:2]) < _shift_bic(
-        shifts, counts, *best[:2]
-    ):
+
+    def fit(start):
+        return _alternate_on_order(shifts, counts, n_targets, single, *start, graph, max_iter)
+
+    searched = _search_order(shifts[single], counts[single], ridge)  # dense graphs: a child may move more
+    peeled, by_search = fit(_peel_order(shifts[single])), fit(searched)  # peeling: exact on sparse graphs
+    best = by_search if by_search[2] < peeled[2] - 1e-12 else peeled  # the better fit of the equations
+    # the third start is for a parent's shift hidden under a strong edge: it counts only where its
+    # answer has such a target (shifted under the first search's quarter), and the equations cannot
+    # judge it (that edge multiplies the parent's noise in its child's equations, and a target flipped
+    # to the child drops them), so it must explain the shifts themselves better (docs/benchmarks.md,
+    # twelfth round). Where it reads the same start as the first search, it is that fit again.
+    loosened = _search_order(shifts[single], counts[single], ridge, leak=_STRONG_EDGE_LEAK)
+    if loosened[0] == searched[0] and np.array_equal(loosened[1], searched[1]):
+        return best[0], best[1]
+    loose = fit(loosened)
+    hidden = _hides_a_target(shifts[single], loose[1][single])
+    if hidden and _shift_bic(shifts, counts, *loose[:2]) < _shift_bic(shifts, counts, *best[:2]):
         best = loose
     return best[0], best[1]
 
