@@ -74,7 +74,7 @@ def joint_group_means(
     refit_anchors: bool = False,
     iters: int = 40,
     tol: float = 1e-3,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, JointAnchors]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, JointAnchors, np.ndarray]:
     """Mean latent of every group (groups x programs, control SDs; group 0 = controls, all 0) by EM.
 
     Parameters
@@ -100,7 +100,10 @@ def joint_group_means(
     -------
     The group means, and the mean and covariance of one normal over all cells' latents (the label-free
     prior of :func:`joint_posterior_means`), in the per-program models' units; with ``stable_total``
-    the log size factor is their last entry. Then the anchors' models (refitted or as given).
+    the log size factor is their last entry. Then the anchors' models (refitted or as given), and per
+    group and program the share of the program's variance that the group's cells resolve: one less
+    their mean posterior variance over the latent's control variance (near 0 where a group's cells are
+    read from the prior alone, as where another program took their whole library).
     """
     Y, log_size, parts = _tensors(Y, log_size, anchors, stable_total)
     g = torch.as_tensor(group, dtype=torch.long)
@@ -123,12 +126,14 @@ def joint_group_means(
     control = g == 0
     # the control SD of the latent itself: of the posterior means plus the posterior variance
     sd = torch.sqrt(z[control].var(0) + torch.diagonal(post_cov[control].mean(0)))
+    post_var = torch.diagonal(post_cov, dim1=1, dim2=2)
     K = init.shape[1]
+    resolved = (1.0 - _group_mean(post_var, g, n) / sd**2).clamp(0.0, 1.0)[:, :K].numpy()
     means = ((mu - mu[0]) / sd)[:, :K].numpy()
     centre = z.mean(0)
     total = _covariance(z - centre, post_cov, sized=stable_total is not None)
     program, b, a, theta = (part.numpy() for part in parts[:4])
-    return means, centre.numpy(), total.numpy(), JointAnchors(program, b, a, theta)
+    return means, centre.numpy(), total.numpy(), JointAnchors(program, b, a, theta), resolved
 
 
 def joint_posterior_means(

@@ -102,6 +102,7 @@ def fit_shift_sem(
     max_iter: int,
     edge_z: float = 0.0,
     shifts: np.ndarray | None = None,
+    resolved: np.ndarray | None = None,
 ) -> ShiftSEM:
     """Targets and graph from ``scores`` (cells x latents, controls at mean 0 and SD 1).
 
@@ -117,8 +118,15 @@ def fit_shift_sem(
     shifts
         Mean shifts (perturbations in ``data.perturbations`` order x latents) read another way
         (e.g. from counts, :mod:`._count_means`); by default the mean shifts of ``scores``.
+    resolved
+        Per perturbation, the share of the programs' variance its cells' data resolve (the rest is read
+        from a prior, :mod:`._joint_counts`): its cell count is multiplied by it, in the equations and
+        in its shifts' standard errors, so a perturbation whose means come mostly from the prior weighs
+        as the fewer cells it is worth.
     """
     labels, score_shifts, counts = group_shifts(scores, data)
+    if resolved is not None:
+        counts = counts * np.asarray(resolved, dtype=float)
     shifts = score_shifts if shifts is None else np.asarray(shifts, dtype=float)
     n_targets = [max(1, len(data.targets.get(lab, ()))) for lab in labels]
     B, targets = alternate(

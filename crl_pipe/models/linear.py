@@ -136,6 +136,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         self.size_features: list[str] = []
         self.assigned: dict[str, list[str]] = {}
         self.starved_cells: float | None = None
+        self._resolved: np.ndarray | None = None  # per perturbation, from the joint count model (fit only)
 
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, data: CRLData, *, seed: int = 0) -> LinearSEM:
@@ -148,6 +149,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         if not data.is_control.any():
             raise ModelError("model linear: needs control cells to measure intervention shifts against")
         self.latent_names, self.features = programs, list(data.features)
+        self._resolved = None
         for key, tensor in fit_anchor_scores(data, programs, seed).items():
             self.register_buffer(key, tensor)
         scores = self._scores(data.X)
@@ -166,7 +168,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         data, scores = self._check_anchors(data, current, programs, scores, seed)
         p = self.params
         shifts, scores = self._fit_count_readout(data, scores)
-        shift_sem = fit_shift_sem(scores, data, shifts=shifts, **graph_settings(p))
+        shift_sem = fit_shift_sem(scores, data, shifts=shifts, resolved=self._resolved, **graph_settings(p))
         self.intervention_names = shift_sem.labels
         for key, tensor in shift_sem.buffers().items():
             self.register_buffer(key, tensor)
@@ -248,7 +250,7 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
             group, n_groups = _count_groups(data)
             rows = stratified_sample(group, n_groups)
             Y, anchors = self._joint_anchors(counts[rows], modelled)
-            means, centre, cov, fitted = joint_group_means(
+            means, centre, cov, fitted, resolved = joint_group_means(
                 Y, np.log(size[rows]), anchors, group[rows], n_groups, raw[rows][:, modelled],
                 stable_total=size[rows] - 1.0 if latent_size else None, refit_anchors=self.params["refit_anchors"],
             )  # fmt: skip
@@ -256,6 +258,9 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
                 self._store_joint_anchors(modelled, fitted)
             shifts = shifts.copy()
             shifts[:, modelled] = means[1:]
+            # the least over programs: a perturbation's shifts enter every program's equations, so one
+            # program read from the prior spoils its row (docs/benchmarks.md, thirteenth round)
+            self._resolved = np.maximum(resolved[1:].min(axis=1), _LEAST_RESOLVED)
             joint = self._joint_entries(latent_size)
             prior_mean[joint], prior_cov[np.ix_(joint, joint)] = centre, cov
         self.register_buffer("count_joint_mean", torch.tensor(prior_mean))
@@ -416,6 +421,8 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
 
 #: The priors of the count readout (``count_prior``), the default first.
 _COUNT_PRIORS = ("joint", "size", "others", "group")
+#: Floor of a perturbation's resolved share in the graph equations (keeps its weight positive).
+_LEAST_RESOLVED = 0.01
 #: Rounds of size factors from stable features and anchor scores on them (the second barely moves them).
 _SIZE_ROUNDS = 2
 #: Fewest stable features to size cells by; with fewer the data's own normalisation is kept.
