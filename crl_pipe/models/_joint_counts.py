@@ -125,8 +125,8 @@ def joint_group_means(
             break
     control = g == 0
     # the control SD of the latent itself: of the posterior means plus the posterior variance
-    sd = torch.sqrt(z[control].var(0) + torch.diagonal(post_cov[control].mean(0)))
     post_var = torch.diagonal(post_cov, dim1=1, dim2=2)
+    sd = torch.sqrt(z[control].var(0) + post_var[control].mean(0))
     K = init.shape[1]
     resolved = (1.0 - _group_mean(post_var, g, n) / sd**2).clamp(0.0, 1.0)[:, :K].numpy()
     means = ((mu - mu[0]) / sd)[:, :K].numpy()

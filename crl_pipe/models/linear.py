@@ -136,7 +136,6 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         self.size_features: list[str] = []
         self.assigned: dict[str, list[str]] = {}
         self.starved_cells: float | None = None
-        self._resolved: np.ndarray | None = None  # per perturbation, from the joint count model (fit only)
 
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, data: CRLData, *, seed: int = 0) -> LinearSEM:
@@ -149,7 +148,6 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         if not data.is_control.any():
             raise ModelError("model linear: needs control cells to measure intervention shifts against")
         self.latent_names, self.features = programs, list(data.features)
-        self._resolved = None
         for key, tensor in fit_anchor_scores(data, programs, seed).items():
             self.register_buffer(key, tensor)
         scores = self._scores(data.X)
@@ -167,8 +165,8 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
         self.starved_cells = self._starved_share(data)
         data, scores = self._check_anchors(data, current, programs, scores, seed)
         p = self.params
-        shifts, scores = self._fit_count_readout(data, scores)
-        shift_sem = fit_shift_sem(scores, data, shifts=shifts, resolved=self._resolved, **graph_settings(p))
+        shifts, scores, resolved = self._fit_count_readout(data, scores)
+        shift_sem = fit_shift_sem(scores, data, shifts=shifts, resolved=resolved, **graph_settings(p))
         self.intervention_names = shift_sem.labels
         for key, tensor in shift_sem.buffers().items():
             self.register_buffer(key, tensor)
@@ -200,23 +198,27 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
             self.register_buffer(key, tensor)
         return replace(data, anchors=anchors), self._scores(current.X)
 
-    def _fit_count_readout(self, data: CRLData, scores: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    def _fit_count_readout(
+        self, data: CRLData, scores: np.ndarray
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
         """Fit and store the programs' count models (``readout: counts``); returns the mean shifts (None
-        without the count readout) and the cells' latents (the anchor ``scores`` without it)."""
+        without the count readout), the cells' latents (the anchor ``scores`` without it) and each
+        perturbation's resolved share (:meth:`_fit_joint_counts`; None without the joint model)."""
         shifts, covariates, prior = None, None, self.params["count_prior"]
         for _ in range(2 if prior in ("size", "others") else 1):
             count_fit = self._count_fit(data, scores, covariates)
             if count_fit is None:
-                return shifts, scores
+                return shifts, scores, None
             shifts, models = count_fit
             self._store_count_models(data, models)
             raw = self._count_latents(data, scores)  # in the count model's units until the scale is stored
             covariates = self._store_count_scale(raw, data.is_control)
+        resolved = None
         if prior == "joint":
             counts, size = self._sized_counts(data)
-            shifts = self._fit_joint_counts(data, counts, size, shifts, raw)
+            shifts, resolved = self._fit_joint_counts(data, counts, size, shifts, raw)
             raw = self._joint_latents(counts, size, raw)  # the per-program latents start the joint search
-        return shifts, self._store_count_scale(raw, data.is_control)
+        return shifts, self._store_count_scale(raw, data.is_control), resolved
 
     def _count_fit(
         self, data: CRLData, scores: np.ndarray, covariates: np.ndarray | None = None
@@ -239,13 +241,16 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
 
     def _fit_joint_counts(
         self, data: CRLData, counts: sp.csr_matrix, size: np.ndarray, shifts: np.ndarray, raw: np.ndarray
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Fit the joint count model of the modelled programs (:mod:`._joint_counts`) from their per-program
-        models and latents ``raw``; store its label-free prior and return ``shifts`` with its group means."""
+        models and latents ``raw``; store its label-free prior and return ``shifts`` with its group means,
+        and per perturbation the least share of its programs' variance that its cells resolve (None with
+        fewer than two modelled programs)."""
         modelled = self._modelled()
         K = len(self.latent_names)
         latent_size = self.params["latent_size"]
         prior_mean, prior_cov = np.zeros(K + latent_size), np.eye(K + latent_size)
+        least_resolved = None
         if modelled.size >= 2:  # one program has no other to borrow from
             group, n_groups = _count_groups(data)
             rows = stratified_sample(group, n_groups)
@@ -260,13 +265,13 @@ class LinearSEM(ShiftSEMOutputs, CRLModel):
             shifts[:, modelled] = means[1:]
             # the least over programs: a perturbation's shifts enter every program's equations, so one
             # program read from the prior spoils its row (docs/benchmarks.md, thirteenth round)
-            self._resolved = np.maximum(resolved[1:].min(axis=1), _LEAST_RESOLVED)
+            least_resolved = np.maximum(resolved[1:].min(axis=1), _LEAST_RESOLVED)
             joint = self._joint_entries(latent_size)
             prior_mean[joint], prior_cov[np.ix_(joint, joint)] = centre, cov
         self.register_buffer("count_joint_mean", torch.tensor(prior_mean))
         self.register_buffer("count_joint_cov", torch.tensor(prior_cov))
         self.count_model[:, 3], self.count_model[:, 4] = 0.0, 1.0  # the joint latents' scale is stored anew
-        return shifts
+        return shifts, least_resolved
 
     def _joint_anchors(self, counts: sp.csr_matrix, modelled: np.ndarray) -> tuple[sp.csr_matrix, JointAnchors]:
         """The modelled programs' anchor columns of ``counts`` and the anchors' fitted models."""
